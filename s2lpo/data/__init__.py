@@ -1,0 +1,1 @@
+"""Datasets: the synthetic toy task (real datasets come through the preparation step)."""

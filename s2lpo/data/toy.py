@@ -1,0 +1,100 @@
+"""A synthetic reasoning task with verifiable answers where a short worked solution helps.
+
+Problems are integer expressions over single digits, e.g. ``Q: 7-3*5+2=?``, solved with explicit
+steps (multiplications first, then left to right)::
+
+    Q: 7-3*5+2=? 3*5=15, 7-15=-8, -8+2=-6. #### -6
+
+Everything is a pure function of a seed, so every run and test sees the same problems.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+ANSWER_MARK = "####"
+
+
+@dataclass(frozen=True)
+class Problem:
+    uid: str
+    prompt: str
+    solution: str  # reference completion, guidance prefixes are cut from it
+    answer: int
+
+
+def _solve(nums: list[int], ops: list[str]) -> tuple[list[str], int]:
+    nums, ops, steps = list(nums), list(ops), []
+    while "*" in ops:
+        i = ops.index("*")
+        v = nums[i] * nums[i + 1]
+        steps.append(f"{nums[i]}*{nums[i + 1]}={v}")
+        nums[i : i + 2], ops[i : i + 1] = [v], []
+    acc = nums[0]
+    for op, b in zip(ops, nums[1:]):
+        v = acc + b if op == "+" else acc - b
+        steps.append(f"{acc}{op}{b}={v}")
+        acc = v
+    return steps, acc
+
+
+def make_problem(nums: list[int], ops: list[str]) -> Problem:
+    expr = "".join(str(n) + o for n, o in zip(nums, ops)) + str(nums[-1])
+    steps, ans = _solve(nums, ops)
+    return Problem(uid=expr, prompt=f"Q: {expr}=?", solution=f" {', '.join(steps)}. {ANSWER_MARK} {ans}", answer=ans)
+
+
+def all_problems(n_operands: int = 3) -> list[Problem]:
+    """Every problem of the task in a fixed order (9**n * 3**(n-1) of them)."""
+    if n_operands < 2:
+        raise ValueError(f"n_operands={n_operands} must be >= 2")
+    out: list[Problem] = []
+
+    def rec(nums: list[int], ops: list[str]) -> None:
+        if len(nums) == n_operands:
+            out.append(make_problem(nums, ops))
+            return
+        for d in range(1, 10):
+            if not nums:
+                rec([d], [])
+            else:
+                for o in "+-*":
+                    rec(nums + [d], ops + [o])
+
+    rec([], [])
+    return out
+
+
+@dataclass(frozen=True)
+class ToySplits:
+    sft: list[Problem]  # supervised warm-up pool of the model family
+    rl: list[Problem]  # RL training prompts
+    eval: list[Problem]  # held-out evaluation problems
+
+
+def make_splits(seed: int, n_sft: int, n_rl: int, n_eval: int, n_operands: int = 3) -> ToySplits:
+    """Disjoint splits drawn from the task without replacement, deterministic in ``seed``."""
+    pool = all_problems(n_operands)
+    need = n_sft + n_rl + n_eval
+    if need > len(pool):
+        raise ValueError(
+            f"data: n_sft+n_rl+n_eval={need} exceeds the {len(pool)} distinct problems with "
+            f"n_operands={n_operands}; lower the split sizes or raise n_operands"
+        )
+    rng = random.Random(seed)
+    picked = rng.sample(pool, need)
+    return ToySplits(picked[:n_sft], picked[n_sft : n_sft + n_rl], picked[n_sft + n_rl :])
+
+
+def parse_answer(text: str) -> int | None:
+    """The integer after the last ``####``, or None when the completion gives none."""
+    if ANSWER_MARK not in text:
+        return None
+    tail = text.rsplit(ANSWER_MARK, 1)[1].strip().split()
+    if not tail:
+        return None
+    try:
+        return int(tail[0].rstrip("."))
+    except ValueError:
+        return None

@@ -1,0 +1,1 @@
+"""Evaluation: unbiased pass@k and mean@k."""

@@ -1,0 +1,33 @@
+"""Registry of reward functions ``fn(completion_text, ground_truth) -> float`` (verl-style decorator)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from s2lpo.data.toy import parse_answer
+
+RewardFn = Callable[[str, str], float]
+REWARDS: dict[str, RewardFn] = {}
+
+
+def register_reward(name: str) -> Callable[[RewardFn], RewardFn]:
+    def deco(fn: RewardFn) -> RewardFn:
+        if name in REWARDS and REWARDS[name] is not fn:
+            raise ValueError(f"reward {name!r} is already registered")
+        REWARDS[name] = fn
+        return fn
+
+    return deco
+
+
+def get_reward_fn(name: str) -> RewardFn:
+    if name not in REWARDS:
+        raise ValueError(f"reward={name!r} is unknown; registered: {', '.join(sorted(REWARDS))}")
+    return REWARDS[name]
+
+
+@register_reward("toy_arith")
+def toy_arith(completion: str, ground_truth: str) -> float:
+    """1.0 when the integer after ``####`` equals the ground truth, else 0.0."""
+    ans = parse_answer(completion)
+    return float(ans is not None and ans == int(ground_truth))

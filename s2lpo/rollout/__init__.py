@@ -1,0 +1,1 @@
+"""Rollout: samplers and the explorer rollout cache."""

@@ -1,0 +1,115 @@
+"""Batched sampling from a Hugging Face causal LM with a KV cache (CPU or CUDA).
+
+A lean loop around the model's forward rather than ``generate``: for tiny models the per-token
+overhead of ``generate`` (logits processors, stopping criteria, cache bookkeeping) dominates the
+cost, and an explicit ``torch.Generator`` makes every sample a pure function of its seed, which is
+what makes a killed-and-resumed run reproduce an uninterrupted one exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from transformers import DynamicCache
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    max_new_tokens: int = 48
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Sample:
+    tokens: list[int]
+    logprobs: list[float]  # log-prob of each token under the sampling distribution (behaviour policy)
+    finish_reason: str  # "stop" (eos sampled) or "length"
+
+
+def left_pad(contexts: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(c) for c in contexts)
+    ids = torch.full((len(contexts), width), pad_id, dtype=torch.long)
+    att = torch.zeros((len(contexts), width), dtype=torch.long)
+    for i, c in enumerate(contexts):
+        ids[i, width - len(c) :] = torch.tensor(c, dtype=torch.long)
+        att[i, width - len(c) :] = 1
+    return ids.to(device), att.to(device)
+
+
+def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    if top_k and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1, None]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cum - sorted_logits.softmax(-1) > top_p  # keep the smallest prefix reaching top_p
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.empty_like(logits).scatter_(-1, order, sorted_logits)
+    return logits
+
+
+@torch.inference_mode()
+def sample_batch(
+    model,
+    contexts: list[list[int]],
+    params: SamplingParams,
+    eos_id: int,
+    pad_id: int,
+    generator: torch.Generator,
+) -> list[Sample]:
+    """Sample one continuation per context (contexts may differ in length)."""
+    device = next(model.parameters()).device
+    ids, att = left_pad(contexts, pad_id, device)
+    n = len(contexts)
+    pos = (att.cumsum(-1) - 1).clamp(min=0)
+    cache = DynamicCache()
+    out = model(input_ids=ids, attention_mask=att, position_ids=pos, past_key_values=cache, use_cache=True)
+    logits = out.logits[:, -1].float()
+    next_pos = pos[:, -1:] + 1
+    toks = torch.full((n, params.max_new_tokens), pad_id, dtype=torch.long, device=device)
+    lps = torch.zeros((n, params.max_new_tokens), dtype=torch.float32, device=device)
+    done = torch.zeros(n, dtype=torch.bool, device=device)
+    lengths = torch.full((n,), params.max_new_tokens, dtype=torch.long, device=device)
+    for t in range(params.max_new_tokens):
+        logp = torch.log_softmax(filter_logits(logits / params.temperature, params.top_k, params.top_p), -1)
+        tok = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)
+        tok = torch.where(done, torch.full_like(tok, pad_id), tok)
+        toks[:, t] = tok
+        lps[:, t] = torch.where(done, 0.0, logp.gather(-1, tok[:, None]).squeeze(-1))
+        hit = (tok == eos_id) & ~done
+        lengths = torch.where(hit, t + 1, lengths)
+        done |= hit
+        if bool(done.all()) or t == params.max_new_tokens - 1:
+            break
+        att = torch.cat([att, torch.ones((n, 1), dtype=att.dtype, device=device)], dim=-1)
+        out = model(input_ids=tok[:, None], attention_mask=att, position_ids=next_pos, past_key_values=cache,
+                    use_cache=True)
+        logits = out.logits[:, -1].float()
+        next_pos = next_pos + 1
+    toks_l, lps_l, len_l, done_l = toks.tolist(), lps.tolist(), lengths.tolist(), done.tolist()
+    return [
+        Sample(toks_l[i][: len_l[i]], lps_l[i][: len_l[i]], "stop" if done_l[i] else "length") for i in range(n)
+    ]
+
+
+def sample(
+    model,
+    contexts: list[list[int]],
+    params: SamplingParams,
+    eos_id: int,
+    pad_id: int,
+    generator: torch.Generator,
+    batch_size: int = 256,
+) -> list[Sample]:
+    """Sample one continuation per context, ``batch_size`` contexts at a time."""
+    out: list[Sample] = []
+    for b in range(0, len(contexts), batch_size):
+        out += sample_batch(model, contexts[b : b + batch_size], params, eos_id, pad_id, generator)
+    return out
