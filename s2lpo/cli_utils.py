@@ -1,0 +1,46 @@
+"""Shared glue of the thin entry points: progress bars, error reporting."""
+
+from __future__ import annotations
+
+import sys
+
+from omegaconf import DictConfig
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from s2lpo.config.validate import ConfigError
+
+console = Console(stderr=True)
+
+
+def progress_bar() -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                    console=console, transient=False)
+
+
+def train_with_progress(cfg: DictConfig, label: str | None = None):
+    from s2lpo.trainer.local import train
+
+    with progress_bar() as bar:
+        task = bar.add_task(label or cfg.algorithm.name, total=cfg.trainer.total_steps, info="")
+
+        def update(step: int, total: int, m: dict) -> None:
+            info = f"acc {m.get('train/accuracy', 0):.2f}"
+            key = f"eval/{cfg.data.benchmark}/pass@1"
+            if key in m:
+                info += f"  pass@1 {m[key]:.3f}"
+            bar.update(task, completed=step, info=info)
+
+        return train(cfg, progress=update, log=console.print)
+
+
+def run_training(cfg: DictConfig) -> float | None:
+    """Train and return the last pass@1 (for sweepers); a bad config exits with its error list."""
+    try:
+        result = train_with_progress(cfg)
+    except ConfigError as e:
+        console.print(f"[red]{e}[/red]")
+        sys.exit(2)
+    console.print(f"run {result.run_id}: {result.status} -> {result.run_dir}")
+    return result.final_metrics.get(f"eval/{cfg.data.benchmark}/pass@1")

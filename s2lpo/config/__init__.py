@@ -1,0 +1,1 @@
+"""Configuration: validation of the resolved Hydra config and run identity."""

@@ -1,0 +1,143 @@
+"""Validation of the resolved config before any model is loaded or job submitted.
+
+Every problem is reported as one line naming the field and the fix; all problems are collected and
+raised together in one :class:`ConfigError`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from s2lpo.algo.correction import CORRECTIONS
+from s2lpo.algo.schedule import SCHEDULES
+from s2lpo.rewards.registry import REWARDS
+
+ALGORITHMS = ("grpo", "s2lpo", "token_temp", "g2rpo_a")
+TEMPERATURE_MODES = ("tempered", "sample_only")
+LOSS_AGG_MODES = ("token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm")
+FAMILIES = ("toy", "qwen3")
+
+
+class ConfigError(ValueError):
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def _num(x) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def _check_model(cfg: DictConfig, role: str, errs: list[str]) -> None:
+    m = cfg[role]
+    if role == "explorer" and m.name == "none":
+        return
+    if m.family not in FAMILIES:
+        errs.append(f"{role}.family={m.family!r} is unknown; use one of {', '.join(FAMILIES)}")
+    elif m.family == "toy" and m.size not in cfg.family.sizes:
+        errs.append(f"{role}.size={m.size!r} is not in family.sizes ({', '.join(cfg.family.sizes)}); "
+                    f"pick {role}=toy_<size>")
+    elif m.family != "toy" and not Path(str(m.path)).exists():
+        errs.append(f"{role}.path={m.path} does not exist; put a local copy there or set paths.models_dir "
+                    "(nothing is downloaded)")
+    if m.tokenizer is not None and not Path(str(m.tokenizer)).exists():
+        errs.append(f"{role}.tokenizer={m.tokenizer} does not exist; set it to a tokenizer directory or null")
+
+
+def validate(cfg: DictConfig, tokenizer_digests=None) -> None:
+    """Raise :class:`ConfigError` listing every invalid field of the resolved config.
+
+    ``tokenizer_digests(role) -> str | None`` gives the digest of a model's tokenizer (cheap: no model
+    is loaded); learner and explorer must share one.
+    """
+    errs: list[str] = []
+    a, t, d = cfg.algorithm, cfg.trainer, cfg.data
+    if a.name not in ALGORITHMS:
+        errs.append(f"algorithm.name={a.name!r} is unknown; choose one of {', '.join(ALGORITHMS)}")
+    G = a.group_size
+    if not isinstance(G, int) or G < 2:
+        errs.append(f"algorithm.group_size={G!r} must be an integer >= 2 (advantages are relative to the group)")
+    if a.schedule not in SCHEDULES:
+        errs.append(f"algorithm.schedule={a.schedule!r} is unknown; choose one of {', '.join(SCHEDULES)}")
+    if not isinstance(a.t_mix, int) or a.t_mix < 0:
+        errs.append(f"algorithm.t_mix={a.t_mix!r} must be an integer >= 0 (0 = no explorer)")
+    elif a.t_mix == 1 and a.schedule in ("linear", "cosine"):
+        errs.append("algorithm.t_mix=1 divides by T_mix-1 = 0 in alpha_i = 1-(i-1)/(T_mix-1); "
+                    "use t_mix=0 (plain GRPO) or t_mix>=2")
+    elif isinstance(t.total_steps, int) and a.t_mix > t.total_steps:
+        errs.append(f"algorithm.t_mix={a.t_mix} exceeds trainer.total_steps={t.total_steps}: the annealing "
+                    "would never finish; lower t_mix or raise total_steps")
+    if isinstance(a.t_mix, int) and a.t_mix > 0 and cfg.explorer.name == "none":
+        errs.append(f"algorithm.t_mix={a.t_mix} needs an explorer but explorer=none; pick e.g. explorer=toy_s "
+                    "or set algorithm.t_mix=0")
+    if a.name == "s2lpo" and a.t_mix == 0:
+        errs.append("algorithm=s2lpo with algorithm.t_mix=0 is plain GRPO; set t_mix>=2 or use algorithm=grpo")
+    if not _num(a.temperature) or a.temperature <= 0:
+        errs.append(f"algorithm.temperature={a.temperature!r} must be > 0")
+    if a.temperature_mode not in TEMPERATURE_MODES:
+        errs.append(f"algorithm.temperature_mode={a.temperature_mode!r} is unknown; use tempered or sample_only")
+    if not _num(a.top_p) or not 0 < a.top_p <= 1:
+        errs.append(f"algorithm.top_p={a.top_p!r} must be in (0, 1]")
+    if not isinstance(a.top_k, int) or a.top_k < 0:
+        errs.append(f"algorithm.top_k={a.top_k!r} must be an integer >= 0 (0 = off)")
+    gd = a.guidance
+    if gd.enabled:
+        if gd.kind not in ("adaptive", "linear_decay"):
+            errs.append(f"algorithm.guidance.kind={gd.kind!r} is unknown; use adaptive or linear_decay")
+        if isinstance(G, int) and not 0 < gd.k <= G:
+            errs.append(f"algorithm.guidance.k={gd.k} guided rollouts must be in [1, group_size={G}]")
+        if not isinstance(gd.max_length, int) or gd.max_length < 1:
+            errs.append(f"algorithm.guidance.max_length={gd.max_length!r} must be an integer >= 1")
+        if gd.period < 2:
+            errs.append(f"algorithm.guidance.period={gd.period} must be >= 2")
+    if a.offpolicy_correction not in CORRECTIONS:
+        errs.append(f"algorithm.offpolicy_correction={a.offpolicy_correction!r} is unknown; "
+                    f"choose one of {', '.join(CORRECTIONS)}")
+    if a.loss_agg_mode not in LOSS_AGG_MODES:
+        errs.append(f"algorithm.loss_agg_mode={a.loss_agg_mode!r} is unknown; choose one of {', '.join(LOSS_AGG_MODES)}")
+    if not _num(a.clip_ratio) or a.clip_ratio <= 0:
+        errs.append(f"algorithm.clip_ratio={a.clip_ratio!r} must be > 0")
+    if not _num(a.kl_coef) or a.kl_coef < 0:
+        errs.append(f"algorithm.kl_coef={a.kl_coef!r} must be >= 0")
+    if not _num(t.lr) or t.lr <= 0:
+        errs.append(f"trainer.lr={t.lr!r} must be > 0")
+    if not isinstance(t.total_steps, int) or t.total_steps < 1:
+        errs.append(f"trainer.total_steps={t.total_steps!r} must be an integer >= 1")
+    for key in ("eval_every", "checkpoint_every", "eval_samples", "final_eval_samples", "eval_problems",
+                "ppo_epochs", "mini_batches", "gen_batch_size"):
+        if not isinstance(t[key], int) or t[key] < 1:
+            errs.append(f"trainer.{key}={t[key]!r} must be an integer >= 1")
+    if isinstance(d.prompts_per_step, int) and isinstance(t.mini_batches, int) and d.prompts_per_step % max(t.mini_batches, 1):
+        errs.append(f"data.prompts_per_step={d.prompts_per_step} must be divisible by trainer.mini_batches={t.mini_batches}")
+    if not isinstance(d.prompts_per_step, int) or d.prompts_per_step < 1:
+        errs.append(f"data.prompts_per_step={d.prompts_per_step!r} must be an integer >= 1")
+    if not isinstance(d.max_new_tokens, int) or d.max_new_tokens < 1:
+        errs.append(f"data.max_new_tokens={d.max_new_tokens!r} must be an integer >= 1")
+    if d.reward not in REWARDS:
+        errs.append(f"data.reward={d.reward!r} is unknown; registered: {', '.join(sorted(REWARDS))}")
+    if d.train_file is not None and not Path(str(d.train_file)).exists():
+        errs.append(f"data.train_file={d.train_file} does not exist; prepare it first or set data.train_file=null "
+                    "for the toy task")
+    if str(t.device).startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            errs.append(f"trainer.device={t.device} but no CUDA device is visible; use trainer.device=cpu or auto")
+    _check_model(cfg, "learner", errs)
+    _check_model(cfg, "explorer", errs)
+    if cfg.explorer.name != "none" and cfg.learner.family and cfg.explorer.family != cfg.learner.family:
+        errs.append(f"explorer.family={cfg.explorer.family!r} differs from learner.family={cfg.learner.family!r}: "
+                    "S2L-PO needs an explorer of the learner's family (same tokenizer)")
+    if not errs and tokenizer_digests is not None and cfg.explorer.name != "none":
+        le, ex = tokenizer_digests("learner"), tokenizer_digests("explorer")
+        if le and ex and le != ex:
+            errs.append(f"explorer tokenizer (digest {ex}) differs from the learner's ({le}): explorer token ids "
+                        "would be meaningless to the learner; use an explorer of the same family and tokenizer")
+    if errs:
+        raise ConfigError(errs)
+
+
+def to_container(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # type: ignore[return-value]

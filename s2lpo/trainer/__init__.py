@@ -1,0 +1,1 @@
+"""Trainer backends: ``local`` (single process, CPU or one GPU)."""

@@ -1,0 +1,259 @@
+"""The single-process S2L-PO / GRPO trainer (CPU or one GPU): one readable loop.
+
+Per step: rollout plan from the schedule -> explorer rows from the cache, guided and learner rows
+from the learner -> rewards -> group-relative advantages over the combined group (verl) -> the
+learner's log-probs for every row (old log-probs are the learner's too) -> verl's policy loss
+(+ optional KL) -> optimizer step -> metrics to the journal and sinks; evaluation and atomic
+checkpoints every N steps. Every random draw is seeded by (seed, step), so a run killed anywhere
+and started again reproduces the uninterrupted run's metric history.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from transformers import AutoModelForCausalLM
+
+from s2lpo.algo import correction, grpo
+from s2lpo.algo.guidance import make_guidance
+from s2lpo.algo.plan import EXPLORER, GUIDED, LEARNER, plan_group
+from s2lpo.algo.schedule import alpha
+from s2lpo.eval.runner import evaluate, power_of_two_ks
+from s2lpo.models.family import param_count, weights_digest
+from s2lpo.models.tokenizer import load_tokenizer
+from s2lpo.rewards import get_reward_fn
+from s2lpo.rollout.explorer_cache import ExplorerCache
+from s2lpo.rollout.sampler import SamplingParams, sample
+from s2lpo.tracking.run import Manifest, run_id
+from s2lpo.trainer.batch import Row, collate, response_log_probs
+from s2lpo.trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from s2lpo.trainer.metrics import source_metrics
+from s2lpo.trainer.setup import abspath, batch_indices, resolve, step_seed
+from s2lpo.tracking.sinks import make_sinks
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    run_dir: Path
+    status: str
+    final_metrics: dict[str, float]
+
+
+def sampling_params(cfg: DictConfig) -> SamplingParams:
+    a = cfg.algorithm
+    return SamplingParams(a.temperature, a.top_p, a.top_k, cfg.data.max_new_tokens)
+
+
+def load_model(path: Path, device: torch.device):
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(device)
+
+
+def explorer_cache_for(cfg: DictConfig, explorer_path: Path) -> ExplorerCache:
+    return ExplorerCache(abspath(cfg.paths.cache_dir), weights_digest(explorer_path), sampling_params(cfg))
+
+
+def train(cfg: DictConfig, progress: Callable[[int, int, dict], None] | None = None, log=print) -> RunResult:
+    res = resolve(cfg, log=log)  # validation first: nothing is loaded before it passes
+    a, t = cfg.algorithm, cfg.trainer
+    if t.threads:
+        torch.set_num_threads(int(t.threads))
+    container = OmegaConf.to_container(cfg, resolve=True)
+    rid = run_id(container)
+    run_dir = abspath(cfg.paths.runs_dir) / rid
+    run_dir.mkdir(parents=True, exist_ok=True)
+    manifest = Manifest(run_dir)
+    if manifest.status == "finished":
+        log(f"run {rid} already finished: {run_dir}")
+        return RunResult(rid, run_dir, "finished", manifest.data.get("final_metrics", {}))
+    manifest.start(container, rid)
+    device = res.device
+    tok = load_tokenizer(res.tokenizer_path)
+    reward_fn = get_reward_fn(cfg.data.reward)
+    learner = load_model(res.learner_path, device)
+    learner_params = param_count(learner)
+    ref = copy.deepcopy(learner).eval().requires_grad_(False) if a.kl_coef > 0 else None
+    cache = explorer_cache_for(cfg, res.explorer_path) if res.explorer_path else None
+    explorer_params = 0
+    if res.explorer_path is not None:
+        ex = cfg.explorer
+        explorer_params = res.family.manifest["models"][ex.size]["params"] if ex.family == "toy" else int(ex.params)
+    opt = torch.optim.AdamW(learner.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(t.warmup_steps, 1)))
+    aconf = grpo.actor_config(a.group_size, a.clip_ratio, loss_agg_mode=a.loss_agg_mode)
+    gd = a.guidance
+    guidance = make_guidance(gd.kind, gd.initial_length, gd.max_length, gd.period, t.total_steps) if gd.enabled else None
+    sp = sampling_params(cfg)
+    train_T = a.temperature if a.temperature_mode == "tempered" else 1.0
+    prompt_ids = [tok(p.prompt, add_special_tokens=False)["input_ids"] for p in res.train]
+    ref_ids = [tok(p.solution, add_special_tokens=False)["input_ids"] for p in res.train]
+    cum: dict[str, float] = {}
+    start = 0
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is not None:
+        state = load_checkpoint(ckpt)
+        learner.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        if guidance is not None:
+            guidance.load_state_dict(state["guidance"])
+        cum, start = state["cum"], state["step"]
+        log(f"resuming {rid} from step {start}")
+    sinks = make_sinks(cfg, run_dir, rid, container)
+    bench = cfg.data.benchmark
+
+    def score(tokens: list[int], truth: str) -> float:
+        return reward_fn(tok.decode(tokens, skip_special_tokens=True), truth)
+
+    def run_eval(step: int, n: int) -> dict[str, float]:
+        learner.eval()
+        r = evaluate(learner, tok, res.eval, reward_fn, n, SamplingParams(t.eval_temperature, 1.0, 0,
+                     cfg.data.max_new_tokens), step_seed(cfg.seed, step, "eval"), t.gen_batch_size)
+        return {f"eval/{bench}/pass@{k}": v for k, v in r.curve(power_of_two_ks(n)).items()}
+
+    explorer_model = None
+    status = "failed"
+    final: dict[str, float] = {}
+    try:
+        if start == 0:
+            _log(sinks, 0, run_eval(0, t.eval_samples))
+        for step in range(start + 1, t.total_steps + 1):
+            t0 = time.time()
+            glen = guidance.length if guidance is not None else 0
+            plan = plan_group(step, a.group_size, a.t_mix, a.schedule, gd.k if gd.enabled else 0, glen)
+            idx = batch_indices(len(res.train), cfg.data.prompts_per_step, step, cfg.seed)
+            rows: list[Row] = []
+            misses = 0
+            if plan.n_explorer:
+                need = [prompt_ids[i] for i in idx]
+                if cache.missing(need, plan.n_explorer):
+                    if explorer_model is None:
+                        explorer_model = load_model(res.explorer_path, device).eval()
+                    misses = cache.fill(explorer_model, need, [str(res.train[i].answer) for i in idx],
+                                        plan.n_explorer, score, tok.eos_token_id, tok.pad_token_id,
+                                        step_seed(cfg.seed, step, "explorer"), t.gen_batch_size)
+                for g, i in enumerate(idx):
+                    for j in range(plan.n_explorer):
+                        s = cache.get(prompt_ids[i], j)
+                        rows.append(Row(g, EXPLORER, prompt_ids[i], s.tokens, s.logprobs, 0, s.finish_reason))
+            # the learner samples its guided and own rows in one batch
+            ctx, meta = [], []
+            for g, i in enumerate(idx):
+                prefix = ref_ids[i][:glen]
+                for _ in range(plan.n_guided):
+                    ctx.append(prompt_ids[i] + prefix)
+                    meta.append((g, i, GUIDED, prefix))
+                for _ in range(plan.n_learner):
+                    ctx.append(prompt_ids[i])
+                    meta.append((g, i, LEARNER, []))
+            learner.eval()
+            gen = torch.Generator(device=device).manual_seed(step_seed(cfg.seed, step, "learner"))
+            samples = sample(learner, ctx, sp, tok.eos_token_id, tok.pad_token_id, gen, t.gen_batch_size) if ctx else []
+            for (g, i, src, prefix), s in zip(meta, samples):
+                rows.append(Row(g, src, prompt_ids[i], prefix + s.tokens, [0.0] * len(prefix) + s.logprobs,
+                                len(prefix), s.finish_reason))
+            rows.sort(key=lambda r: r.group)  # stable: groups stay contiguous, explorer rows first
+            for r in rows:
+                r.reward = score(r.response_ids, str(res.train[idx[r.group]].answer))
+            t_gen = time.time() - t0
+            metrics = train_step(learner, ref, opt, rows, tok.pad_token_id, device, aconf, a, train_T, t)
+            sched.step()
+            metrics.update(source_metrics(rows, plan, learner_params, explorer_params, cum))
+            acc = metrics["train/accuracy"]
+            metrics.update({"train/alpha": float(alpha(step, a.t_mix, a.schedule)),
+                            "train/lr": sched.get_last_lr()[0], "compute/explorer/cache_misses": misses})
+            if guidance is not None:
+                metrics["train/guidance_length"] = glen
+                guidance.update(step, acc)
+            metrics["time/generate_s"] = t_gen
+            metrics["time/step_s"] = time.time() - t0
+            if step == t.total_steps:
+                metrics.update(run_eval(step, t.final_eval_samples))
+            elif step % t.eval_every == 0:
+                metrics.update(run_eval(step, t.eval_samples))
+            _log(sinks, step, metrics)
+            if step % t.checkpoint_every == 0 or step == t.total_steps:
+                save_checkpoint(run_dir, step, {
+                    "model": learner.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                    "guidance": guidance.state_dict() if guidance else None, "cum": cum})
+            if progress:
+                progress(step, t.total_steps, metrics)
+            final = metrics
+        status = "finished"
+    except KeyboardInterrupt:
+        status = "killed"
+        raise
+    finally:
+        keep = {k: v for k, v in final.items() if k.startswith(("eval/", "compute/"))}
+        manifest.update(status=status, final_metrics=keep, ended_at=time.time())
+        for s in sinks:
+            s.close("FINISHED" if status == "finished" else "KILLED" if status == "killed" else "FAILED")
+    return RunResult(rid, run_dir, status, keep)
+
+
+def _log(sinks, step: int, metrics: dict[str, float]) -> None:
+    for s in sinks:
+        s.log(step, metrics)
+
+
+def train_step(learner, ref, opt, rows: list[Row], pad_id: int, device, aconf, a, train_T: float, t) -> dict:
+    """Advantages over each combined group, then ``ppo_epochs`` x ``mini_batches`` updates with verl's loss."""
+    batch = collate(rows, pad_id, device)
+    scores = torch.tensor([r.reward for r in rows], device=device)
+    groups = [r.group for r in rows]
+    adv = grpo.group_advantages(scores, batch.response_mask, groups, a.norm_adv_by_std)
+    loss_mask = batch.response_mask * (~batch.guidance_mask).float() if a.guidance.mask_guidance else batch.response_mask
+    offpolicy = torch.tensor([r.source == EXPLORER for r in rows], device=device)
+    fused = t.ppo_epochs == 1 and t.mini_batches == 1  # old log-probs = this forward's, detached (same weights)
+    learner.train()
+    old_logp = None
+    if not fused:
+        with torch.no_grad():
+            old_logp = response_log_probs(learner, batch, train_T)
+    ref_logp = None
+    if ref is not None:
+        with torch.no_grad():
+            ref_logp = response_log_probs(ref, batch, train_T)
+    n_groups = max(groups) + 1
+    out: dict[str, float] = {}
+    for _ in range(t.ppo_epochs):
+        for mb in range(t.mini_batches):
+            sel = torch.tensor([i for i, g in enumerate(groups) if g % t.mini_batches == mb], device=device)
+            b = batch.select(sel)
+            logp = response_log_probs(learner, b, train_T)
+            old = logp.detach() if fused else old_logp[sel]
+            mask, madv, off = loss_mask[sel], adv[sel], offpolicy[sel]
+            if a.offpolicy_correction == "shaping":
+                pg, pm = correction.shaped_policy_loss(old, logp, madv, mask, off, aconf, a.shaping_gamma)
+            else:
+                w = (correction.truncated_is_weights(old, b.behavior_log_prob, off, a.is_cap)
+                     if a.offpolicy_correction == "truncated_is" else None)
+                pg, pm = grpo.policy_loss(old, logp, madv, mask, aconf, rollout_is_weights=w)
+            loss = pg
+            if ref_logp is not None:
+                kl = grpo.kl_loss(logp, ref_logp[sel], mask, a.kl_type, a.loss_agg_mode)
+                loss = loss + a.kl_coef * kl
+                out["train/kl_loss"] = kl.item()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gn = torch.nn.utils.clip_grad_norm_(learner.parameters(), t.grad_clip)
+            opt.step()
+            out.update({"train/pg_loss": pg.item(), "train/loss": loss.item(), "train/grad_norm": gn.item(),
+                        "train/pg_clipfrac": pm["actor/pg_clipfrac"], "train/ppo_kl": pm["actor/ppo_kl"]})
+    learner.eval()
+    grouped = scores.view(-1).tolist()
+    per_group: dict[int, list[float]] = {}
+    for g, s in zip(groups, grouped):
+        per_group.setdefault(g, []).append(s)
+    out["train/reward_mean"] = float(scores.mean())
+    out["train/accuracy"] = float((scores > 0).float().mean())
+    out["train/groups_all_solved"] = sum(min(v) > 0 for v in per_group.values()) / n_groups
+    out["train/groups_none_solved"] = sum(max(v) <= 0 for v in per_group.values()) / n_groups
+    out["train/response_length"] = float(batch.response_mask.sum(-1).mean())
+    return out

@@ -1,0 +1,98 @@
+"""Resolve what a run needs from its config: family build, model and tokenizer paths, problems,
+device; validation happens here, before any model is loaded."""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from s2lpo.config.validate import validate
+from s2lpo.data.toy import Problem
+from s2lpo.models.family import Family, FamilyRecipe, build_family
+from s2lpo.models.tokenizer import load_tokenizer, tokenizer_digest
+
+
+def family_recipe(cfg: DictConfig) -> FamilyRecipe:
+    d = OmegaConf.to_container(cfg.family, resolve=True)
+    d.pop("name", None)
+    return FamilyRecipe.from_dict(d)
+
+
+def abspath(p: str | Path) -> Path:
+    return Path(p).expanduser().resolve()
+
+
+@dataclass
+class Resolved:
+    family: Family | None
+    learner_path: Path
+    explorer_path: Path | None
+    tokenizer_path: Path
+    train: list[Problem]
+    eval: list[Problem]
+    device: torch.device
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def model_path(cfg: DictConfig, role: str, family: Family | None) -> Path | None:
+    m = cfg[role]
+    if m.name == "none":
+        return None
+    if m.path is not None:
+        return abspath(m.path)
+    assert family is not None
+    return family.model_dir(m.size)
+
+
+def resolve(cfg: DictConfig, log=print) -> Resolved:
+    """Validate ``cfg`` (tokenizers compared without loading a model), then build or find the family."""
+
+    def digest(role: str) -> str | None:
+        m = cfg[role]
+        if m.tokenizer is not None:
+            return tokenizer_digest(load_tokenizer(abspath(m.tokenizer)))
+        if m.family != "toy" and m.path is not None and Path(str(m.path)).exists():
+            return tokenizer_digest(load_tokenizer(abspath(m.path)))
+        return None  # toy members share the family tokenizer by construction
+
+    validate(cfg, tokenizer_digests=digest)
+    uses_toy = cfg.learner.family == "toy"
+    family = build_family(family_recipe(cfg), abspath(cfg.paths.cache_dir), log=log) if uses_toy else None
+    if family is None:
+        raise NotImplementedError(
+            "data for non-toy families comes from prepared dataset files (data.train_file); "
+            "only the toy task is wired into the local trainer so far"
+        )
+    splits = family.splits()
+    learner = model_path(cfg, "learner", family)
+    explorer = model_path(cfg, "explorer", family) if cfg.algorithm.t_mix > 0 else None
+    tok = abspath(cfg.learner.tokenizer) if cfg.learner.tokenizer else learner
+    return Resolved(family, learner, explorer, tok, splits.rl, splits.eval[: cfg.trainer.eval_problems],
+                    pick_device(cfg.trainer.device))
+
+
+def step_seed(seed: int, step: int, salt: str) -> int:
+    """A seed that is a pure function of (run seed, step, purpose): resumes replay the same randomness."""
+    return zlib.crc32(f"{seed}:{step}:{salt}".encode()) & 0x7FFFFFFF
+
+
+def batch_indices(n_items: int, per_step: int, step: int, seed: int) -> list[int]:
+    """Prompt indices of 1-based ``step``: epochs of seeded permutations, consumed ``per_step`` at a time."""
+    out: list[int] = []
+    pos = (step - 1) * per_step
+    while len(out) < per_step:
+        epoch, off = divmod(pos, n_items)
+        perm = torch.randperm(n_items, generator=torch.Generator().manual_seed(step_seed(seed, epoch, "epoch")))
+        take = perm[off : off + per_step - len(out)].tolist()
+        out += take
+        pos += len(take)
+    return out
