@@ -126,10 +126,11 @@ def validate(cfg: DictConfig, tokenizer_digests=None) -> None:
         if not torch.cuda.is_available():
             errs.append(f"trainer.device={t.device} but no CUDA device is visible; use trainer.device=cpu or auto")
     _check_model(cfg, "learner", errs)
-    _check_model(cfg, "explorer", errs)
     if cfg.explorer.name != "none" and cfg.learner.family and cfg.explorer.family != cfg.learner.family:
         errs.append(f"explorer.family={cfg.explorer.family!r} differs from learner.family={cfg.learner.family!r}: "
                     "S2L-PO needs an explorer of the learner's family (same tokenizer)")
+    else:
+        _check_model(cfg, "explorer", errs)
     if not errs and tokenizer_digests is not None and cfg.explorer.name != "none":
         le, ex = tokenizer_digests("learner"), tokenizer_digests("explorer")
         if le and ex and le != ex:

@@ -4,7 +4,7 @@ A frozen explorer's samples depend only on (explorer weights digest, prompt toke
 parameters, sample index), so they are generated once, stored, and reused by every run of a sweep
 and by resumed runs. Layout::
 
-    <cache_dir>/explorer/<weights digest>/<sampling-params hash>/
+    <explorer_cache_dir>/<weights digest>/<sampling-params hash>/
         params.json                 # the sampling parameters, for people
         part-<time>-<pid>.parquet   # columns: prompt_key, sample_index, prompt_ids, tokens,
                                     #          logprobs, finish_reason, reward
@@ -61,7 +61,7 @@ class CachedSample:
 
 class ExplorerCache:
     def __init__(self, cache_dir: str | Path, explorer_digest: str, params: SamplingParams):
-        self.dir = Path(cache_dir) / "explorer" / explorer_digest / params_key(params)
+        self.dir = Path(cache_dir) / explorer_digest / params_key(params)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.params = params
         (self.dir / "params.json").write_text(json.dumps(params.as_dict(), sort_keys=True))

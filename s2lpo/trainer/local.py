@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 from transformers import AutoModelForCausalLM
+from transformers.utils import logging as hf_logging
 
 from s2lpo.algo import correction, grpo
 from s2lpo.algo.guidance import make_guidance
@@ -52,11 +53,12 @@ def sampling_params(cfg: DictConfig) -> SamplingParams:
 
 
 def load_model(path: Path, device: torch.device):
+    hf_logging.disable_progress_bar()
     return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(device)
 
 
 def explorer_cache_for(cfg: DictConfig, explorer_path: Path) -> ExplorerCache:
-    return ExplorerCache(abspath(cfg.paths.cache_dir), weights_digest(explorer_path), sampling_params(cfg))
+    return ExplorerCache(abspath(cfg.paths.explorer_cache_dir), weights_digest(explorer_path), sampling_params(cfg))
 
 
 def train(cfg: DictConfig, progress: Callable[[int, int, dict], None] | None = None, log=print) -> RunResult:

@@ -54,19 +54,23 @@ def model_path(cfg: DictConfig, role: str, family: Family | None) -> Path | None
 
 
 def resolve(cfg: DictConfig, log=print) -> Resolved:
-    """Validate ``cfg`` (tokenizers compared without loading a model), then build or find the family."""
+    """Validate ``cfg``, build or find the family, then compare tokenizers (no model is loaded here)."""
+
+    validate(cfg)
+    uses_toy = cfg.learner.family == "toy"
+    family = build_family(family_recipe(cfg), abspath(cfg.paths.cache_dir), log=log) if uses_toy else None
 
     def digest(role: str) -> str | None:
         m = cfg[role]
         if m.tokenizer is not None:
             return tokenizer_digest(load_tokenizer(abspath(m.tokenizer)))
-        if m.family != "toy" and m.path is not None and Path(str(m.path)).exists():
+        if m.family == "toy" and family is not None:
+            return family.manifest["tokenizer"]
+        if m.path is not None and Path(str(m.path)).exists():
             return tokenizer_digest(load_tokenizer(abspath(m.path)))
-        return None  # toy members share the family tokenizer by construction
+        return None
 
-    validate(cfg, tokenizer_digests=digest)
-    uses_toy = cfg.learner.family == "toy"
-    family = build_family(family_recipe(cfg), abspath(cfg.paths.cache_dir), log=log) if uses_toy else None
+    validate(cfg, tokenizer_digests=digest)  # tokenizers compared before any model is loaded
     if family is None:
         raise NotImplementedError(
             "data for non-toy families comes from prepared dataset files (data.train_file); "

@@ -1,0 +1,113 @@
+"""Config composition (every option of every group) and validation (one clear error per bad field)."""
+
+import pytest
+from omegaconf import OmegaConf
+
+from s2lpo.config.validate import ConfigError, validate
+from s2lpo.tracking.run import run_id
+
+from s2lpo_testing import CONF, QUICK, make_cfg
+
+
+@pytest.mark.parametrize("algorithm", ["grpo", "s2lpo", "token_temp", "g2rpo_a"])
+def test_algorithms_compose_and_validate(tmp_path, algorithm):
+    explorer = "toy_m" if algorithm == "s2lpo" else "none"
+    cfg = make_cfg(tmp_path, f"algorithm={algorithm}", f"explorer={explorer}")
+    validate(cfg)
+    assert cfg.algorithm.name == algorithm
+    assert OmegaConf.to_container(cfg, resolve=True)["paths"]["runs_dir"] == f"{tmp_path}/runs"
+
+
+def test_default_is_s2lpo_on_the_toy_family(tmp_path):
+    cfg = make_cfg(tmp_path)
+    validate(cfg)
+    assert (cfg.algorithm.name, cfg.learner.name, cfg.explorer.name) == ("s2lpo", "toy-l", "toy-m")
+    assert cfg.algorithm.t_mix > 0 and cfg.trainer.backend == "local"
+
+
+@pytest.mark.parametrize("group", ["learner", "explorer", "algorithm", "family", "logger", "experiment"])
+def test_every_option_composes(tmp_path, group):
+    for f in sorted((CONF / group).glob("*.yaml")):
+        cfg = make_cfg(tmp_path, f"{group}={f.stem}")
+        OmegaConf.to_container(cfg, resolve=True)
+
+
+def test_run_id_ignores_paths_and_logger(tmp_path):
+    a = OmegaConf.to_container(make_cfg(tmp_path, *QUICK), resolve=True)
+    b = OmegaConf.to_container(make_cfg(tmp_path / "x", *QUICK, "logger=mlflow", "trainer.threads=2"), resolve=True)
+    c = OmegaConf.to_container(make_cfg(tmp_path, *QUICK, "seed=1"), resolve=True)
+    assert run_id(a) == run_id(b) != run_id(c)
+
+
+REJECTIONS = [
+    (["algorithm.t_mix=1"], "algorithm.t_mix=1"),
+    (["algorithm.t_mix=500"], "exceeds trainer.total_steps"),
+    (["algorithm.group_size=1"], "algorithm.group_size=1"),
+    (["algorithm.name=ppo"], "algorithm.name='ppo'"),
+    (["algorithm.schedule=exp"], "algorithm.schedule='exp'"),
+    (["algorithm.temperature=0"], "algorithm.temperature=0"),
+    (["algorithm.temperature=-1.0"], "algorithm.temperature=-1.0"),
+    (["algorithm=g2rpo_a", "explorer=none", "algorithm.guidance.k=9"], "algorithm.guidance.k=9"),
+    (["data.train_file=/no/such/file.parquet"], "data.train_file=/no/such/file.parquet does not exist"),
+    (["trainer.lr=-0.001"], "trainer.lr=-0.001"),
+    (["algorithm.temperature_mode=hot"], "algorithm.temperature_mode='hot'"),
+    (["algorithm.offpolicy_correction=magic"], "algorithm.offpolicy_correction='magic'"),
+    (["explorer=none"], "needs an explorer but explorer=none"),
+    (["explorer=qwen3_1_7b"], "explorer.family='qwen3' differs from learner.family='toy'"),
+    (["learner=qwen3_8b", "algorithm=grpo", "explorer=none"], "learner.path="),
+    (["explorer=toy_xs", "family=toy_tiny"], "explorer.size='xs' is not in family.sizes"),
+    (["algorithm=s2lpo", "algorithm.t_mix=0", "explorer=none"], "is plain GRPO"),
+    (["data.reward=nope"], "data.reward='nope'"),
+    (["trainer.eval_every=0"], "trainer.eval_every=0"),
+    (["algorithm.loss_agg_mode=mean"], "algorithm.loss_agg_mode='mean'"),
+    (["algorithm.top_p=1.5"], "algorithm.top_p=1.5"),
+    (["explorer.tokenizer=/no/tok"], "explorer.tokenizer=/no/tok does not exist"),
+    (["trainer.device=cuda"], "no CUDA device"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message"), REJECTIONS, ids=[" ".join(o) for o, _ in REJECTIONS])
+def test_rejections(tmp_path, overrides, message):
+    import torch
+
+    if "trainer.device=cuda" in overrides and torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    cfg = make_cfg(tmp_path, *overrides)
+    with pytest.raises(ConfigError) as e:
+        validate(cfg)
+    assert message in str(e.value)
+    assert len(e.value.problems) == 1, e.value.problems  # one error, naming the field
+
+
+def test_all_problems_reported_at_once(tmp_path):
+    cfg = make_cfg(tmp_path, "algorithm.group_size=1", "trainer.lr=0", "algorithm.temperature=0")
+    with pytest.raises(ConfigError) as e:
+        validate(cfg)
+    assert len(e.value.problems) == 3
+
+
+def test_explorer_tokenizer_must_match_learner(tmp_path, tiny_family):
+    from s2lpo.models.tokenizer import build_tokenizer
+
+    other = build_tokenizer(["completely different text 123"], vocab_size=300)
+    other.save_pretrained(tmp_path / "other_tok")
+    cfg = make_cfg(tmp_path, *QUICK, f"explorer.tokenizer={tmp_path / 'other_tok'}")
+    from s2lpo.trainer.setup import resolve
+
+    with pytest.raises(ConfigError, match="explorer tokenizer .* differs from the learner's"):
+        resolve(cfg)
+
+
+def test_bad_config_exits_before_loading_models(tmp_path):
+    """The entry point exits with the error list (code 2) and never builds the family."""
+    import subprocess
+    import sys
+
+    from s2lpo_testing import ROOT
+
+    r = subprocess.run([sys.executable, str(ROOT / "experiments/train.py"), f"paths.root_dir={tmp_path}",
+                        f"paths.cache_dir={tmp_path}/cache", "algorithm.t_mix=1", "trainer.lr=-1"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert "algorithm.t_mix=1" in r.stderr and "trainer.lr=-1" in r.stderr
+    assert not (tmp_path / "cache").exists()

@@ -1,0 +1,45 @@
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from s2lpo.models.family import weights_digest
+from s2lpo.models.tokenizer import load_tokenizer
+from s2lpo.rewards import get_reward_fn
+from s2lpo.rollout.explorer_cache import ExplorerCache
+from s2lpo.rollout.sampler import SamplingParams
+
+
+def test_generated_once_and_reused_from_disk(tmp_path, tiny_family):
+    tok = load_tokenizer(tiny_family.tokenizer_dir)
+    path = tiny_family.model_dir("s")
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    probs = tiny_family.splits().rl[:5]
+    prompts = [tok(p.prompt, add_special_tokens=False)["input_ids"] for p in probs]
+    truths = [str(p.answer) for p in probs]
+    rf = get_reward_fn("toy_arith")
+
+    def score(t, gt):
+        return rf(tok.decode(t, skip_special_tokens=True), gt)
+
+    params = SamplingParams(max_new_tokens=24)
+    cache = ExplorerCache(tmp_path, weights_digest(path), params)
+    assert cache.fill(model, prompts, truths, 3, score, tok.eos_token_id, tok.pad_token_id, seed=0) == 15
+    assert cache.fill(model, prompts, truths, 3, score, tok.eos_token_id, tok.pad_token_id, seed=0) == 0
+    assert cache.fill(model, prompts, truths, 4, score, tok.eos_token_id, tok.pad_token_id, seed=0) == 5
+    again = ExplorerCache(tmp_path, weights_digest(path), params)  # a new process sees the same samples
+    assert len(again) == 20
+    for p, gt in zip(prompts, truths):
+        for j in range(4):
+            a, b = cache.get(p, j), again.get(p, j)
+            assert a.tokens == b.tokens and a.logprobs == pytest.approx(b.logprobs)
+            assert a.reward == score(a.tokens, gt)
+            assert a.finish_reason in ("stop", "length")
+            # the stored log-probs are the explorer's own
+            ids = torch.tensor([p + a.tokens])
+            with torch.no_grad():
+                lp = torch.log_softmax(model(ids).logits[0, len(p) - 1 : -1], -1)
+            assert lp.gather(-1, torch.tensor(a.tokens)[:, None]).squeeze(-1).tolist() == pytest.approx(
+                a.logprobs, abs=1e-4)
+    # other sampling parameters are another cache
+    assert len(ExplorerCache(tmp_path, weights_digest(path), SamplingParams(temperature=0.7))) == 0
+    assert cache.get(prompts[0], 99) is None

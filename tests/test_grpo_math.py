@@ -1,0 +1,88 @@
+"""GRPO math comes from verl; these pin its numbers on our row layout (uneven groups included)."""
+
+import numpy as np
+import pytest
+import torch
+from verl.trainer.ppo import core_algos
+
+from s2lpo.algo import correction, grpo
+
+
+def test_advantages_on_uneven_groups_match_hand_computation_and_verl():
+    scores = torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0])
+    groups = [0, 0, 0, 1, 1, 1, 1, 1, 2]  # sizes 3, 5 and 1
+    lengths = [3, 1, 2, 4, 2, 2, 1, 3, 2]
+    mask = torch.zeros(9, 4)
+    for i, n in enumerate(lengths):
+        mask[i, :n] = 1
+    adv = grpo.group_advantages(scores, mask, groups)
+    eps = 1e-6
+    # group 0: mean 1/3, unbiased std sqrt(1/3)
+    s0 = np.sqrt(1 / 3)
+    # group 1: 3 of 5 -> mean .6, unbiased std sqrt(.3)
+    s1 = np.sqrt(0.3)
+    expected = [(1 - 1 / 3) / (s0 + eps), (-1 / 3) / (s0 + eps), (-1 / 3) / (s0 + eps),
+                0.4 / (s1 + eps), 0.4 / (s1 + eps), 0.4 / (s1 + eps), -0.6 / (s1 + eps), -0.6 / (s1 + eps),
+                1.0 / (1.0 + eps)]  # a group of one: mean 0, std 1 (verl's rule)
+    for i in range(9):
+        assert adv[i, : lengths[i]].tolist() == pytest.approx([expected[i]] * lengths[i], rel=1e-5)
+        assert adv[i, lengths[i]:].abs().sum() == 0
+    # and the same as calling verl directly with rewards on the last token
+    tlr = torch.zeros(9, 4)
+    for i, n in enumerate(lengths):
+        tlr[i, n - 1] = scores[i]
+    ref, _ = core_algos.compute_grpo_outcome_advantage(tlr, mask, np.array(groups))
+    assert torch.equal(adv, ref)
+
+
+def test_dr_grpo_no_std():
+    scores = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    adv = grpo.group_advantages(scores, torch.ones(4, 2), [0, 0, 0, 0], norm_by_std=False)
+    assert adv[:, 0].tolist() == pytest.approx([0.75, -0.25, -0.25, -0.25])
+
+
+def test_policy_loss_at_ratio_one_is_minus_mean_advantage():
+    cfg = grpo.actor_config(4)
+    logp = torch.log(torch.tensor([[0.5, 0.25], [0.5, 0.5]]))
+    adv = torch.tensor([[1.0, 1.0], [-2.0, -2.0]])
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    loss, m = grpo.policy_loss(logp, logp, adv, mask, cfg)
+    assert loss.item() == pytest.approx(-(1 + 1 - 2) / 3)
+    assert m["actor/pg_clipfrac"] == 0.0
+
+
+def test_policy_loss_clips():
+    cfg = grpo.actor_config(4, clip_ratio=0.2)
+    old = torch.zeros(1, 1)
+    new = torch.log(torch.tensor([[1.5]]))
+    loss, m = grpo.policy_loss(old, new, torch.ones(1, 1), torch.ones(1, 1), cfg)
+    assert loss.item() == pytest.approx(-1.2)
+    assert m["actor/pg_clipfrac"] == 1.0
+
+
+def test_truncated_is_weights():
+    old = torch.log(torch.tensor([[0.5, 0.9], [0.5, 0.9]]))
+    beh = torch.log(torch.tensor([[0.25, 0.1], [0.25, 0.1]]))
+    w = correction.truncated_is_weights(old, beh, torch.tensor([True, False]), cap=2.0)
+    assert w.flatten().tolist() == pytest.approx([2.0, 2.0, 1.0, 1.0])
+    w = correction.truncated_is_weights(old, beh, torch.tensor([True, False]), cap=100.0)
+    assert w[0].tolist() == pytest.approx([2.0, 9.0])
+
+
+def test_shaping_loss_splits_rows():
+    cfg = grpo.actor_config(2)
+    logp = torch.log(torch.tensor([[0.5], [0.2]])).requires_grad_()
+    adv = torch.tensor([[1.0], [1.0]])
+    mask = torch.ones(2, 1)
+    loss, _ = correction.shaped_policy_loss(logp.detach(), logp, adv, mask, torch.tensor([False, True]), cfg, 0.1)
+    # learner row: -1 * ratio(1) / 2 tokens; explorer row: -1 * .2/(.2+.1) / 2 tokens
+    assert loss.item() == pytest.approx(-(1.0 + 0.2 / 0.3) / 2)
+    loss.backward()
+    # d/dlogp of -p/(p+g) = -g p/(p+g)^2
+    assert logp.grad[1, 0].item() == pytest.approx(-(0.1 * 0.2 / 0.3**2) / 2)
+
+
+def test_kl_loss_is_zero_at_reference():
+    lp = torch.log(torch.tensor([[0.3, 0.6]]))
+    assert grpo.kl_loss(lp, lp, torch.ones(1, 2)).item() == pytest.approx(0.0, abs=1e-7)
+    assert grpo.kl_loss(lp, lp - 0.1, torch.ones(1, 2)).item() > 0

@@ -1,0 +1,154 @@
+"""End-to-end CPU runs of every algorithm on the tiny family (a few steps each)."""
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from s2lpo.algo.schedule import split_group
+from s2lpo.models.tokenizer import load_tokenizer
+from s2lpo.rollout.sampler import SamplingParams, sample
+from s2lpo.trainer.batch import Row, collate, response_log_probs
+from s2lpo.trainer.local import train, train_step
+from s2lpo.tracking.journal import read_history
+from s2lpo.algo import grpo
+
+from s2lpo_testing import CACHE, QUICK, ROOT, make_cfg
+
+pytestmark = pytest.mark.slow
+
+
+def run(tmp_path, *overrides):
+    cfg = make_cfg(tmp_path, *QUICK, *overrides)
+    res = train(cfg, log=lambda *_: None)
+    assert res.status == "finished"
+    return cfg, read_history(res.run_dir), res
+
+
+def test_s2lpo_source_counts_follow_the_schedule(tmp_path, tiny_family):
+    ov = ["algorithm=s2lpo", "explorer=toy_s", "trainer.total_steps=5", f"paths.explorer_cache_dir={tmp_path}/xc"]
+    cfg, h, res = run(tmp_path, *ov)
+    G, T, P = cfg.algorithm.group_size, cfg.algorithm.t_mix, cfg.data.prompts_per_step
+    for step in range(1, 6):
+        ne, nl = split_group(step, G, T)
+        assert h["train/n_explorer"][step] == ne
+        assert h["rollout/explorer/count"][step] == ne * P
+        assert h["rollout/learner/count"][step] == nl * P
+        assert h["compute/explorer/tokens"][step] > 0 if ne else h["compute/explorer/tokens"][step] == 0
+    assert [h["train/n_explorer"][s] for s in range(1, 6)] == [4, 2, 0, 0, 0]
+    # a fresh cache is filled on first use ...
+    assert [h["compute/explorer/cache_misses"][s] for s in (1, 2, 3)] == [4 * P, 2 * P, 0]
+    # ... and another run over the same explorer and prompts (another seed of a sweep) reuses it
+    _, h2, _ = run(tmp_path / "again", *ov, f"trainer.lr={cfg.trainer.lr * 2}")
+    assert sum(h2["compute/explorer/cache_misses"].values()) == 0
+    assert h2["rollout/explorer/reward_mean"] == h["rollout/explorer/reward_mean"]
+    for k in (1, 2, 4):
+        assert 0.0 <= h[f"eval/toy/pass@{k}"][5] <= 1.0
+    assert h["eval/toy/pass@1"].keys() == {0, 2, 4, 5}
+    assert res.final_metrics["compute/rollout_flops_cum"] == h["compute/rollout_flops_cum"][5]
+
+
+def test_grpo_and_token_temperature(tmp_path, tiny_family):
+    _, h, _ = run(tmp_path / "g", "algorithm=grpo", "explorer=none", "algorithm.t_mix=0")
+    assert all(h["train/n_learner"][s] == 4 for s in range(1, 5))
+    assert "rollout/explorer/reward_mean" not in h
+    _, ht, _ = run(tmp_path / "t", "algorithm=token_temp", "explorer=none", "algorithm.t_mix=0")
+    assert all(ht["rollout/learner/count"][s] == 8 for s in range(1, 5))
+    # a hotter sampler says something else than the T=1 run at the same seed
+    assert ht["compute/learner/tokens"] != h["compute/learner/tokens"]
+
+
+def test_g2rpo_a_guided_rows(tmp_path, tiny_family):
+    _, h, _ = run(tmp_path, "algorithm=g2rpo_a", "explorer=none", "algorithm.t_mix=0", "algorithm.guidance.k=2",
+                  "algorithm.guidance.max_length=6", "algorithm.guidance.mask_guidance=true")
+    assert h["train/guidance_length"][1] == 6
+    for s in range(1, 5):
+        guided = h["rollout/guided/count"][s]
+        assert guided == (4 if h["train/guidance_length"][s] > 0 else 0)  # k=2 of each of 2 groups
+        assert h["rollout/learner/count"][s] == 8 - guided
+    # guided rows start from the reference: far more often right than the learner alone
+    assert sum(h["rollout/guided/reward_mean"].values()) >= sum(h["rollout/learner/reward_mean"].values())
+
+
+@pytest.mark.parametrize("correction", ["truncated_is", "shaping"])
+def test_offpolicy_corrections_run(tmp_path, tiny_family, correction):
+    _, h, _ = run(tmp_path, "algorithm=s2lpo", "explorer=toy_s", f"algorithm.offpolicy_correction={correction}",
+                  "trainer.total_steps=3", "algorithm.kl_coef=0.01")
+    assert math.isfinite(h["train/loss"][3]) and "train/kl_loss" in h
+
+
+def test_training_raises_logprob_of_rewarded_completions(tiny_family):
+    torch.manual_seed(0)
+    tok = load_tokenizer(tiny_family.tokenizer_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_family.model_dir("l")).eval()
+    probs = tiny_family.splits().rl[:8]
+    ctx = [tok(p.prompt, add_special_tokens=False)["input_ids"] for p in probs for _ in range(8)]
+    g = torch.Generator().manual_seed(0)
+    samples = sample(model, ctx, SamplingParams(max_new_tokens=24), tok.eos_token_id, tok.pad_token_id, g)
+    rows = []
+    for i, s in enumerate(samples):
+        text = tok.decode(s.tokens, skip_special_tokens=True)
+        r = float(text.rsplit("####", 1)[-1].strip() == str(probs[i // 8].answer)) if "####" in text else 0.0
+        rows.append(Row(i // 8, "learner", ctx[i], s.tokens, s.logprobs, 0, s.finish_reason, r))
+    rewarded = [r for r in rows if r.reward > 0]
+    groups_with_signal = {r.group for r in rewarded} - {r.group for r in rows if r.reward == 0} ^ {r.group for r in rewarded}
+    assert rewarded and groups_with_signal, "the tiny learner must solve some but not all of its samples"
+
+    def mean_logp(rs):
+        b = collate(rs, tok.pad_token_id, "cpu")
+        with torch.no_grad():
+            return float((response_log_probs(model, b) * b.response_mask).sum() / len(rs))
+
+    before_good = mean_logp(rewarded)
+    before_bad = mean_logp([r for r in rows if r.reward == 0])
+    cfg = make_cfg(CACHE, *QUICK)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    aconf = grpo.actor_config(8)
+    for _ in range(3):
+        train_step(model, None, opt, rows, tok.pad_token_id, "cpu", aconf, cfg.algorithm, 1.0, cfg.trainer)
+    assert mean_logp(rewarded) > before_good + 0.3
+    assert mean_logp([r for r in rows if r.reward == 0]) < before_bad
+
+
+def _history_without_timing(run_dir):
+    return {k: v for k, v in read_history(run_dir).items() if not k.startswith("time/")}
+
+
+def test_kill_and_resume_gives_the_uninterrupted_history(tmp_path, tiny_family):
+    overrides = [*QUICK, "algorithm=s2lpo", "explorer=toy_s", "trainer.total_steps=20", "algorithm.t_mix=4",
+                 "trainer.checkpoint_every=3", "trainer.eval_every=4", "logger=mlflow"]
+    ref_cfg = make_cfg(tmp_path / "ref", *overrides)
+    ref = train(ref_cfg, log=lambda *_: None)
+    # the same run in a child process, SIGKILLed mid-run (after step 4's metrics, checkpoint at 3)
+    root = tmp_path / "killed"
+    cmd = [sys.executable, str(ROOT / "experiments/train.py"), f"paths.root_dir={root}", f"paths.cache_dir={CACHE}",
+           *overrides]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    child = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    journal = root / "runs" / ref.run_id / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if journal.exists() and 4 in read_history(journal.parent).get("train/loss", {}):
+            break
+        time.sleep(0.01)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert 20 not in read_history(journal.parent).get("train/loss", {}), "the child finished before the kill"
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert _history_without_timing(journal.parent) == _history_without_timing(ref.run_dir)
+    # MLflow got every step exactly once
+    from mlflow.tracking import MlflowClient
+    import json
+
+    run_id = json.loads((journal.parent / "mlflow.json").read_text())["run_id"]
+    client = MlflowClient(f"sqlite:///{root}/mlruns.db")
+    steps = [m.step for m in client.get_metric_history(run_id, "train/loss")]
+    assert steps == list(range(1, 21))
+    assert json.loads((journal.parent / "manifest.json").read_text())["restarts"] == 1
