@@ -13,8 +13,8 @@ def cfg_factory(tmp_path):
 
 @pytest.fixture(scope="session")
 def tiny_family():
-    from s2lpo.trainer.setup import family_recipe
     from s2lpo.models.family import build_family
+    from s2lpo.trainer.setup import family_recipe
 
     cfg = make_cfg(CACHE, "family=toy_tiny")
     return build_family(family_recipe(cfg), CACHE, log=lambda *_: None)

@@ -9,17 +9,16 @@ import time
 
 import pytest
 import torch
+from s2lpo_testing import CACHE, QUICK, ROOT, make_cfg
 from transformers import AutoModelForCausalLM
 
+from s2lpo.algo import grpo
 from s2lpo.algo.schedule import split_group
 from s2lpo.models.tokenizer import load_tokenizer
 from s2lpo.rollout.sampler import SamplingParams, sample
+from s2lpo.tracking.journal import read_history
 from s2lpo.trainer.batch import Row, collate, response_log_probs
 from s2lpo.trainer.local import train, train_step
-from s2lpo.tracking.journal import read_history
-from s2lpo.algo import grpo
-
-from s2lpo_testing import CACHE, QUICK, ROOT, make_cfg
 
 pytestmark = pytest.mark.slow
 
@@ -144,8 +143,9 @@ def test_kill_and_resume_gives_the_uninterrupted_history(tmp_path, tiny_family):
     assert done.returncode == 0, done.stderr[-2000:]
     assert _history_without_timing(journal.parent) == _history_without_timing(ref.run_dir)
     # MLflow got every step exactly once
-    from mlflow.tracking import MlflowClient
     import json
+
+    from mlflow.tracking import MlflowClient
 
     run_id = json.loads((journal.parent / "mlflow.json").read_text())["run_id"]
     client = MlflowClient(f"sqlite:///{root}/mlruns.db")

@@ -6,16 +6,16 @@ import time
 
 from omegaconf import DictConfig
 
-from s2lpo.algo.schedule import explorer_slots_needed
+from s2lpo.algo.schedule import split_group
 from s2lpo.models.tokenizer import load_tokenizer
 from s2lpo.rewards import get_reward_fn
 from s2lpo.trainer.local import explorer_cache_for, load_model
-from s2lpo.trainer.setup import resolve, step_seed
+from s2lpo.trainer.setup import batch_indices, resolve, step_seed
 
 
 def fill_explorer_cache(cfg: DictConfig, log=print) -> int:
-    """Generate the explorer samples a run of ``cfg`` needs (all training prompts x the most explorer
-    rows any step asks for); returns how many were generated (0 when all were cached)."""
+    """Generate exactly the explorer samples a run of ``cfg`` will ask for (the prompts each step
+    ``<= t_mix`` draws, times that step's explorer rows); returns how many were generated."""
     a = cfg.algorithm
     if a.t_mix == 0:
         return 0
@@ -23,16 +23,26 @@ def fill_explorer_cache(cfg: DictConfig, log=print) -> int:
     tok = load_tokenizer(res.tokenizer_path)
     reward_fn = get_reward_fn(cfg.data.reward)
     cache = explorer_cache_for(cfg, res.explorer_path)
-    prompts = [tok(p.prompt, add_special_tokens=False)["input_ids"] for p in res.train]
-    n = explorer_slots_needed(a.group_size, a.t_mix, a.schedule)
-    if not cache.missing(prompts, n):
-        log(f"explorer cache {cfg.explorer.name}: {len(prompts)} prompts x {n} samples already cached")
+    slots: dict[int, int] = {}  # prompt index -> explorer rows needed
+    for step in range(1, min(a.t_mix, cfg.trainer.total_steps) + 1):
+        n_explorer = split_group(step, a.group_size, a.t_mix, a.schedule)[0]
+        for i in batch_indices(len(res.train), cfg.data.prompts_per_step, step, cfg.seed):
+            slots[i] = max(slots.get(i, 0), n_explorer)
+    prompts = {i: tok(res.train[i].prompt, add_special_tokens=False)["input_ids"] for i in slots}
+    by_n: dict[int, list[int]] = {}
+    for i, n in slots.items():
+        if cache.missing([prompts[i]], n):
+            by_n.setdefault(n, []).append(i)
+    if not by_n:
+        log(f"explorer cache {cfg.explorer.name}: all {sum(slots.values())} samples already cached")
         return 0
     t0 = time.time()
     model = load_model(res.explorer_path, res.device).eval()
-    made = cache.fill(model, prompts, [str(p.answer) for p in res.train], n,
-                      lambda t, gt: reward_fn(tok.decode(t, skip_special_tokens=True), gt),
-                      tok.eos_token_id, tok.pad_token_id, step_seed(cfg.seed, 0, "explorer-fill"),
-                      cfg.trainer.gen_batch_size)
+    made = 0
+    for n, idx in sorted(by_n.items()):
+        made += cache.fill(model, [prompts[i] for i in idx], [str(res.train[i].answer) for i in idx], n,
+                           lambda t, gt: reward_fn(tok.decode(t, skip_special_tokens=True), gt),
+                           tok.eos_token_id, tok.pad_token_id, step_seed(cfg.seed, n, "explorer-fill"),
+                           cfg.trainer.gen_batch_size)
     log(f"explorer cache {cfg.explorer.name}: generated {made} samples in {time.time() - t0:.1f}s -> {cache.dir}")
     return made

@@ -32,11 +32,11 @@ from s2lpo.rewards import get_reward_fn
 from s2lpo.rollout.explorer_cache import ExplorerCache
 from s2lpo.rollout.sampler import SamplingParams, sample
 from s2lpo.tracking.run import Manifest, run_id
+from s2lpo.tracking.sinks import make_sinks
 from s2lpo.trainer.batch import Row, collate, response_log_probs
 from s2lpo.trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from s2lpo.trainer.metrics import source_metrics
 from s2lpo.trainer.setup import abspath, batch_indices, resolve, step_seed
-from s2lpo.tracking.sinks import make_sinks
 
 
 @dataclass
