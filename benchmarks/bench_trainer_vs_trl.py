@@ -32,6 +32,7 @@ def compose_cfg(root: Path, cache: Path, args) -> object:
             "trainer.final_eval_samples=1", f"trainer.threads={args.threads}",
             f"algorithm.group_size={args.group}", f"data.prompts_per_step={args.prompts}",
             f"data.max_new_tokens={args.max_new_tokens}", f"trainer.lr={args.lr}",
+            f"trainer.precision={args.precision}",
         ])
 
 
@@ -74,7 +75,7 @@ def bench_trl(cfg, args) -> list[float]:
 
     out = tempfile.mkdtemp()
     conf = GRPOConfig(
-        output_dir=out, use_cpu=True, bf16=False, fp16=False, report_to="none", save_strategy="no",
+        output_dir=out, use_cpu=True, bf16=args.precision == "bf16", fp16=False, report_to="none", save_strategy="no",
         logging_steps=10**6, max_steps=args.steps, learning_rate=args.lr, num_generations=args.group,
         per_device_train_batch_size=args.group * args.prompts, max_completion_length=args.max_new_tokens,
         temperature=1.0, beta=0.0, shuffle_dataset=False, dataloader_num_workers=0, seed=0,
@@ -96,6 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--lr", type=float, default=5e-5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="the same on both sides")
     ap.add_argument("--cache", default=str(ROOT / ".cache"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -105,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
         trl = bench_trl(cfg, args)
     o, t = statistics.median(ours), statistics.median(trl)
     print(f"model toy-{args.size} ({args.family}), {args.prompts} prompts x {args.group} rollouts, "
-          f"<= {args.max_new_tokens} new tokens, {args.threads} threads, median of {len(ours)} steps")
+          f"<= {args.max_new_tokens} new tokens, {args.threads} threads, {args.precision}, median of {len(ours)} steps")
     print(f"  s2lpo local trainer : {o:.3f} s/step  ({1 / o:.2f} steps/s)")
     print(f"  TRL GRPOTrainer     : {t:.3f} s/step  ({1 / t:.2f} steps/s)")
     print(f"  speed-up            : {t / o:.2f}x TRL (goal >= 1.5x)")

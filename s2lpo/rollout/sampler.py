@@ -66,12 +66,19 @@ def sample_batch(
 ) -> list[Sample]:
     """Sample one continuation per context (contexts may differ in length)."""
     device = next(model.parameters()).device
-    ids, att = left_pad(contexts, pad_id, device)
     n = len(contexts)
-    pos = (att.cumsum(-1) - 1).clamp(min=0)
+    # a GRPO group repeats its prompt G times: prefill each distinct context once, then share its cache
+    distinct: dict[tuple[int, ...], int] = {}
+    row_ctx = torch.tensor([distinct.setdefault(tuple(c), len(distinct)) for c in contexts], device=device)
+    uids, uatt = left_pad([list(c) for c in distinct], pad_id, device)
+    upos = (uatt.cumsum(-1) - 1).clamp(min=0)
     cache = DynamicCache()
-    out = model(input_ids=ids, attention_mask=att, position_ids=pos, past_key_values=cache, use_cache=True)
-    logits = out.logits[:, -1].float()
+    out = model(input_ids=uids, attention_mask=uatt, position_ids=upos, past_key_values=cache, use_cache=True,
+                logits_to_keep=1)
+    if len(distinct) < n:
+        cache.batch_select_indices(row_ctx)
+    logits = out.logits[row_ctx, -1].float()
+    att, pos = uatt[row_ctx], upos[row_ctx]
     next_pos = pos[:, -1:] + 1
     toks = torch.full((n, params.max_new_tokens), pad_id, dtype=torch.long, device=device)
     lps = torch.zeros((n, params.max_new_tokens), dtype=torch.float32, device=device)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from transformers import DynamicCache
 
 
 @dataclass
@@ -29,10 +30,13 @@ class Batch:
     guidance_mask: torch.Tensor  # [B, R] bool, True on guidance tokens
     behavior_log_prob: torch.Tensor  # [B, R]
     prompt_width: int
+    row_prompt: torch.Tensor  # [B] index of each row's prompt among the distinct prompts of the batch
 
     def select(self, idx: torch.Tensor) -> Batch:
+        _, row_prompt = torch.unique(self.row_prompt[idx], return_inverse=True)
         return Batch(self.input_ids[idx], self.attention_mask[idx], self.position_ids[idx], self.responses[idx],
-                     self.response_mask[idx], self.guidance_mask[idx], self.behavior_log_prob[idx], self.prompt_width)
+                     self.response_mask[idx], self.guidance_mask[idx], self.behavior_log_prob[idx], self.prompt_width,
+                     row_prompt)
 
 
 def collate(rows: list[Row], pad_id: int, device) -> Batch:
@@ -53,16 +57,42 @@ def collate(rows: list[Row], pad_id: int, device) -> Batch:
         gmask[i, : r.n_guidance] = True
     pos = (att.cumsum(-1) - 1).clamp(min=0)
     resp_mask = att[:, P:].float()
+    distinct: dict[tuple[int, ...], int] = {}
+    row_prompt = torch.tensor([distinct.setdefault(tuple(r.prompt_ids), len(distinct)) for r in rows])
     return Batch(ids.to(device), att.to(device), pos.to(device), ids[:, P:].to(device), resp_mask.to(device),
-                 gmask.to(device), blp.to(device), P)
+                 gmask.to(device), blp.to(device), P, row_prompt.to(device))
 
 
-def response_log_probs(model, batch: Batch, temperature: float = 1.0) -> torch.Tensor:
-    """Log-probability of every response token under ``model`` (logits divided by ``temperature``)."""
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                   position_ids=batch.position_ids).logits
+def response_log_probs(model, batch: Batch, temperature: float = 1.0, shared_prefix: bool = True) -> torch.Tensor:
+    """Log-probability of every response token under ``model`` (logits divided by ``temperature``).
+
+    With ``shared_prefix`` each distinct prompt is run once and its KV cache is shared by the rows of
+    its group (all G rows of a GRPO group share the prompt), which saves the prompt's share of the
+    forward and backward compute; the result equals the plain full-sequence pass.
+    """
     P = batch.prompt_width
-    logits = logits[:, P - 1 : -1].float()
+    n_prompts = int(batch.row_prompt.max()) + 1
+    if shared_prefix and n_prompts < len(batch.row_prompt) and batch.responses.shape[1] > 1:
+        logits = _shared_prefix_logits(model, batch, n_prompts)
+    else:
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                       position_ids=batch.position_ids).logits[:, P - 1 : -1]
+    logits = logits.float()
     if temperature != 1.0:
         logits = logits / temperature
     return torch.log_softmax(logits, -1).gather(-1, batch.responses[..., None]).squeeze(-1)
+
+
+def _shared_prefix_logits(model, batch: Batch, n_prompts: int) -> torch.Tensor:
+    """Logits predicting each response token: prompts prefilled once, their cache gathered per row."""
+    P = batch.prompt_width
+    first_row = torch.zeros(n_prompts, dtype=torch.long, device=batch.row_prompt.device)
+    first_row.scatter_(0, batch.row_prompt.flip(0), torch.arange(len(batch.row_prompt), device=first_row.device).flip(0))
+    p_ids, p_att, p_pos = (x[first_row, :P] for x in (batch.input_ids, batch.attention_mask, batch.position_ids))
+    cache = DynamicCache()
+    out = model(input_ids=p_ids, attention_mask=p_att, position_ids=p_pos, past_key_values=cache, use_cache=True,
+                logits_to_keep=1)
+    cache.batch_select_indices(batch.row_prompt)
+    rest = model(input_ids=batch.input_ids[:, P:-1], attention_mask=batch.attention_mask[:, :-1],
+                 position_ids=batch.position_ids[:, P:-1], past_key_values=cache, use_cache=True).logits
+    return torch.cat([out.logits[batch.row_prompt, -1:], rest], dim=1)

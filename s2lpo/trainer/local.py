@@ -122,7 +122,9 @@ def train(cfg: DictConfig, progress: Callable[[int, int, dict], None] | None = N
     explorer_model = None
     status = "failed"
     final: dict[str, float] = {}
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16")
     try:
+        amp.__enter__()
         if start == 0:
             _log(sinks, 0, run_eval(0, t.eval_samples))
         for step in range(start + 1, t.total_steps + 1):
@@ -192,6 +194,7 @@ def train(cfg: DictConfig, progress: Callable[[int, int, dict], None] | None = N
         status = "killed"
         raise
     finally:
+        amp.__exit__(None, None, None)
         keep = {k: v for k, v in final.items() if k.startswith(("eval/", "compute/"))}
         manifest.update(status=status, final_metrics=keep, ended_at=time.time())
         for s in sinks:
