@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from s2lpo_testing import CACHE, make_cfg
 
 

@@ -2,10 +2,10 @@
 
 import pytest
 from omegaconf import OmegaConf
-from s2lpo_testing import CONF, QUICK, make_cfg
 
 from s2lpo.config.validate import ConfigError, validate
 from s2lpo.tracking.run import run_id
+from s2lpo_testing import CONF, QUICK, make_cfg
 
 
 @pytest.mark.parametrize("algorithm", ["grpo", "s2lpo", "token_temp", "g2rpo_a"])

@@ -9,7 +9,6 @@ import time
 
 import pytest
 import torch
-from s2lpo_testing import CACHE, QUICK, ROOT, make_cfg
 from transformers import AutoModelForCausalLM
 
 from s2lpo.algo import grpo
@@ -19,6 +18,7 @@ from s2lpo.rollout.sampler import SamplingParams, sample
 from s2lpo.tracking.journal import read_history
 from s2lpo.trainer.batch import Row, collate, response_log_probs
 from s2lpo.trainer.local import train, train_step
+from s2lpo_testing import CACHE, QUICK, ROOT, make_cfg
 
 pytestmark = pytest.mark.slow
 
