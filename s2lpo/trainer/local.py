@@ -119,87 +119,103 @@ def train(cfg: DictConfig, progress: Callable[[int, int, dict], None] | None = N
                      cfg.data.max_new_tokens), step_seed(cfg.seed, step, "eval"), t.gen_batch_size)
         return {f"eval/{bench}/pass@{k}": v for k, v in r.curve(power_of_two_ks(n)).items()}
 
-    explorer_model = None
+    rollout = Rollout(res, tok, prompt_ids, ref_ids, cache, sp, score, cfg.seed, t.gen_batch_size)
     status = "failed"
     final: dict[str, float] = {}
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16")
     try:
-        amp.__enter__()
-        if start == 0:
-            _log(sinks, 0, run_eval(0, t.eval_samples))
-        for step in range(start + 1, t.total_steps + 1):
-            t0 = time.time()
-            glen = guidance.length if guidance is not None else 0
-            plan = plan_group(step, a.group_size, a.t_mix, a.schedule, gd.k if gd.enabled else 0, glen)
-            idx = batch_indices(len(res.train), cfg.data.prompts_per_step, step, cfg.seed)
-            rows: list[Row] = []
-            misses = 0
-            if plan.n_explorer:
-                need = [prompt_ids[i] for i in idx]
-                if cache.missing(need, plan.n_explorer):
-                    if explorer_model is None:
-                        explorer_model = load_model(res.explorer_path, device).eval()
-                    misses = cache.fill(explorer_model, need, [str(res.train[i].answer) for i in idx],
-                                        plan.n_explorer, score, tok.eos_token_id, tok.pad_token_id,
-                                        step_seed(cfg.seed, step, "explorer"), t.gen_batch_size)
-                for g, i in enumerate(idx):
-                    for j in range(plan.n_explorer):
-                        s = cache.get(prompt_ids[i], j)
-                        rows.append(Row(g, EXPLORER, prompt_ids[i], s.tokens, s.logprobs, 0, s.finish_reason))
-            # the learner samples its guided and own rows in one batch
-            ctx, meta = [], []
-            for g, i in enumerate(idx):
-                prefix = ref_ids[i][:glen]
-                for _ in range(plan.n_guided):
-                    ctx.append(prompt_ids[i] + prefix)
-                    meta.append((g, i, GUIDED, prefix))
-                for _ in range(plan.n_learner):
-                    ctx.append(prompt_ids[i])
-                    meta.append((g, i, LEARNER, []))
-            learner.eval()
-            gen = torch.Generator(device=device).manual_seed(step_seed(cfg.seed, step, "learner"))
-            samples = sample(learner, ctx, sp, tok.eos_token_id, tok.pad_token_id, gen, t.gen_batch_size) if ctx else []
-            for (g, i, src, prefix), s in zip(meta, samples):
-                rows.append(Row(g, src, prompt_ids[i], prefix + s.tokens, [0.0] * len(prefix) + s.logprobs,
-                                len(prefix), s.finish_reason))
-            rows.sort(key=lambda r: r.group)  # stable: groups stay contiguous, explorer rows first
-            for r in rows:
-                r.reward = score(r.response_ids, str(res.train[idx[r.group]].answer))
-            t_gen = time.time() - t0
-            metrics = train_step(learner, ref, opt, rows, tok.pad_token_id, device, aconf, a, train_T, t)
-            sched.step()
-            metrics.update(source_metrics(rows, plan, learner_params, explorer_params, cum))
-            acc = metrics["train/accuracy"]
-            metrics.update({"train/alpha": float(alpha(step, a.t_mix, a.schedule)),
-                            "train/lr": sched.get_last_lr()[0], "compute/explorer/cache_misses": misses})
-            if guidance is not None:
-                metrics["train/guidance_length"] = glen
-                guidance.update(step, acc)
-            metrics["time/generate_s"] = t_gen
-            metrics["time/step_s"] = time.time() - t0
-            if step == t.total_steps:
-                metrics.update(run_eval(step, t.final_eval_samples))
-            elif step % t.eval_every == 0:
-                metrics.update(run_eval(step, t.eval_samples))
-            _log(sinks, step, metrics)
-            if step % t.checkpoint_every == 0 or step == t.total_steps:
-                save_checkpoint(run_dir, step, {
-                    "model": learner.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                    "guidance": guidance.state_dict() if guidance else None, "cum": cum})
-            if progress:
-                progress(step, t.total_steps, metrics)
-            final = metrics
+        with amp:
+            if start == 0:
+                _log(sinks, 0, run_eval(0, t.eval_samples))
+            for step in range(start + 1, t.total_steps + 1):
+                t0 = time.time()
+                glen = guidance.length if guidance is not None else 0
+                plan = plan_group(step, a.group_size, a.t_mix, a.schedule, gd.k if gd.enabled else 0, glen)
+                idx = batch_indices(len(res.train), cfg.data.prompts_per_step, step, cfg.seed)
+                rows, misses = rollout.collect(step, plan, idx, glen, learner)
+                t_gen = time.time() - t0
+                metrics = train_step(learner, ref, opt, rows, tok.pad_token_id, device, aconf, a, train_T, t)
+                sched.step()
+                metrics.update(source_metrics(rows, plan, learner_params, explorer_params, cum))
+                acc = metrics["train/accuracy"]
+                metrics.update({"train/alpha": float(alpha(step, a.t_mix, a.schedule)),
+                                "train/lr": sched.get_last_lr()[0], "compute/explorer/cache_misses": misses})
+                if guidance is not None:
+                    metrics["train/guidance_length"] = glen
+                    guidance.update(step, acc)
+                metrics["time/generate_s"] = t_gen
+                metrics["time/step_s"] = time.time() - t0
+                if step == t.total_steps:
+                    metrics.update(run_eval(step, t.final_eval_samples))
+                elif step % t.eval_every == 0:
+                    metrics.update(run_eval(step, t.eval_samples))
+                _log(sinks, step, metrics)
+                if step % t.checkpoint_every == 0 or step == t.total_steps:
+                    save_checkpoint(run_dir, step, {
+                        "model": learner.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                        "guidance": guidance.state_dict() if guidance else None, "cum": cum})
+                if progress:
+                    progress(step, t.total_steps, metrics)
+                final = metrics
         status = "finished"
     except KeyboardInterrupt:
         status = "killed"
         raise
     finally:
-        amp.__exit__(None, None, None)
         keep = {k: v for k, v in final.items() if k.startswith(("eval/", "compute/"))}
         manifest.update(status=status, final_metrics=keep, ended_at=time.time())
         for s in sinks:
             s.close("FINISHED" if status == "finished" else "KILLED" if status == "killed" else "FAILED")
     return RunResult(rid, run_dir, status, keep)
+
+
+class Rollout:
+    """The rollout phase of one step: explorer rows from the cache (generated on a miss), guided and
+    learner rows sampled from the learner in one batch, every row scored; groups stay contiguous
+    with explorer rows first."""
+
+    def __init__(self, res, tok, prompt_ids, ref_ids, cache: ExplorerCache | None, params: SamplingParams,
+                 score: Callable[[list[int], str], float], seed: int, batch_size: int):
+        self.res, self.tok, self.prompt_ids, self.ref_ids = res, tok, prompt_ids, ref_ids
+        self.cache, self.params, self.score, self.seed, self.batch_size = cache, params, score, seed, batch_size
+        self.explorer = None  # loaded on the first cache miss only
+
+    def collect(self, step: int, plan, idx: list[int], guidance_length: int, learner) -> tuple[list[Row], int]:
+        tok, device = self.tok, self.res.device
+        rows: list[Row] = []
+        misses = 0
+        if plan.n_explorer:
+            need = [self.prompt_ids[i] for i in idx]
+            if self.cache.missing(need, plan.n_explorer):
+                if self.explorer is None:
+                    self.explorer = load_model(self.res.explorer_path, device).eval()
+                misses = self.cache.fill(self.explorer, need, [str(self.res.train[i].answer) for i in idx],
+                                         plan.n_explorer, self.score, tok.eos_token_id, tok.pad_token_id,
+                                         step_seed(self.seed, step, "explorer"), self.batch_size)
+            for g, i in enumerate(idx):
+                for j in range(plan.n_explorer):
+                    s = self.cache.get(self.prompt_ids[i], j)
+                    rows.append(Row(g, EXPLORER, self.prompt_ids[i], s.tokens, s.logprobs, 0, s.finish_reason))
+        ctx, meta = [], []
+        for g, i in enumerate(idx):
+            prefix = self.ref_ids[i][:guidance_length]
+            for _ in range(plan.n_guided):
+                ctx.append(self.prompt_ids[i] + prefix)
+                meta.append((g, i, GUIDED, prefix))
+            for _ in range(plan.n_learner):
+                ctx.append(self.prompt_ids[i])
+                meta.append((g, i, LEARNER, []))
+        if ctx:
+            learner.eval()
+            gen = torch.Generator(device=device).manual_seed(step_seed(self.seed, step, "learner"))
+            samples = sample(learner, ctx, self.params, tok.eos_token_id, tok.pad_token_id, gen, self.batch_size)
+            for (g, i, src, prefix), s in zip(meta, samples):
+                rows.append(Row(g, src, self.prompt_ids[i], prefix + s.tokens, [0.0] * len(prefix) + s.logprobs,
+                                len(prefix), s.finish_reason))
+        rows.sort(key=lambda r: r.group)  # stable: groups stay contiguous, explorer rows first
+        for r in rows:
+            r.reward = self.score(r.response_ids, str(self.res.train[idx[r.group]].answer))
+        return rows, misses
 
 
 def _log(sinks, step: int, metrics: dict[str, float]) -> None:
