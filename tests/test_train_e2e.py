@@ -154,3 +154,32 @@ def test_kill_and_resume_gives_the_uninterrupted_history(tmp_path, tiny_family):
     steps = [m.step for m in client.get_metric_history(run_id, "train/loss")]
     assert steps == list(range(1, 21))
     assert json.loads((journal.parent / "manifest.json").read_text())["restarts"] == 1
+
+
+@pytest.mark.parametrize(("agg_mode", "correction"), [("token-mean", "none"), ("seq-mean-token-mean", "shaping"),
+                                                      ("token-mean", "truncated_is")])
+def test_skipping_rows_without_signal_leaves_the_update_unchanged(tiny_family, agg_mode, correction):
+    tok = load_tokenizer(tiny_family.tokenizer_dir)
+    probs = tiny_family.splits().rl[:6]
+    base = AutoModelForCausalLM.from_pretrained(tiny_family.model_dir("l")).eval()
+    ctx = [tok(p.prompt, add_special_tokens=False)["input_ids"] for p in probs for _ in range(4)]
+    samples = sample(base, ctx, SamplingParams(max_new_tokens=24), tok.eos_token_id, tok.pad_token_id,
+                     torch.Generator().manual_seed(1))
+    # groups 0-1 all rewarded, 2-3 mixed, 4-5 none rewarded; rows 0-3 play explorer rows
+    rewards = [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 0, 1, 0, 0] + [0] * 8
+    rows = [Row(i // 4, "explorer" if i < 4 else "learner", ctx[i], s.tokens, s.logprobs, 0, "stop", float(r))
+            for i, (s, r) in enumerate(zip(samples, rewards))]
+    cfg = make_cfg(CACHE, *QUICK, f"algorithm.loss_agg_mode={agg_mode}",
+                   f"algorithm.offpolicy_correction={correction}")
+    params = []
+    for skip in (False, True):
+        model = AutoModelForCausalLM.from_pretrained(tiny_family.model_dir("l"))
+        # plain SGD: the update is the gradient itself (Adam would magnify float noise in near-zero gradients)
+        opt = torch.optim.SGD(model.parameters(), lr=1.0)
+        m = train_step(model, None, opt, rows, tok.pad_token_id, "cpu", grpo.actor_config(4, loss_agg_mode=agg_mode),
+                       cfg.algorithm, 1.0, cfg.trainer, skip_zero_advantage=skip)
+        params.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+        assert m["train/rows_with_signal"] == pytest.approx(8 / 24)
+    diff = (params[0] - params[1]).abs().max().item()
+    assert diff < 1e-5, diff
+    assert not torch.equal(params[0], torch.cat([p.detach().flatten() for p in base.parameters()]))

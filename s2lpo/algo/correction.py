@@ -40,4 +40,4 @@ def shaped_policy_loss(
     base, metrics = grpo.policy_loss(old_log_prob, log_prob, advantages, response_mask, config, rollout_is_weights=on)
     p = log_prob.exp()
     shaped = -advantages * p / (p + gamma) * offpolicy_rows.float()[:, None]
-    return base + grpo.agg(shaped, response_mask, config.loss_agg_mode), metrics
+    return base + grpo.agg(shaped, response_mask, config.loss_agg_mode, **config.global_batch_info), metrics

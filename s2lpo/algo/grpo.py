@@ -98,5 +98,6 @@ def kl_loss(
     return core_algos.agg_loss(kld, response_mask.float(), loss_agg_mode)
 
 
-def agg(loss_mat: torch.Tensor, mask: torch.Tensor, loss_agg_mode: str) -> torch.Tensor:
-    return core_algos.agg_loss(loss_mat, mask.float(), loss_agg_mode)
+def agg(loss_mat: torch.Tensor, mask: torch.Tensor, loss_agg_mode: str, **global_batch_info) -> torch.Tensor:
+    """verl's ``agg_loss``; ``global_batch_info`` (batch_num_tokens, global_batch_size) sets the normaliser."""
+    return core_algos.agg_loss(loss_mat, mask.float(), loss_agg_mode, **global_batch_info)

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import AutoModelForCausalLM
 from transformers.utils import logging as hf_logging
 
-from s2lpo.algo import correction, grpo
+from s2lpo.algo import grpo
 from s2lpo.algo.guidance import make_guidance
 from s2lpo.algo.plan import EXPLORER, GUIDED, LEARNER, plan_group
 from s2lpo.algo.schedule import alpha
@@ -33,10 +33,11 @@ from s2lpo.rollout.explorer_cache import ExplorerCache
 from s2lpo.rollout.sampler import SamplingParams, sample
 from s2lpo.tracking.run import Manifest, run_id
 from s2lpo.tracking.sinks import make_sinks
-from s2lpo.trainer.batch import Row, collate, response_log_probs
+from s2lpo.trainer.batch import Row
 from s2lpo.trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from s2lpo.trainer.metrics import source_metrics
 from s2lpo.trainer.setup import abspath, batch_indices, resolve, step_seed
+from s2lpo.trainer.update import train_step
 
 
 @dataclass
@@ -221,60 +222,3 @@ class Rollout:
 def _log(sinks, step: int, metrics: dict[str, float]) -> None:
     for s in sinks:
         s.log(step, metrics)
-
-
-def train_step(learner, ref, opt, rows: list[Row], pad_id: int, device, aconf, a, train_T: float, t) -> dict:
-    """Advantages over each combined group, then ``ppo_epochs`` x ``mini_batches`` updates with verl's loss."""
-    batch = collate(rows, pad_id, device)
-    scores = torch.tensor([r.reward for r in rows], device=device)
-    groups = [r.group for r in rows]
-    adv = grpo.group_advantages(scores, batch.response_mask, groups, a.norm_adv_by_std)
-    loss_mask = batch.response_mask * (~batch.guidance_mask).float() if a.guidance.mask_guidance else batch.response_mask
-    offpolicy = torch.tensor([r.source == EXPLORER for r in rows], device=device)
-    fused = t.ppo_epochs == 1 and t.mini_batches == 1  # old log-probs = this forward's, detached (same weights)
-    learner.train()
-    old_logp = None
-    if not fused:
-        with torch.no_grad():
-            old_logp = response_log_probs(learner, batch, train_T)
-    ref_logp = None
-    if ref is not None:
-        with torch.no_grad():
-            ref_logp = response_log_probs(ref, batch, train_T)
-    n_groups = max(groups) + 1
-    out: dict[str, float] = {}
-    for _ in range(t.ppo_epochs):
-        for mb in range(t.mini_batches):
-            sel = torch.tensor([i for i, g in enumerate(groups) if g % t.mini_batches == mb], device=device)
-            b = batch.select(sel)
-            logp = response_log_probs(learner, b, train_T)
-            old = logp.detach() if fused else old_logp[sel]
-            mask, madv, off = loss_mask[sel], adv[sel], offpolicy[sel]
-            if a.offpolicy_correction == "shaping":
-                pg, pm = correction.shaped_policy_loss(old, logp, madv, mask, off, aconf, a.shaping_gamma)
-            else:
-                w = (correction.truncated_is_weights(old, b.behavior_log_prob, off, a.is_cap)
-                     if a.offpolicy_correction == "truncated_is" else None)
-                pg, pm = grpo.policy_loss(old, logp, madv, mask, aconf, rollout_is_weights=w)
-            loss = pg
-            if ref_logp is not None:
-                kl = grpo.kl_loss(logp, ref_logp[sel], mask, a.kl_type, a.loss_agg_mode)
-                loss = loss + a.kl_coef * kl
-                out["train/kl_loss"] = kl.item()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            gn = torch.nn.utils.clip_grad_norm_(learner.parameters(), t.grad_clip)
-            opt.step()
-            out.update({"train/pg_loss": pg.item(), "train/loss": loss.item(), "train/grad_norm": gn.item(),
-                        "train/pg_clipfrac": pm["actor/pg_clipfrac"], "train/ppo_kl": pm["actor/ppo_kl"]})
-    learner.eval()
-    grouped = scores.view(-1).tolist()
-    per_group: dict[int, list[float]] = {}
-    for g, s in zip(groups, grouped):
-        per_group.setdefault(g, []).append(s)
-    out["train/reward_mean"] = float(scores.mean())
-    out["train/accuracy"] = float((scores > 0).float().mean())
-    out["train/groups_all_solved"] = sum(min(v) > 0 for v in per_group.values()) / n_groups
-    out["train/groups_none_solved"] = sum(max(v) <= 0 for v in per_group.values()) / n_groups
-    out["train/response_length"] = float(batch.response_mask.sum(-1).mean())
-    return out
