@@ -17,7 +17,9 @@ from rich.progress import (
 
 from s2lpo.config.validate import ConfigError
 
-console = Console(stderr=True)
+_probe = Console(stderr=True)
+# logs and CI are no terminal: give tables and paths room instead of rich's 80-column default
+console = _probe if _probe.is_terminal else Console(stderr=True, width=140)
 
 
 def progress_bar() -> Progress:
