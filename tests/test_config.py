@@ -110,3 +110,20 @@ def test_bad_config_exits_before_loading_models(tmp_path):
     assert r.returncode == 2
     assert "algorithm.t_mix=1" in r.stderr and "trainer.lr=-1" in r.stderr
     assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("study", sorted(p.stem for p in (CONF / "study").glob("*.yaml")))
+def test_every_study_composes_into_valid_runs(tmp_path, study):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from s2lpo.study import study_configs
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        cfg = compose("study", overrides=[f"study={study}", f"paths.root_dir={tmp_path}"])
+        runs = study_configs(cfg)
+    assert len(runs) == len(cfg.study.runs) * len(cfg.study.seeds)
+    for _, _, c in runs:
+        validate(c)
+        assert c.paths.root_dir == str(tmp_path) and c.sweep == cfg.study.name
