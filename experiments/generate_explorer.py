@@ -3,23 +3,16 @@
     python experiments/generate_explorer.py explorer=toy_s algorithm=s2lpo
 """
 
-import sys
-
 import hydra
 from omegaconf import DictConfig
 
-from s2lpo.cli_utils import console
-from s2lpo.config.validate import ConfigError
+from s2lpo.cli_utils import console, exit_on_config_error
 from s2lpo.rollout.explorer_fill import fill_explorer_cache
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> None:
-    try:
-        fill_explorer_cache(cfg, log=console.print)
-    except ConfigError as e:
-        console.print(f"[red]{e}[/red]")
-        sys.exit(2)
+    exit_on_config_error(fill_explorer_cache)(cfg, log=console.print)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from s2lpo.cli_utils import console
-from s2lpo.config.validate import ConfigError
+from s2lpo.cli_utils import console, exit_on_config_error
 from s2lpo.search import run_search
 
 
@@ -23,11 +22,7 @@ def main(cfg: DictConfig) -> None:
     if cfg.hparams_search is None:
         console.print("[red]hparams_search is not set; run with hparams_search=<name> (see conf/hparams_search/)[/red]")
         sys.exit(2)
-    try:
-        run_search(cfg, list(HydraConfig.get().overrides.task))
-    except ConfigError as e:
-        console.print(f"[red]{e}[/red]")
-        sys.exit(2)
+    exit_on_config_error(run_search)(cfg, list(HydraConfig.get().overrides.task))
 
 
 if __name__ == "__main__":

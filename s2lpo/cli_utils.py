@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 
 from omegaconf import DictConfig
@@ -44,12 +45,23 @@ def train_with_progress(cfg: DictConfig, label: str | None = None):
         return train(cfg, progress=update, log=console.print)
 
 
+def exit_on_config_error(fn):
+    """Entry points: a bad configuration prints its error list and exits with code 2 (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ConfigError as e:
+            console.print(f"[red]{e}[/red]")
+            sys.exit(2)
+
+    return wrapper
+
+
+@exit_on_config_error
 def run_training(cfg: DictConfig) -> float | None:
     """Train and return the last pass@1 (for sweepers); a bad config exits with its error list."""
-    try:
-        result = train_with_progress(cfg)
-    except ConfigError as e:
-        console.print(f"[red]{e}[/red]")
-        sys.exit(2)
+    result = train_with_progress(cfg)
     console.print(f"run {result.run_id}: {result.status} -> {result.run_dir}")
     return result.final_metrics.get(f"eval/{cfg.data.benchmark}/pass@1")

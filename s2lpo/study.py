@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from hydra import compose
 from omegaconf import DictConfig, OmegaConf
 from rich.table import Table
 
-from s2lpo.cli_utils import console, train_with_progress
-from s2lpo.config.validate import ConfigError, validate
+from s2lpo.cli_utils import console, exit_on_config_error, train_with_progress
+from s2lpo.config.validate import validate
 from s2lpo.report import markdown_table, plot_pass1, study_rows
 from s2lpo.rollout.explorer_fill import fill_explorer_cache
 
@@ -25,14 +24,11 @@ def study_configs(cfg: DictConfig) -> list[tuple[str, int, DictConfig]]:
     return out
 
 
+@exit_on_config_error
 def run_study(cfg: DictConfig) -> dict[str, list[Path]]:
-    try:
-        configs = study_configs(cfg)
-        for _, _, c in configs:  # every config is checked before anything runs
-            validate(c)
-    except ConfigError as e:
-        console.print(f"[red]{e}[/red]")
-        sys.exit(2)
+    configs = study_configs(cfg)
+    for _, _, c in configs:  # every config is checked before anything runs
+        validate(c)
     for _, _, c in configs:
         fill_explorer_cache(c, log=console.print)
     runs: dict[str, list[Path]] = {}

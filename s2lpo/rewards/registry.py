@@ -26,6 +26,12 @@ def get_reward_fn(name: str) -> RewardFn:
     return REWARDS[name]
 
 
+def token_scorer(tok, name: str) -> Callable[[list[int], str], float]:
+    """``score(token_ids, ground_truth)``: decode a completion (special tokens dropped) and reward it."""
+    fn = get_reward_fn(name)
+    return lambda tokens, truth: fn(tok.decode(tokens, skip_special_tokens=True), truth)
+
+
 @register_reward("toy_arith")
 def toy_arith(completion: str, ground_truth: str) -> float:
     """1.0 when the integer after ``####`` equals the ground truth, else 0.0."""

@@ -8,7 +8,7 @@ from omegaconf import DictConfig
 
 from s2lpo.algo.schedule import split_group
 from s2lpo.models.tokenizer import load_tokenizer
-from s2lpo.rewards import get_reward_fn
+from s2lpo.rewards import token_scorer
 from s2lpo.trainer.local import explorer_cache_for, load_model
 from s2lpo.trainer.setup import batch_indices, resolve, step_seed
 
@@ -21,7 +21,6 @@ def fill_explorer_cache(cfg: DictConfig, log=print) -> int:
         return 0
     res = resolve(cfg, log=log)
     tok = load_tokenizer(res.tokenizer_path)
-    reward_fn = get_reward_fn(cfg.data.reward)
     cache = explorer_cache_for(cfg, res.explorer_path)
     slots: dict[int, int] = {}  # prompt index -> explorer rows needed
     for step in range(1, min(a.t_mix, cfg.trainer.total_steps) + 1):
@@ -41,7 +40,7 @@ def fill_explorer_cache(cfg: DictConfig, log=print) -> int:
     made = 0
     for n, idx in sorted(by_n.items()):
         made += cache.fill(model, [prompts[i] for i in idx], [str(res.train[i].answer) for i in idx], n,
-                           lambda t, gt: reward_fn(tok.decode(t, skip_special_tokens=True), gt),
+                           token_scorer(tok, cfg.data.reward),
                            tok.eos_token_id, tok.pad_token_id, step_seed(cfg.seed, n, "explorer-fill"),
                            cfg.trainer.gen_batch_size)
     log(f"explorer cache {cfg.explorer.name}: generated {made} samples in {time.time() - t0:.1f}s -> {cache.dir}")

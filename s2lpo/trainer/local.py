@@ -28,7 +28,7 @@ from s2lpo.algo.schedule import alpha
 from s2lpo.eval.runner import evaluate, power_of_two_ks
 from s2lpo.models.family import param_count, weights_digest
 from s2lpo.models.tokenizer import load_tokenizer
-from s2lpo.rewards import get_reward_fn
+from s2lpo.rewards import get_reward_fn, token_scorer
 from s2lpo.rollout.explorer_cache import ExplorerCache
 from s2lpo.rollout.sampler import SamplingParams, sample
 from s2lpo.tracking.run import Manifest, run_id
@@ -110,9 +110,7 @@ def train(cfg: DictConfig, progress: Callable[[int, int, dict], None] | None = N
         log(f"resuming {rid} from step {start}")
     sinks = make_sinks(cfg, run_dir, rid, container)
     bench = cfg.data.benchmark
-
-    def score(tokens: list[int], truth: str) -> float:
-        return reward_fn(tok.decode(tokens, skip_special_tokens=True), truth)
+    score = token_scorer(tok, cfg.data.reward)
 
     def run_eval(step: int, n: int) -> dict[str, float]:
         learner.eval()
