@@ -183,3 +183,18 @@ def test_skipping_rows_without_signal_leaves_the_update_unchanged(tiny_family, a
     diff = (params[0] - params[1]).abs().max().item()
     assert diff < 1e-5, diff
     assert not torch.equal(params[0], torch.cat([p.detach().flatten() for p in base.parameters()]))
+
+
+def test_killed_after_the_last_checkpoint_finishes_without_training(tmp_path, tiny_family):
+    import json
+
+    cfg, h, res = run(tmp_path, "algorithm=grpo", "explorer=none", "algorithm.t_mix=0")
+    manifest = res.run_dir / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data.update(status="running", final_metrics={})  # as if killed between the checkpoint and the manifest
+    manifest.write_text(json.dumps(data))
+    lines = (res.run_dir / "metrics.jsonl").read_text()
+    again = train(cfg, log=lambda *_: None)
+    assert again.status == "finished"
+    assert again.final_metrics["eval/toy/pass@1"] == h["eval/toy/pass@1"][4]
+    assert (res.run_dir / "metrics.jsonl").read_text() == lines  # nothing trained or logged again

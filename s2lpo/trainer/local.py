@@ -31,6 +31,7 @@ from s2lpo.models.tokenizer import load_tokenizer
 from s2lpo.rewards import get_reward_fn, token_scorer
 from s2lpo.rollout.explorer_cache import ExplorerCache
 from s2lpo.rollout.sampler import SamplingParams, sample
+from s2lpo.tracking.journal import read_history
 from s2lpo.tracking.run import Manifest, run_id
 from s2lpo.tracking.sinks import make_sinks
 from s2lpo.trainer.batch import Row
@@ -120,7 +121,9 @@ def train(cfg: DictConfig, progress: Callable[[int, int, dict], None] | None = N
 
     rollout = Rollout(res, tok, prompt_ids, ref_ids, cache, sp, score, cfg.seed, t.gen_batch_size)
     status = "failed"
-    final: dict[str, float] = {}
+    # a run killed after its last checkpoint but before it was marked finished has nothing left to train:
+    # its final metrics are the journal's last values
+    final = {k: v[max(v)] for k, v in read_history(run_dir).items()} if start >= t.total_steps else {}
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16")
     try:
         with amp:
