@@ -19,3 +19,12 @@ def tiny_family():
 
     cfg = make_cfg(CACHE, "family=toy_tiny")
     return build_family(family_recipe(cfg), CACHE, log=lambda *_: None)
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    from s2lpo_testing import MlflowServer
+
+    server = MlflowServer(tmp_path / "mlflow-server").start()
+    yield server
+    server.stop()

@@ -67,7 +67,7 @@ class MlflowSink:
             items = list(params.items())
             for b in range(0, len(items), 100):
                 self.client.log_batch(self.run_id, params=[Param(k, str(v)[:6000]) for k, v in items[b : b + 100]])
-        self.high_water = int(state.get("high_water", 0))
+        self.high_water = int(state.get("high_water", -1))  # step 0 (the initial evaluation) is a step too
         self._save()
 
     def _save(self) -> None:
