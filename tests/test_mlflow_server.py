@@ -34,3 +34,17 @@ def test_training_run_lands_on_the_server_once_per_point(tmp_path, tiny_family, 
     again = train(cfg, log=lambda *_: None)
     assert again.run_id == res.run_id
     assert len(client.get_metric_history(run_id, "train/loss")) == cfg.trainer.total_steps
+
+
+def test_a_dead_tracking_server_never_fails_training(tmp_path, tiny_family, monkeypatch):
+    from s2lpo_testing import free_port
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    cfg = make_cfg(tmp_path, *QUICK, "algorithm=grpo", "explorer=none", "algorithm.t_mix=0", "logger=mlflow",
+                   f"logger.mlflow.tracking_uri=http://127.0.0.1:{free_port()}")
+    said = []
+    res = train(cfg, log=said.append)
+    assert res.status == "finished"
+    assert sum("mlflow sink disabled" in s for s in said) == 1
+    assert set(read_history(res.run_dir)["train/loss"]) == {1, 2, 3, 4}  # the journal has every point

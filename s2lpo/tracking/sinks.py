@@ -117,15 +117,48 @@ def flatten(d: dict, prefix: str = "") -> dict[str, str]:
     return out
 
 
-def make_sinks(cfg, run_dir: Path, rid: str, container: dict) -> list[Sink]:
+class GuardedSink:
+    """A replica that may fail (a tracking server down) without failing training: the first error
+    disables it for the rest of this process, with one warning; the journal keeps every point and the
+    sink's high-water mark says where a later replay starts."""
+
+    def __init__(self, name: str, factory, warn=print):
+        self.name, self.warn, self.sink = name, warn, None
+        try:
+            self.sink = factory()
+        except Exception as e:  # noqa: BLE001 - any failure of a replica is contained
+            self._down(e)
+
+    def _down(self, e: Exception) -> None:
+        self.sink = None
+        self.warn(f"warning: {self.name} sink disabled for this run ({type(e).__name__}: {str(e)[:200]}); "
+                  "every metric stays in the run's journal (metrics.jsonl)")
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        if self.sink is not None:
+            try:
+                self.sink.log(step, metrics)
+            except Exception as e:  # noqa: BLE001
+                self._down(e)
+
+    def close(self, status: str = "FINISHED") -> None:
+        if self.sink is not None:
+            try:
+                self.sink.close(status)
+            except Exception as e:  # noqa: BLE001
+                self._down(e)
+
+
+def make_sinks(cfg, run_dir: Path, rid: str, container: dict, warn=print) -> list[Sink]:
     sinks: list[Sink] = []
     for name in cfg.logger.sinks:
         if name == "journal":
             sinks.append(JournalSink(run_dir))
         elif name == "mlflow":
             m = cfg.logger.mlflow
-            sinks.append(MlflowSink(run_dir, m.tracking_uri, m.experiment, cfg.run_name or rid,
-                                    run_tags(container, rid), flatten(container)))
+            sinks.append(GuardedSink("mlflow", lambda m=m: MlflowSink(
+                run_dir, m.tracking_uri, m.experiment, cfg.run_name or rid, run_tags(container, rid),
+                flatten(container)), warn))
         else:
             raise ValueError(f"logger.sinks has unknown sink {name!r}; use journal or mlflow")
     return sinks

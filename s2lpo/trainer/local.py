@@ -109,7 +109,7 @@ def train(cfg: DictConfig, progress: Callable[[int, int, dict], None] | None = N
             guidance.load_state_dict(state["guidance"])
         cum, start = state["cum"], state["step"]
         log(f"resuming {rid} from step {start}")
-    sinks = make_sinks(cfg, run_dir, rid, container)
+    sinks = make_sinks(cfg, run_dir, rid, container, warn=log)
     bench = cfg.data.benchmark
     score = token_scorer(tok, cfg.data.reward)
 
