@@ -27,7 +27,7 @@ def study_rows(runs: dict[str, list[Path]], benchmark: str) -> list[dict]:
     return rows
 
 
-def _fmt(vals: list[float]) -> str:
+def fmt_percent(vals: list[float]) -> str:
     if not vals:
         return "–"
     if len(vals) == 1:
@@ -39,7 +39,7 @@ def markdown_table(rows: list[dict]) -> str:
     head = ("| method | seeds | pass@1 (%) | pass@8 (%) | explorer tokens | learner tokens | guided tokens |\n"
             "|---|---:|---:|---:|---:|---:|---:|\n")
     body = "".join(
-        f"| {r['method']} | {r['seeds']} | {_fmt(r['pass@1'])} | {_fmt(r['pass@8'])} | "
+        f"| {r['method']} | {r['seeds']} | {fmt_percent(r['pass@1'])} | {fmt_percent(r['pass@8'])} | "
         f"{r['tokens']['explorer']:,.0f} | {r['tokens']['learner']:,.0f} | {r['tokens']['guided']:,.0f} |\n"
         for r in rows
     )

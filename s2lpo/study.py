@@ -10,7 +10,7 @@ from rich.table import Table
 
 from s2lpo.cli_utils import console, exit_on_config_error, train_with_progress
 from s2lpo.config.validate import validate
-from s2lpo.report import markdown_table, plot_pass1, study_rows
+from s2lpo.report import fmt_percent, markdown_table, plot_pass1, study_rows
 from s2lpo.rollout.explorer_fill import fill_explorer_cache
 
 
@@ -44,8 +44,7 @@ def run_study(cfg: DictConfig) -> dict[str, list[Path]]:
     for col in ("method", "pass@1 (%)", "pass@8 (%)", "explorer tok", "learner tok", "guided tok"):
         table.add_column(col, justify="left" if col == "method" else "right")
     for r in rows:
-        fmt = lambda v: f"{100 * sum(v) / len(v):.1f}" if v else "–"  # noqa: E731
-        table.add_row(r["method"], fmt(r["pass@1"]), fmt(r["pass@8"]),
+        table.add_row(r["method"], fmt_percent(r["pass@1"]), fmt_percent(r["pass@8"]),
                       *(f"{r['tokens'][s]:,.0f}" for s in ("explorer", "learner", "guided")))
     console.print(table)
     console.print(f"wrote {out / 'table.md'} and {out / 'pass1_vs_step.png'}")

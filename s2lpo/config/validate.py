@@ -46,12 +46,8 @@ def _check_model(cfg: DictConfig, role: str, errs: list[str]) -> None:
         errs.append(f"{role}.tokenizer={m.tokenizer} does not exist; set it to a tokenizer directory or null")
 
 
-def validate(cfg: DictConfig, tokenizer_digests=None) -> None:
-    """Raise :class:`ConfigError` listing every invalid field of the resolved config.
-
-    ``tokenizer_digests(role) -> str | None`` gives the digest of a model's tokenizer (cheap: no model
-    is loaded); learner and explorer must share one.
-    """
+def validate(cfg: DictConfig) -> None:
+    """Raise :class:`ConfigError` listing every invalid field of the resolved config."""
     errs: list[str] = []
     a, t, d = cfg.algorithm, cfg.trainer, cfg.data
     if a.name not in ALGORITHMS:
@@ -133,13 +129,19 @@ def validate(cfg: DictConfig, tokenizer_digests=None) -> None:
                     "S2L-PO needs an explorer of the learner's family (same tokenizer)")
     else:
         _check_model(cfg, "explorer", errs)
-    if not errs and tokenizer_digests is not None and cfg.explorer.name != "none":
-        le, ex = tokenizer_digests("learner"), tokenizer_digests("explorer")
-        if le and ex and le != ex:
-            errs.append(f"explorer tokenizer (digest {ex}) differs from the learner's ({le}): explorer token ids "
-                        "would be meaningless to the learner; use an explorer of the same family and tokenizer")
     if errs:
         raise ConfigError(errs)
+
+
+def check_tokenizers(cfg: DictConfig, digest) -> None:
+    """Learner and explorer must share one tokenizer. ``digest(role) -> str | None`` hashes a model's
+    tokenizer (cheap: no model is loaded); None means unknown and is not compared."""
+    if cfg.explorer.name == "none":
+        return
+    le, ex = digest("learner"), digest("explorer")
+    if le and ex and le != ex:
+        raise ConfigError([f"explorer tokenizer (digest {ex}) differs from the learner's ({le}): explorer token ids "
+                           "would be meaningless to the learner; use an explorer of the same family and tokenizer"])
 
 
 def to_container(cfg: DictConfig) -> dict:

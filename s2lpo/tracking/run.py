@@ -6,6 +6,7 @@ settings) and the seed, so a requeued or resumed job finds the same run director
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -36,7 +37,9 @@ def run_id(cfg: dict) -> str:
     return f"{a['name']}-{cfg['learner']['name']}-{explorer}-s{cfg['seed']}-{config_hash(cfg)[:8]}".replace("/", "_")
 
 
+@functools.lru_cache(maxsize=8)
 def git_commit(root: Path | None = None) -> str:
+    """The checkout's commit (asked of git once per process)."""
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root or Path(__file__).parent, capture_output=True,
                               text=True, timeout=5).stdout.strip() or "unknown"

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from s2lpo.config.validate import validate
+from s2lpo.config.validate import check_tokenizers, validate
 from s2lpo.data.toy import Problem
 from s2lpo.models.family import Family, FamilyRecipe, build_family
 from s2lpo.models.tokenizer import load_tokenizer, tokenizer_digest
@@ -70,7 +70,7 @@ def resolve(cfg: DictConfig, log=print) -> Resolved:
             return tokenizer_digest(load_tokenizer(abspath(m.path)))
         return None
 
-    validate(cfg, tokenizer_digests=digest)  # tokenizers compared before any model is loaded
+    check_tokenizers(cfg, digest)  # before any model is loaded
     if family is None:
         raise NotImplementedError(
             "data for non-toy families comes from prepared dataset files (data.train_file); "
