@@ -84,3 +84,12 @@ class MlflowServer:
             except Exception:  # noqa: BLE001 - a server that ignores SIGTERM is killed
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+
+
+def mlflow_points(client, run_id: str) -> dict[str, list[tuple[int, float]]]:
+    """``{journal key: [(step, value), ...]}`` of every row MLflow holds for a run (duplicates kept)."""
+    from s2lpo.tracking.mlflow_replica import from_mlflow_key
+
+    run = client.get_run(run_id)
+    return {from_mlflow_key(k): sorted((m.step, m.value) for m in client.get_metric_history(run_id, k))
+            for k in run.data.metrics}

@@ -1,8 +1,21 @@
-import json
+"""Journal, manifest, replicas (MLflow sqlite store, W&B offline files), delivery and ``s2lpo sync``."""
 
-from s2lpo.tracking.journal import Journal, read_history, read_records
-from s2lpo.tracking.run import Manifest
-from s2lpo.tracking.sinks import MlflowSink, from_mlflow_key, mlflow_key
+import json
+import socket
+
+import pytest
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+
+from s2lpo.cli import main as s2lpo_main
+from s2lpo.tracking.delivery import Delivery, ReplicaBusy
+from s2lpo.tracking.journal import Journal, JournalTail, read_history, read_records
+from s2lpo.tracking.mlflow_replica import MlflowReplica, from_mlflow_key, mlflow_key
+from s2lpo.tracking.replica import Point, ReplicaState, pending
+from s2lpo.tracking.run import Manifest, run_id
+from s2lpo.tracking.sinks import make_replicas
+from s2lpo.tracking.wandb_files import offline_dirs, read_offline_run
+from s2lpo_testing import QUICK, make_cfg, mlflow_points
 
 
 def test_journal_round_trip_and_torn_tail(tmp_path):
@@ -22,35 +35,167 @@ def test_journal_round_trip_and_torn_tail(tmp_path):
     assert "bad" not in h
 
 
-def test_manifest_is_atomic_json(tmp_path):
+def test_journal_tail_returns_each_complete_record_once(tmp_path):
+    tail = JournalTail(tmp_path)
+    assert tail.read() == []  # no journal yet
+    j = Journal(tmp_path)
+    j.log(0, {"a": 1.0})
+    assert [r["step"] for r in tail.read()] == [0]
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"step": 1, "t": 0, "metrics": {"a"')  # half a line: not returned yet
+    assert tail.read() == []
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write(': 2.0}}\n')
+    assert [r["metrics"] for r in tail.read()] == [{"a": 2.0}]
+    assert tail.at_end() and tail.read() == []
+    small = JournalTail(tmp_path)
+    assert [r["step"] for r in small.read(max_bytes=10)] == [0]  # a line longer than a read is read whole
+
+
+def test_pending_keeps_the_last_write_above_each_mark():
+    records = [{"step": 1, "t": 10.0, "metrics": {"a": 1.0, "b": 1.0}},
+               {"step": 2, "t": 11.0, "metrics": {"a": 2.0, "b": 2.0}},
+               {"step": 2, "t": 12.0, "metrics": {"a": 2.5}}]  # step 2 written again by a resumed run
+    got = pending(records, {"a": 1})
+    assert [(p.key, p.step, p.value) for p in got] == [("b", 1, 1.0), ("a", 2, 2.5), ("b", 2, 2.0)]
+    assert pending(records, {"*": 1}) == [Point("a", 2, 2.5, 12.0), Point("b", 2, 2.0, 11.0)]
+    assert pending(records, {"a": 2, "b": 5}) == []
+
+
+def test_manifest_records_code_environment_and_scheduler(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_ID", "41")
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "40")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "2")
     m = Manifest(tmp_path)
     m.start({"seed": 1, "algorithm": {"name": "grpo"}}, "rid")
-    m.update(status="finished")
+    m.update(status="preempted")
+    with pytest.raises(ValueError, match="status 'paused'"):
+        m.update(status="paused")
     again = Manifest(tmp_path)
-    assert again.status == "finished" and again.data["restarts"] == 0
+    d = again.data
+    assert again.status == "preempted" and d["restarts"] == 0 and d["host"] == socket.gethostname()
+    assert (d["slurm_job_id"], d["slurm_array_job_id"], d["slurm_array_task_id"], d["slurm_restart_count"]) == \
+        ("41", "40", "3", 2)
+    assert {"torch", "mlflow", "wandb", "python"} <= set(d["packages"]) and len(d["git_commit"]) == 40
+    assert d["git_dirty"] == (tmp_path / "git_diff.patch").exists()
     again.start({"seed": 1}, "rid")
     assert json.loads((tmp_path / "manifest.json").read_text())["restarts"] == 1
+    assert len(Manifest(tmp_path).data["starts"]) == 2
 
 
-def test_mlflow_sink_batches_and_resumes_without_duplicates(tmp_path):
-    from mlflow.tracking import MlflowClient
+def _journal(run_dir, steps, keys=("train/loss", "eval/toy/pass@1")):
+    j = Journal(run_dir)
+    for s in steps:
+        j.log(s, {k: s + i / 10 for i, k in enumerate(keys)})
+    j.close()
 
+
+def test_mlflow_replica_delivers_each_point_once_even_when_its_marks_are_lost(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlruns.db"
-    (tmp_path / "run").mkdir()
-    s = MlflowSink(tmp_path / "run", uri, "exp", "r", {"method": "grpo"}, {"a.b": "1"})
-    s.log(1, {"eval/toy/pass@1": 0.5, "train/loss": 1.0})
-    s.log(2, {"train/loss": 0.9})
-    s.close("KILLED")
-    again = MlflowSink(tmp_path / "run", uri, "exp", "r", {}, {})
-    assert again.run_id == s.run_id
-    again.log(2, {"train/loss": 0.9})  # replayed step: already delivered, not sent again
-    again.log(3, {"train/loss": 0.8})
-    again.close()
+    run_dir = tmp_path / "run"
+    _journal(run_dir, range(0, 5))
+    rep = MlflowReplica(uri, "exp", "rid-1", "r", {"method": "grpo"}, {"a.b": "1"})
+    assert Delivery(rep, run_dir).drain() == 10
+    rep.close("finished")
+    (run_dir / "tracking" / "mlflow.json").unlink()  # a crash right after a delivery, before the marks were saved
+    _journal(run_dir, range(3, 8))  # a resumed run writes steps 3..7 (3, 4 again)
+    again = MlflowReplica(uri, "exp", "rid-1", "r", {}, {})
+    assert Delivery(again, run_dir).drain() == 6  # only 5, 6, 7: the run is found by its tag, MLflow says 0..4
+    assert again.run_id == rep.run_id
     c = MlflowClient(uri)
-    hist = c.get_metric_history(s.run_id, "train/loss")
-    assert [(m.step, m.value) for m in hist] == [(1, 1.0), (2, 0.9), (3, 0.8)]
-    assert c.get_metric_history(s.run_id, mlflow_key("eval/toy/pass@1"))[0].value == 0.5
-    assert from_mlflow_key(mlflow_key("eval/toy/pass@8")) == "eval/toy/pass@8"
-    run = c.get_run(s.run_id)
+    assert mlflow_points(c, rep.run_id) == {k: sorted(v.items()) for k, v in read_history(run_dir).items()}
+    run = c.get_run(rep.run_id)
     assert run.data.tags["method"] == "grpo" and run.data.params["a.b"] == "1"
-    assert run.info.status == "FINISHED"
+    assert c.get_metric_history(rep.run_id, mlflow_key("eval/toy/pass@1"))[0].value == pytest.approx(0.1)
+    assert from_mlflow_key(mlflow_key("eval/toy/pass@8")) == "eval/toy/pass@8"
+    # another store behind the configured address: the marks are not trusted, the run is sent in full
+    other = MlflowReplica(f"sqlite:///{tmp_path}/other.db", "exp", "rid-1", "r", {}, {})
+    assert Delivery(other, run_dir).drain() == 16
+
+
+def test_sweep_members_are_children_of_one_parent_run(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlruns.db"
+    ids = []
+    for i in range(3):
+        run_dir = tmp_path / f"run{i}"
+        _journal(run_dir, [0])
+        rep = MlflowReplica(uri, "proj", f"rid-{i}", f"r{i}", {}, {}, sweep="sw1")
+        Delivery(rep, run_dir).drain()
+        ids.append(rep.run_id)
+    c = MlflowClient(uri)
+    parents = c.search_runs([c.get_experiment_by_name("proj").experiment_id], "tags.`s2lpo.kind` = 'sweep'")
+    assert len(parents) == 1 and parents[0].info.run_name == "sweep:sw1"
+    assert {c.get_run(i).data.tags["mlflow.parentRunId"] for i in ids} == {parents[0].info.run_id}
+
+
+def test_one_deliverer_per_run_and_replica(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlruns.db"
+    _journal(tmp_path / "run", [0, 1])
+    live = Delivery(MlflowReplica(uri, "exp", "rid", "r", {}, {}), tmp_path / "run")
+    live.step()  # holds the lock, as a running trainer's delivery thread does
+    with pytest.raises(ReplicaBusy, match="another process"):
+        Delivery(MlflowReplica(uri, "exp", "rid", "r", {}, {}), tmp_path / "run").drain()
+    live.release()
+    assert Delivery(MlflowReplica(uri, "exp", "rid", "r", {}, {}), tmp_path / "run").drain() == 0
+
+
+def _fake_finished_run(tmp_path, *overrides):
+    """A run directory as a finished run with no reachable replica leaves it: manifest + journal."""
+    cfg = OmegaConf.to_container(make_cfg(tmp_path, *QUICK, *overrides), resolve=True)
+    rid = run_id(cfg)
+    run_dir = tmp_path / "runs" / rid
+    Manifest(run_dir.mkdir(parents=True) or run_dir).start(cfg, rid)
+    Manifest(run_dir).update(status="finished")
+    _journal(run_dir, range(0, 6), keys=("train/loss", "train/reward", "eval/toy/pass@2"))
+    return run_dir, rid
+
+
+def test_sync_replays_journals_to_mlflow_and_wandb_once(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    run_dir, rid = _fake_finished_run(tmp_path, "logger=default", "sweep=sync-test")
+    assert s2lpo_main(["sync", str(tmp_path / "runs")]) == 0
+    assert "mlflow: 18, wandb: 18" in capsys.readouterr().out
+    c = MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")
+    [run] = c.search_runs([c.get_experiment_by_name("s2lpo").experiment_id], f"tags.`s2lpo.run_id` = '{rid}'")
+    assert run.info.status == "FINISHED" and run.data.tags["sweep"] == "sync-test"
+    journal = {k: sorted(v.items()) for k, v in read_history(run_dir).items()}
+    assert mlflow_points(c, run.info.run_id) == journal
+    [wdir] = offline_dirs(run_dir, rid)
+    w = read_offline_run(wdir)
+    assert (w.run_id, w.group, w.job_type, w.exit_code) == (rid, "sync-test", "s2lpo", 0)
+    assert w.config["algorithm"]["name"] == "s2lpo" and w.config["seed"] == 0
+    assert {k: sorted((s, m[k]) for s, m in w.rows if k in m) for k in journal} == journal
+    # again: nothing to send, no new W&B directory, no duplicate in MLflow
+    assert s2lpo_main(["sync", str(run_dir)]) == 0
+    assert "mlflow: 0, wandb: 0" in capsys.readouterr().out
+    assert offline_dirs(run_dir, rid) == [wdir]
+    assert mlflow_points(c, run.info.run_id) == journal
+    assert Manifest(run_dir).data["tracking"]["mlflow"]["run_id"] == run.info.run_id
+
+
+def test_sync_without_runs_says_so(tmp_path, capsys):
+    assert s2lpo_main(["sync", str(tmp_path)]) == 2
+    assert "no run directory" in capsys.readouterr().out
+
+
+def test_wandb_mode_follows_the_environment(tmp_path, monkeypatch):
+    cfg = OmegaConf.to_container(make_cfg(tmp_path, *QUICK, "logger=default"), resolve=True)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert [r.name for r in make_replicas(cfg, tmp_path, "rid")] == ["mlflow"]
+    monkeypatch.delenv("WANDB_MODE")
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: no API key
+    assert [r.mode for r in make_replicas(cfg, tmp_path, "rid") if r.name == "wandb"] == ["offline"]
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert [r.mode for r in make_replicas(cfg, tmp_path, "rid") if r.name == "wandb"] == ["online"]
+
+
+def test_replica_state_is_atomic_json(tmp_path):
+    s = ReplicaState(tmp_path, "mlflow")
+    s.remote, s.high_water = {"run_id": "x"}, {"a": 3}
+    s.save()
+    again = ReplicaState(tmp_path, "mlflow")
+    assert (again.remote, again.high_water) == ({"run_id": "x"}, {"a": 3})
+    assert not list((tmp_path / "tracking").glob("*.tmp"))

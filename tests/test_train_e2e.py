@@ -143,13 +143,14 @@ def test_kill_and_resume_gives_the_uninterrupted_history(tmp_path, tiny_family):
     assert 20 not in read_history(journal.parent).get("train/loss", {}), "the child finished before the kill"
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+    assert "warning" not in done.stdout + done.stderr, (done.stdout + done.stderr)[-3000:]
     assert _history_without_timing(journal.parent) == _history_without_timing(ref.run_dir)
     # MLflow got every step exactly once
     import json
 
     from mlflow.tracking import MlflowClient
 
-    run_id = json.loads((journal.parent / "mlflow.json").read_text())["run_id"]
+    run_id = json.loads((journal.parent / "tracking" / "mlflow.json").read_text())["remote"]["run_id"]
     client = MlflowClient(f"sqlite:///{root}/mlruns.db")
     steps = [m.step for m in client.get_metric_history(run_id, "train/loss")]
     assert steps == list(range(1, 21))

@@ -129,8 +129,31 @@ def validate(cfg: DictConfig) -> None:
                     "S2L-PO needs an explorer of the learner's family (same tokenizer)")
     else:
         _check_model(cfg, "explorer", errs)
+    _check_logger(cfg.logger, errs)
     if errs:
         raise ConfigError(errs)
+
+
+SINKS = ("journal", "mlflow", "wandb")
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+MLFLOW_SCHEMES = ("sqlite:///", "http://", "https://", "file:", "databricks", "postgresql", "mysql")
+
+
+def _check_logger(lg: DictConfig, errs: list[str]) -> None:
+    bad = [s for s in lg.sinks if s not in SINKS]
+    if bad:
+        errs.append(f"logger.sinks has unknown sink(s) {bad}; choose from {', '.join(SINKS)}")
+    if "journal" not in lg.sinks:
+        errs.append("logger.sinks must include journal: it is the source of truth that resumes and replays replicas")
+    if "mlflow" in lg.sinks and not str(lg.mlflow.tracking_uri).startswith(MLFLOW_SCHEMES):
+        errs.append(f"logger.mlflow.tracking_uri={lg.mlflow.tracking_uri!r} is not a tracking URI; use "
+                    "sqlite:///<path>.db or http://host:port")
+    if lg.wandb.mode not in WANDB_MODES:
+        errs.append(f"logger.wandb.mode={lg.wandb.mode!r} is unknown; use one of {', '.join(WANDB_MODES)}")
+    for key in ("retry_max_s", "close_timeout_s"):
+        v = lg.delivery[key]
+        if not _num(v) or v < 0:
+            errs.append(f"logger.delivery.{key}={v!r} must be a number of seconds >= 0")
 
 
 def check_tokenizers(cfg: DictConfig, digest) -> None:

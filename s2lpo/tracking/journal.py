@@ -38,15 +38,39 @@ class Journal:
         self._f.close()
 
 
-def read_records(path: str | Path) -> list[dict]:
-    """All complete records of a journal file (a torn or garbled line is skipped)."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / JOURNAL_NAME
-    if not p.exists():
-        return []
+class JournalTail:
+    """Reads a journal incrementally from a byte offset: each ``read()`` returns the complete records
+    appended since the last call (a partly written last line is left for the next call)."""
+
+    def __init__(self, path: str | Path):
+        p = Path(path)
+        self.path = p if p.name == JOURNAL_NAME else p / JOURNAL_NAME
+        self.offset = 0
+
+    def read(self, max_bytes: int = 8 << 20) -> list[dict]:
+        if not self.path.exists():
+            return []
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            chunk = f.read(max_bytes)
+        end = chunk.rfind(b"\n")
+        if end < 0 and len(chunk) == max_bytes:  # one line longer than max_bytes: read it whole
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                chunk = f.readline()
+            end = len(chunk) - 1 if chunk.endswith(b"\n") else -1
+        if end < 0:
+            return []
+        self.offset += end + 1
+        return _parse(chunk[: end + 1].decode("utf-8", errors="replace").splitlines())
+
+    def at_end(self) -> bool:
+        return not self.path.exists() or self.offset >= self.path.stat().st_size
+
+
+def _parse(lines: list[str]) -> list[dict]:
     out = []
-    for line in p.read_text(encoding="utf-8").splitlines():
+    for line in lines:
         try:
             rec = json.loads(line)
         except json.JSONDecodeError:
@@ -54,6 +78,16 @@ def read_records(path: str | Path) -> list[dict]:
         if isinstance(rec, dict) and "step" in rec and "metrics" in rec:
             out.append(rec)
     return out
+
+
+def read_records(path: str | Path) -> list[dict]:
+    """All complete records of a journal file (a torn or garbled line is skipped)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / JOURNAL_NAME
+    if not p.exists():
+        return []
+    return _parse(p.read_text(encoding="utf-8").splitlines())
 
 
 def read_history(path: str | Path) -> dict[str, dict[int, float]]:

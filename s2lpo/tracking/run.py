@@ -13,6 +13,7 @@ import os
 import platform
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -40,32 +41,82 @@ def run_id(cfg: dict) -> str:
 @functools.lru_cache(maxsize=8)
 def git_commit(root: Path | None = None) -> str:
     """The checkout's commit (asked of git once per process)."""
+    return _git(["rev-parse", "HEAD"], root) or "unknown"
+
+
+@functools.lru_cache(maxsize=8)
+def git_diff(root: Path | None = None) -> str:
+    """Uncommitted changes to tracked files (``git diff HEAD``), empty when clean or not a checkout."""
+    return _git(["diff", "HEAD", "--no-color"], root)
+
+
+def _git(args: list[str], root: Path | None) -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root or Path(__file__).parent, capture_output=True,
-                              text=True, timeout=5).stdout.strip() or "unknown"
+        return subprocess.run(["git", *args], cwd=root or Path(__file__).parent, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return ""
+
+
+PACKAGES = ("s2lpo", "torch", "transformers", "verl", "vllm", "mlflow", "wandb", "hydra-core", "submitit")
+
+
+def package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+SLURM_VARS = {"job_id": "SLURM_JOB_ID", "array_job_id": "SLURM_ARRAY_JOB_ID", "array_task_id": "SLURM_ARRAY_TASK_ID",
+              "restart_count": "SLURM_RESTART_COUNT", "partition": "SLURM_JOB_PARTITION",
+              "node_list": "SLURM_JOB_NODELIST"}
+
+STATUSES = ("running", "finished", "failed", "preempted", "killed")
 
 
 class Manifest:
-    """``manifest.json`` in the run directory, rewritten atomically on every update."""
+    """``manifest.json`` in the run directory, rewritten atomically on every update (thread-safe: the
+    replicas' delivery threads record their remote run ids here)."""
 
     def __init__(self, run_dir: Path):
         self.path = Path(run_dir) / "manifest.json"
         self.data: dict = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self._lock = threading.Lock()
 
     def update(self, **fields) -> None:
-        self.data.update(fields)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, indent=2, sort_keys=True, default=str))
-        os.replace(tmp, self.path)
+        if "status" in fields and fields["status"] not in STATUSES:
+            raise ValueError(f"manifest status {fields['status']!r} is not one of {STATUSES}")
+        with self._lock:
+            self.data.update(fields)
+            tmp = self.path.with_suffix(f".{threading.get_ident()}.tmp")
+            tmp.write_text(json.dumps(self.data, indent=2, sort_keys=True, default=str))
+            os.replace(tmp, self.path)
 
     def start(self, cfg: dict, rid: str) -> None:
-        restarts = self.data.get("restarts", -1) + 1
+        """Record a start (first or resumed): identity, code, environment, scheduler ids."""
+        diff = git_diff()
+        if diff:
+            (self.path.parent / "git_diff.patch").write_text(diff + "\n")
+        slurm = {k: os.environ[v] for k, v in SLURM_VARS.items() if v in os.environ}
+        starts = [*self.data.get("starts", []), {"at": time.time(), "host": socket.gethostname(), "slurm": slurm}]
         self.update(run_id=rid, config=cfg, config_hash=config_hash(cfg), git_commit=git_commit(),
-                    host=socket.gethostname(), python=platform.python_version(), status="running",
-                    restarts=restarts, started_at=self.data.get("started_at", time.time()),
-                    slurm_job_id=os.environ.get("SLURM_JOB_ID"))
+                    git_dirty=bool(diff), packages=package_versions(), host=socket.gethostname(),
+                    python=platform.python_version(), status="running", restarts=len(starts) - 1, starts=starts,
+                    started_at=self.data.get("started_at", time.time()), ended_at=None,
+                    slurm_job_id=slurm.get("job_id"), slurm_array_job_id=slurm.get("array_job_id"),
+                    slurm_array_task_id=slurm.get("array_task_id"),
+                    slurm_restart_count=int(slurm.get("restart_count", 0)))
+
+    def record_tracking(self, name: str, remote: dict) -> None:
+        with self._lock:
+            tracking = {**self.data.get("tracking", {}), name: remote}
+        self.update(tracking=tracking)
 
     @property
     def status(self) -> str | None:

@@ -1,94 +1,44 @@
-"""Metric sinks: replicas of the journal. Small interface; full tracking (W&B, servers, outages,
-resume without duplicates) lives behind the same interface."""
+"""The trainer's one tracking object: the journal (source of truth) plus replicas delivered off the
+training thread.
+
+``Tracker.log`` appends to the journal (flushed and fsynced) and wakes each replica's delivery
+thread; it never waits on a network. ``Tracker.close`` gives the replicas a bounded time to catch
+up, marks their remote runs, and returns what is left for ``s2lpo sync``.
+"""
 
 from __future__ import annotations
 
-import json
-import os
-import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
 
+from s2lpo.tracking.delivery import Delivery
 from s2lpo.tracking.journal import Journal
+from s2lpo.tracking.replica import Replica
 
 
-class Sink(Protocol):
-    def log(self, step: int, metrics: dict[str, float]) -> None: ...
-
-    def close(self, status: str = "FINISHED") -> None: ...
-
-
-class JournalSink:
-    def __init__(self, run_dir: Path):
+class Tracker:
+    def __init__(self, run_dir: Path, replicas: list[Replica], warn: Callable[[str], None] = print,
+                 retry_max_s: float = 10.0, close_timeout_s: float = 30.0,
+                 on_open: Callable[[str, dict], None] | None = None):
+        self.run_dir, self.warn, self.close_timeout_s = Path(run_dir), warn, close_timeout_s
         self.journal = Journal(run_dir)
+        self.deliveries = [Delivery(r, run_dir, warn, retry_max_s=retry_max_s, on_open=on_open).start()
+                           for r in replicas]
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         self.journal.log(step, metrics)
+        for d in self.deliveries:
+            d.notify()
 
-    def close(self, status: str = "FINISHED") -> None:
+    def close(self, status: str = "finished") -> dict[str, int]:
+        """Returns ``{replica: points left undelivered}``."""
         self.journal.close()
-
-
-def mlflow_key(key: str) -> str:
-    """MLflow forbids '@' in metric names: ``eval/toy/pass@8`` is stored as ``eval/toy/pass_at_8``."""
-    return key.replace("@", "_at_")
-
-
-def from_mlflow_key(key: str) -> str:
-    return key.replace("_at_", "@")
-
-
-class MlflowSink:
-    """Batched writes with ``MlflowClient.log_batch``; the MLflow run id is kept in the run dir so a
-    resumed run continues the same MLflow run, and a high-water mark keeps re-run steps from being
-    sent twice (MLflow stores every row it is sent)."""
-
-    def __init__(self, run_dir: Path, tracking_uri: str, experiment: str, run_name: str, tags: dict[str, str],
-                 params: dict[str, str]):
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-        os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
-        os.environ.setdefault("DO_NOT_TRACK", "1")
-        from mlflow.tracking import MlflowClient
-
-        self.client = MlflowClient(tracking_uri=tracking_uri)
-        self.state_path = Path(run_dir) / "mlflow.json"
-        state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
-        if state.get("run_id"):
-            self.run_id = state["run_id"]
-            self.client.update_run(self.run_id, status="RUNNING")
-        else:
-            exp = self.client.get_experiment_by_name(experiment)
-            exp_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
-            run = self.client.create_run(exp_id, run_name=run_name, tags=tags)
-            self.run_id = run.info.run_id
-            from mlflow.entities import Param
-
-            items = list(params.items())
-            for b in range(0, len(items), 100):
-                self.client.log_batch(self.run_id, params=[Param(k, str(v)[:6000]) for k, v in items[b : b + 100]])
-        self.high_water = int(state.get("high_water", -1))  # step 0 (the initial evaluation) is a step too
-        self._save()
-
-    def _save(self) -> None:
-        tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"run_id": self.run_id, "high_water": self.high_water}))
-        os.replace(tmp, self.state_path)
-
-    def log(self, step: int, metrics: dict[str, float]) -> None:
-        if step <= self.high_water:
-            return
-        from mlflow.entities import Metric
-
-        ts = int(time.time() * 1000)
-        ms = [Metric(mlflow_key(k), float(v), ts, step) for k, v in metrics.items()]
-        for b in range(0, len(ms), 1000):
-            self.client.log_batch(self.run_id, metrics=ms[b : b + 1000])
-        self.high_water = step  # a step's metrics arrive in one call, so the step is now delivered
-        self._save()
-
-    def close(self, status: str = "FINISHED") -> None:
-        self.client.set_terminated(self.run_id, status=status)
+        left = {d.replica.name: d.close(status, self.close_timeout_s) for d in self.deliveries}
+        late = {k: v for k, v in left.items() if v}
+        if late:
+            self.warn(f"warning: not yet delivered: {late}; they are in {self.run_dir / 'metrics.jsonl'}; "
+                      f"run `s2lpo sync {self.run_dir}` when the tracking server is reachable")
+        return left
 
 
 def run_tags(cfg: dict, rid: str) -> dict[str, str]:
@@ -97,12 +47,12 @@ def run_tags(cfg: dict, rid: str) -> dict[str, str]:
 
     a = cfg["algorithm"]
     return {
-        "s2lpo.run_id": rid, "method": a["name"], "learner": cfg["learner"]["name"],
+        "method": a["name"], "learner": cfg["learner"]["name"],
         "explorer": cfg["explorer"]["name"] if a["t_mix"] else "none", "t_mix": str(a["t_mix"]),
         "schedule": a["schedule"], "temperature": str(a["temperature"]),
         "temperature_mode": a["temperature_mode"],
         "guidance": a["guidance"]["kind"] if a["guidance"]["enabled"] else "none", "seed": str(cfg["seed"]),
-        "sweep": str(cfg.get("sweep") or ""), "git_commit": git_commit(),
+        "sweep": str(cfg.get("sweep") or ""), "git_commit": git_commit(), "backend": cfg["trainer"]["backend"],
     }
 
 
@@ -117,48 +67,29 @@ def flatten(d: dict, prefix: str = "") -> dict[str, str]:
     return out
 
 
-class GuardedSink:
-    """A replica that may fail (a tracking server down) without failing training: the first error
-    disables it for the rest of this process, with one warning; the journal keeps every point and the
-    sink's high-water mark says where a later replay starts."""
+def make_replicas(container: dict, run_dir: Path, rid: str, mlflow_uri: str | None = None,
+                  wandb_mode_override: str | None = None) -> list[Replica]:
+    """The replicas the run's ``logger`` config asks for (the journal is always written)."""
+    from s2lpo.tracking.mlflow_replica import MlflowReplica
+    from s2lpo.tracking.wandb_replica import WandbReplica, wandb_mode
 
-    def __init__(self, name: str, factory, warn=print):
-        self.name, self.warn, self.sink = name, warn, None
-        try:
-            self.sink = factory()
-        except Exception as e:  # noqa: BLE001 - any failure of a replica is contained
-            self._down(e)
-
-    def _down(self, e: Exception) -> None:
-        self.sink = None
-        self.warn(f"warning: {self.name} sink disabled for this run ({type(e).__name__}: {str(e)[:200]}); "
-                  "every metric stays in the run's journal (metrics.jsonl)")
-
-    def log(self, step: int, metrics: dict[str, float]) -> None:
-        if self.sink is not None:
-            try:
-                self.sink.log(step, metrics)
-            except Exception as e:  # noqa: BLE001
-                self._down(e)
-
-    def close(self, status: str = "FINISHED") -> None:
-        if self.sink is not None:
-            try:
-                self.sink.close(status)
-            except Exception as e:  # noqa: BLE001
-                self._down(e)
+    lg = container["logger"]  # checked by s2lpo.config.validate
+    tags, sweep = run_tags(container, rid), container.get("sweep") or None
+    out: list[Replica] = []
+    if "mlflow" in lg["sinks"]:
+        m = lg["mlflow"]
+        out.append(MlflowReplica(mlflow_uri or m["tracking_uri"], m["experiment"], rid, container.get("run_name") or rid,
+                                 tags, flatten(container), sweep))
+    if "wandb" in lg["sinks"]:
+        w = lg["wandb"]
+        mode = wandb_mode(wandb_mode_override or w["mode"])
+        if mode != "disabled":
+            out.append(WandbReplica(run_dir, rid, w["project"], w.get("entity"), sweep, tags["method"], container,
+                                    tags, mode))
+    return out
 
 
-def make_sinks(cfg, run_dir: Path, rid: str, container: dict, warn=print) -> list[Sink]:
-    sinks: list[Sink] = []
-    for name in cfg.logger.sinks:
-        if name == "journal":
-            sinks.append(JournalSink(run_dir))
-        elif name == "mlflow":
-            m = cfg.logger.mlflow
-            sinks.append(GuardedSink("mlflow", lambda m=m: MlflowSink(
-                run_dir, m.tracking_uri, m.experiment, cfg.run_name or rid, run_tags(container, rid),
-                flatten(container)), warn))
-        else:
-            raise ValueError(f"logger.sinks has unknown sink {name!r}; use journal or mlflow")
-    return sinks
+def make_tracker(container: dict, run_dir: Path, rid: str, warn=print, on_open=None) -> Tracker:
+    d = container["logger"]["delivery"]
+    return Tracker(run_dir, make_replicas(container, run_dir, rid), warn, d["retry_max_s"], d["close_timeout_s"],
+                   on_open)

@@ -3,7 +3,7 @@
 Per step: rollout plan from the schedule -> explorer rows from the cache, guided and learner rows
 from the learner -> rewards -> group-relative advantages over the combined group (verl) -> the
 learner's log-probs for every row (old log-probs are the learner's too) -> verl's policy loss
-(+ optional KL) -> optimizer step -> metrics to the journal and sinks; evaluation and atomic
+(+ optional KL) -> optimizer step -> metrics to the journal (replicas: MLflow, W&B); evaluation and atomic
 checkpoints every N steps. Every random draw is seeded by (seed, step), so a run killed anywhere
 and started again reproduces the uninterrupted run's metric history.
 """
@@ -33,7 +33,7 @@ from s2lpo.rollout.explorer_cache import ExplorerCache
 from s2lpo.rollout.sampler import SamplingParams, sample
 from s2lpo.tracking.journal import read_history
 from s2lpo.tracking.run import Manifest, run_id
-from s2lpo.tracking.sinks import make_sinks
+from s2lpo.tracking.sinks import make_tracker
 from s2lpo.trainer.batch import Row
 from s2lpo.trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from s2lpo.trainer.metrics import source_metrics
@@ -109,7 +109,7 @@ def train(cfg: DictConfig, progress: Callable[[int, int, dict], None] | None = N
             guidance.load_state_dict(state["guidance"])
         cum, start = state["cum"], state["step"]
         log(f"resuming {rid} from step {start}")
-    sinks = make_sinks(cfg, run_dir, rid, container, warn=log)
+    tracker = make_tracker(container, run_dir, rid, warn=log, on_open=manifest.record_tracking)
     bench = cfg.data.benchmark
     score = token_scorer(tok, cfg.data.reward)
 
@@ -128,7 +128,7 @@ def train(cfg: DictConfig, progress: Callable[[int, int, dict], None] | None = N
     try:
         with amp:
             if start == 0:
-                _log(sinks, 0, run_eval(0, t.eval_samples))
+                tracker.log(0, run_eval(0, t.eval_samples))
             for step in range(start + 1, t.total_steps + 1):
                 t0 = time.time()
                 glen = guidance.length if guidance is not None else 0
@@ -151,7 +151,7 @@ def train(cfg: DictConfig, progress: Callable[[int, int, dict], None] | None = N
                     metrics.update(run_eval(step, t.final_eval_samples))
                 elif step % t.eval_every == 0:
                     metrics.update(run_eval(step, t.eval_samples))
-                _log(sinks, step, metrics)
+                tracker.log(step, metrics)
                 if step % t.checkpoint_every == 0 or step == t.total_steps:
                     save_checkpoint(run_dir, step, {
                         "model": learner.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
@@ -166,8 +166,7 @@ def train(cfg: DictConfig, progress: Callable[[int, int, dict], None] | None = N
     finally:
         keep = {k: v for k, v in final.items() if k.startswith(("eval/", "compute/"))}
         manifest.update(status=status, final_metrics=keep, ended_at=time.time())
-        for s in sinks:
-            s.close("FINISHED" if status == "finished" else "KILLED" if status == "killed" else "FAILED")
+        manifest.update(undelivered=tracker.close(status))
     return RunResult(rid, run_dir, status, keep)
 
 
@@ -219,7 +218,3 @@ class Rollout:
             r.reward = self.score(r.response_ids, str(self.res.train[idx[r.group]].answer))
         return rows, misses
 
-
-def _log(sinks, step: int, metrics: dict[str, float]) -> None:
-    for s in sinks:
-        s.log(step, metrics)

@@ -1,0 +1,155 @@
+"""MLflow as a replica of the journal: a tracking server (``http://…``) or a sqlite store.
+
+One MLflow experiment per project; a run is created once, found again by its ``s2lpo.run_id`` tag
+(so a lost ``tracking/mlflow.json`` or a create whose answer was lost never makes a second run) and
+reopened on resume. Sweep members are children of one parent run per sweep (``mlflow.parentRunId``;
+MLflow's ``nested=True`` only works inside one process). Writes are ``log_batch`` calls of up to 1000
+metrics; no async logging (it drops data on server errors and on exit without ``end_run``).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+from pathlib import Path
+
+from s2lpo.tracking.replica import Point, ReplicaState
+
+RUN_ID_TAG = "s2lpo.run_id"
+SWEEP_TAG = "s2lpo.sweep"
+KIND_TAG = "s2lpo.kind"
+STATUS = {"finished": "FINISHED", "failed": "FAILED", "killed": "KILLED", "preempted": "KILLED"}
+
+
+def configure_http() -> None:
+    """Short retries and timeouts (the defaults block 4-20 minutes on a dead server); telemetry off."""
+    for k, v in {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_ENABLE_TELEMETRY": "false", "DO_NOT_TRACK": "1",
+                 "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}.items():
+        os.environ.setdefault(k, v)
+    # urllib3 logs every retry of a dead server; the delivery thread says it once, with what to do
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+
+
+def mlflow_key(key: str) -> str:
+    """MLflow forbids '@' in metric names: ``eval/toy/pass@8`` is stored as ``eval/toy/pass_at_8``."""
+    return key.replace("@", "_at_")
+
+
+def from_mlflow_key(key: str) -> str:
+    return key.replace("_at_", "@")
+
+
+def ensure_store(uri: str) -> None:
+    """Create a sqlite store once, atomically: built under a file lock (several processes migrating a
+    new store at once crash) in a temporary file renamed into place, so a process killed mid-migration
+    leaves no half-made store behind. A server (``http://``) manages its own store."""
+    if not uri.startswith("sqlite:///"):
+        return
+    db = Path(uri.removeprefix("sqlite:///"))
+    if db.exists():
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if db.exists():
+            return
+        from mlflow.tracking import MlflowClient
+
+        tmp = db.with_name(f".{db.name}.{os.getpid()}.tmp")
+        tmp.unlink(missing_ok=True)
+        MlflowClient(f"sqlite:///{tmp}").search_experiments(max_results=1)
+        os.replace(tmp, db)
+
+
+def experiment_id(client, name: str) -> str:
+    from mlflow.exceptions import MlflowException
+
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return client.create_experiment(name)
+    except MlflowException:  # created meanwhile by a concurrent run
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def find_run(client, exp_id: str, **tags: str):
+    flt = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+    runs = client.search_runs([exp_id], flt, max_results=50, order_by=["attributes.start_time ASC"])
+    return sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
+
+
+def sweep_parent(client, exp_id: str, sweep: str) -> str:
+    """The sweep's parent run, created by whichever member comes first. Two members racing may both
+    create one: each then keeps the oldest and the extra one is deleted, so all agree."""
+    found = find_run(client, exp_id, **{SWEEP_TAG: sweep, KIND_TAG: "sweep"})
+    if not found:
+        client.create_run(exp_id, run_name=f"sweep:{sweep}", tags={SWEEP_TAG: sweep, KIND_TAG: "sweep"})
+        found = find_run(client, exp_id, **{SWEEP_TAG: sweep, KIND_TAG: "sweep"})
+        for extra in found[1:]:
+            try:
+                client.delete_run(extra.info.run_id)
+            except Exception:  # noqa: BLE001 - already deleted by the other member
+                pass
+    return found[0].info.run_id
+
+
+class MlflowReplica:
+    name = "mlflow"
+
+    def __init__(self, tracking_uri: str, experiment: str, rid: str, run_name: str, tags: dict[str, str],
+                 params: dict[str, str], sweep: str | None = None):
+        self.uri, self.experiment, self.rid, self.run_name = tracking_uri, experiment, rid, run_name
+        self.tags, self.params, self.sweep = tags, params, sweep
+        self.client = None
+        self.run_id: str | None = None
+
+    def open(self, state: ReplicaState) -> dict[str, int]:
+        configure_http()
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+
+        ensure_store(self.uri)
+        self.client = c = MlflowClient(tracking_uri=self.uri)
+        known = state.remote.get("run_id") if state.remote.get("tracking_uri") == self.uri else None
+        run = None
+        if known:
+            try:
+                run = c.get_run(known)
+            except MlflowException:  # deleted, or another store behind the same address
+                run = None
+        exp_id = run.info.experiment_id if run else experiment_id(c, self.experiment)
+        if run is None:
+            found = find_run(c, exp_id, **{RUN_ID_TAG: self.rid})
+            run = c.get_run(found[0].info.run_id) if found else self._create(exp_id)
+        self.run_id = run.info.run_id
+        if run.info.status != "RUNNING":
+            c.update_run(self.run_id, status="RUNNING")
+        state.remote = {"tracking_uri": self.uri, "experiment_id": exp_id, "run_id": self.run_id,
+                        "parent_run_id": run.data.tags.get("mlflow.parentRunId")}
+        return {from_mlflow_key(m.key): int(m.step) for m in run.data._metric_objs}
+
+    def _create(self, exp_id: str):
+        from mlflow.entities import Param
+
+        tags = {**self.tags, RUN_ID_TAG: self.rid}
+        if self.sweep:
+            tags["mlflow.parentRunId"] = sweep_parent(self.client, exp_id, self.sweep)
+        run = self.client.create_run(exp_id, run_name=self.run_name, tags=tags)
+        items = sorted(self.params.items())
+        for b in range(0, len(items), 100):
+            self.client.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in items[b : b + 100]])
+        return self.client.get_run(run.info.run_id)
+
+    def send(self, points: list[Point]) -> None:
+        from mlflow.entities import Metric
+
+        ms = [Metric(mlflow_key(p.key), p.value, int(p.t * 1000), p.step) for p in points]
+        for b in range(0, len(ms), 1000):
+            self.client.log_batch(self.run_id, metrics=ms[b : b + 1000])
+
+    def close(self, status: str) -> None:
+        self.client.set_terminated(self.run_id, status=STATUS.get(status, status))
