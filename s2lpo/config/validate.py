@@ -150,7 +150,7 @@ def _check_logger(lg: DictConfig, errs: list[str]) -> None:
                     "sqlite:///<path>.db or http://host:port")
     if lg.wandb.mode not in WANDB_MODES:
         errs.append(f"logger.wandb.mode={lg.wandb.mode!r} is unknown; use one of {', '.join(WANDB_MODES)}")
-    for key in ("retry_max_s", "close_timeout_s"):
+    for key in ("interval_s", "retry_max_s", "close_timeout_s"):
         v = lg.delivery[key]
         if not _num(v) or v < 0:
             errs.append(f"logger.delivery.{key}={v!r} must be a number of seconds >= 0")

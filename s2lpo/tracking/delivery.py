@@ -1,7 +1,8 @@
 """Delivery of a run's journal to one replica, off the training thread.
 
-The training thread only appends to the journal (fsynced) and calls ``notify()``. A background thread
-tails the journal from a byte offset, sends what lies above the replica's high-water marks in
+The training thread only appends to the journal (fsynced). A background thread tails the journal
+from a byte offset every ``interval_s`` seconds (batching many steps into one request keeps its cost,
+GIL time included, off the training loop), sends what lies above the replica's high-water marks in
 batches, and advances the marks after each delivered batch. The only queue is the journal on disk:
 memory stays bounded (one read of at most ``max_read_bytes``) however long a server is down. A
 failure is retried with exponential back-off and never raises into training; after a failure the
@@ -26,17 +27,17 @@ class ReplicaBusy(RuntimeError):
 
 class Delivery:
     def __init__(self, replica: Replica, run_dir: Path, warn: Callable[[str], None] = print, *,
-                 batch: int = 1000, retry_min_s: float = 0.5, retry_max_s: float = 10.0, poll_s: float = 5.0,
+                 batch: int = 1000, retry_min_s: float = 0.5, retry_max_s: float = 10.0, interval_s: float = 2.0,
                  max_read_bytes: int = 8 << 20, on_open: Callable[[str, dict], None] | None = None):
         self.replica, self.run_dir, self.warn = replica, Path(run_dir), warn
-        self.batch, self.retry_min_s, self.retry_max_s, self.poll_s = batch, retry_min_s, retry_max_s, poll_s
+        self.batch, self.retry_min_s, self.retry_max_s, self.interval_s = batch, retry_min_s, retry_max_s, interval_s
         self.max_read_bytes, self.on_open = max_read_bytes, on_open
         self.state = ReplicaState(self.run_dir, replica.name)
         self.tail = JournalTail(self.run_dir)
         self.opened = False
         self.failures = 0  # consecutive failed attempts
         self.sent = 0  # points delivered by this process
-        self._wake, self._closing, self._abandon = threading.Event(), threading.Event(), threading.Event()
+        self._closing, self._abandon = threading.Event(), threading.Event()
         self._status = "FINISHED"
         self._thread: threading.Thread | None = None
         self._lock = None
@@ -107,9 +108,6 @@ class Delivery:
         self._thread.start()
         return self
 
-    def notify(self) -> None:
-        self._wake.set()
-
     def _run(self) -> None:
         try:
             self._loop()
@@ -120,7 +118,6 @@ class Delivery:
         delay = self.retry_min_s
         while not self._abandon.is_set():
             closing = self._closing.is_set()
-            self._wake.clear()
             try:
                 idle = self.step()
             except Exception as e:  # noqa: BLE001 - a replica's failure never reaches training
@@ -137,7 +134,7 @@ class Delivery:
                 self._close_remote()
                 return
             if idle:
-                self._wake.wait(self.poll_s)
+                self._closing.wait(self.interval_s)
 
     def _failed(self, e: Exception) -> None:
         if self.failures == 0:
@@ -158,7 +155,6 @@ class Delivery:
         if self._thread is None:
             return self.remaining()
         self._closing.set()
-        self._wake.set()
         self._thread.join(timeout)
         if self._thread.is_alive():  # still unreachable: leave the rest to `s2lpo sync`
             self._abandon.set()

@@ -1,8 +1,8 @@
 """The trainer's one tracking object: the journal (source of truth) plus replicas delivered off the
 training thread.
 
-``Tracker.log`` appends to the journal (flushed and fsynced) and wakes each replica's delivery
-thread; it never waits on a network. ``Tracker.close`` gives the replicas a bounded time to catch
+``Tracker.log`` appends to the journal (flushed and fsynced); each replica's delivery thread tails
+it. Training never waits on a network. ``Tracker.close`` gives the replicas a bounded time to catch
 up, marks their remote runs, and returns what is left for ``s2lpo sync``.
 """
 
@@ -18,17 +18,16 @@ from s2lpo.tracking.replica import Replica
 
 class Tracker:
     def __init__(self, run_dir: Path, replicas: list[Replica], warn: Callable[[str], None] = print,
-                 retry_max_s: float = 10.0, close_timeout_s: float = 30.0,
+                 retry_max_s: float = 10.0, close_timeout_s: float = 30.0, interval_s: float = 2.0,
                  on_open: Callable[[str, dict], None] | None = None):
         self.run_dir, self.warn, self.close_timeout_s = Path(run_dir), warn, close_timeout_s
         self.journal = Journal(run_dir)
-        self.deliveries = [Delivery(r, run_dir, warn, retry_max_s=retry_max_s, on_open=on_open).start()
+        self.deliveries = [Delivery(r, run_dir, warn, retry_max_s=retry_max_s, interval_s=interval_s,
+                                     on_open=on_open).start()
                            for r in replicas]
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
-        self.journal.log(step, metrics)
-        for d in self.deliveries:
-            d.notify()
+        self.journal.log(step, metrics)  # the delivery threads pick it up from the file
 
     def close(self, status: str = "finished") -> dict[str, int]:
         """Returns ``{replica: points left undelivered}``."""
@@ -92,4 +91,4 @@ def make_replicas(container: dict, run_dir: Path, rid: str, mlflow_uri: str | No
 def make_tracker(container: dict, run_dir: Path, rid: str, warn=print, on_open=None) -> Tracker:
     d = container["logger"]["delivery"]
     return Tracker(run_dir, make_replicas(container, run_dir, rid), warn, d["retry_max_s"], d["close_timeout_s"],
-                   on_open)
+                   d["interval_s"], on_open)
