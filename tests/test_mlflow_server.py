@@ -137,8 +137,9 @@ def _train_cmd(root, *overrides):
 
 def test_sigkill_and_resume_keep_one_mlflow_run_and_one_wandb_run(tmp_path, tiny_family, mlflow_server):
     root = tmp_path / "root"
-    overrides = [*QUICK, "algorithm=s2lpo", "explorer=toy_s", "trainer.total_steps=16", "algorithm.t_mix=4",
+    overrides = [*QUICK, "algorithm=s2lpo", "explorer=toy_s", "trainer.total_steps=40", "algorithm.t_mix=4",
                  "trainer.checkpoint_every=3", "trainer.eval_every=4", "logger=default", "sweep=kill-test",
+                 "logger.delivery.interval_s=0.2",
                  f"logger.mlflow.tracking_uri={mlflow_server.uri}", "logger.wandb.mode=offline"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("WANDB_MODE", None)
@@ -148,19 +149,21 @@ def test_sigkill_and_resume_keep_one_mlflow_run_and_one_wandb_run(tmp_path, tiny
     journals = []
     while time.time() < deadline and child.poll() is None:
         journals = list((root / "runs").glob("*/metrics.jsonl"))
-        if journals and 5 in read_history(journals[0].parent).get("train/loss", {}):
+        if journals and 5 in read_history(journals[0].parent).get("train/loss", {}) and \
+                (journals[0].parent / "tracking" / "mlflow.json").exists() and \
+                offline_dirs(journals[0].parent):  # the MLflow run and the W&B run exist
             break
         time.sleep(0.01)
     child.send_signal(signal.SIGKILL)
     child.wait()
     run_dir = journals[0].parent
-    assert 16 not in read_history(run_dir).get("train/loss", {}), "the child finished before the kill"
+    assert 40 not in read_history(run_dir).get("train/loss", {}), "the child finished before the kill"
     rid = json.loads((run_dir / "manifest.json").read_text())["run_id"]
     first_mlflow = mlflow_run_id(run_dir)
     done = subprocess.run(_train_cmd(root, *overrides), env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     journal = journal_points(run_dir)
-    assert [s for s, _ in journal["train/loss"]] == list(range(1, 17))
+    assert [s for s, _ in journal["train/loss"]] == list(range(1, 41))
     # MLflow: the same run, every (key, step) exactly once, equal to the journal
     assert mlflow_run_id(run_dir) == first_mlflow
     client = MlflowClient(mlflow_server.uri)
