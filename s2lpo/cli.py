@@ -1,8 +1,15 @@
-"""The ``s2lpo`` command: ``s2lpo sync <run dir | sweep dir>``."""
+"""The ``s2lpo`` command.
+
+    s2lpo sync <run dir | any dir>                 replay journals to MLflow and W&B
+    s2lpo sweep submit sweeps/<name>.yaml [k=v…]   queue a grid on SLURM (returns once queued)
+    s2lpo sweep status <name | sweeps/<name>.yaml> per-run state from sacct and the run manifests
+    s2lpo cluster up | down | status               a local single-node SLURM cluster (tests, trying out)
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -30,6 +37,74 @@ def _sync(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _root(args: argparse.Namespace) -> Path:
+    return Path(args.root or os.environ.get("S2LPO_ROOT") or ".").resolve()
+
+
+def _sweep_submit(args: argparse.Namespace) -> int:
+    from s2lpo.sweep.grid import SweepError, load_sweep
+    from s2lpo.sweep.submit import submit_sweep
+
+    console = _console()
+    try:
+        sweep = load_sweep(args.file, args.overrides)
+        rep = submit_sweep(sweep, _root(args), dry_run=args.dry_run)
+    except SweepError as e:
+        console.print(f"[red]{e}[/red]")
+        return 2
+    verb = "would submit" if args.dry_run else "submitted"
+    console.print(f"sweep {rep.sweep}: {verb} {len(rep.submitted)} run(s) and {len(rep.cache_jobs)} explorer-cache "
+                  f"job(s) in {rep.seconds:.2f}s; {len(rep.skipped)} skipped "
+                  f"({_counts(rep.skipped.values())}); manifest {rep.manifest}")
+    return 0
+
+
+def _counts(states) -> str:
+    from collections import Counter
+
+    return ", ".join(f"{n} {s}" for s, n in sorted(Counter(states).items())) or "none"
+
+
+def _sweep_status(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from s2lpo.sweep.status import sweep_status
+
+    name = Path(args.sweep).stem if args.sweep.endswith((".yaml", ".yml")) else args.sweep
+    console = _console()
+    try:
+        rows = sweep_status(_root(args), name)
+    except (FileNotFoundError, RuntimeError) as e:
+        console.print(f"[red]{e}[/red]")
+        return 2
+    if args.json:
+        import dataclasses
+        import json
+
+        print(json.dumps([dataclasses.asdict(r) for r in rows], indent=1))
+        return 0
+    table = Table("run", "method", "seed", "state", "progress", "job", "slurm", "restarts", title=f"sweep {name}")
+    for r in rows:
+        prog = f"{r.step}/{r.total_steps}" if r.step is not None else "-"
+        table.add_row(r.run_id, r.method, str(r.seed), r.state, prog, r.job_id or "-", r.slurm_state or "-",
+                      str(r.restarts))
+    console.print(table)
+    console.print(_counts(r.state for r in rows))
+    return 0
+
+
+def _cluster(args: argparse.Namespace) -> int:
+    from s2lpo.sweep import cluster
+
+    return cluster.main([args.action])
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(width=140 if not sys.stdout.isatty() else None)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="s2lpo", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -39,6 +114,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mlflow-uri", help="send to this tracking URI instead of the run's configured one")
     p.add_argument("--wandb-mode", choices=["online", "offline"], help="override the run's W&B mode")
     p.set_defaults(func=_sync)
+
+    sw = sub.add_parser("sweep", help="SLURM sweeps").add_subparsers(dest="sweep_command", required=True)
+    p = sw.add_parser("submit", help="queue a sweep grid (only runs not finished, queued or running)")
+    p.add_argument("file", type=Path, help="sweeps/<name>.yaml")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides for every run, e.g. trainer.total_steps=100")
+    p.add_argument("--root", help="project root for runs/ and sweeps/ (default: $S2LPO_ROOT or .)")
+    p.add_argument("--dry-run", action="store_true", help="validate and list what would be submitted")
+    p.set_defaults(func=_sweep_submit)
+    p = sw.add_parser("status", help="per-run state from SLURM accounting and the run manifests")
+    p.add_argument("sweep", help="sweep name or its sweeps/<name>.yaml")
+    p.add_argument("--root", help="project root (default: $S2LPO_ROOT or .)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_sweep_status)
+
+    p = sub.add_parser("cluster", help="a local single-node SLURM cluster with accounting")
+    p.add_argument("action", choices=["up", "down", "status"])
+    p.set_defaults(func=_cluster)
     args = parser.parse_args(argv)
     return args.func(args)
 

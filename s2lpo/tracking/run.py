@@ -25,6 +25,9 @@ def semantic_config(cfg: dict) -> dict:
     out = {k: v for k, v in cfg.items() if k not in NON_SEMANTIC}
     if "trainer" in out:
         out["trainer"] = {k: v for k, v in out["trainer"].items() if k not in NON_SEMANTIC_TRAINER}
+    for role in ("learner", "explorer"):  # a job's SLURM request does not change what it computes
+        if isinstance(out.get(role), dict):
+            out[role] = {k: v for k, v in out[role].items() if k != "resources"}
     return out
 
 

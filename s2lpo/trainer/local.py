@@ -11,6 +11,7 @@ and started again reproduces the uninterrupted run's metric history.
 from __future__ import annotations
 
 import copy
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ from s2lpo.trainer.checkpoint import latest_checkpoint, load_checkpoint, save_ch
 from s2lpo.trainer.metrics import source_metrics
 from s2lpo.trainer.setup import abspath, batch_indices, resolve, step_seed
 from s2lpo.trainer.update import train_step
+
+PREEMPTING = threading.Event()  # set by the SLURM job's checkpoint hook (s2lpo.sweep.jobs.TrainJob)
 
 
 @dataclass
@@ -160,8 +163,8 @@ def train(cfg: DictConfig, progress: Callable[[int, int, dict], None] | None = N
                     progress(step, t.total_steps, metrics)
                 final = metrics
         status = "finished"
-    except KeyboardInterrupt:
-        status = "killed"
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or submitit exiting after a preemption signal
+        status = "preempted" if PREEMPTING.is_set() else "killed"
         raise
     finally:
         keep = {k: v for k, v in final.items() if k.startswith(("eval/", "compute/"))}

@@ -1,0 +1,71 @@
+"""Sweep grids as data (``sweeps/<name>.yaml``) expanded into one override list per run.
+
+    name: toy
+    common: [family=toy, learner=toy_l]          # every run
+    axes:                                        # the grid: one value per axis per run
+      explorer: [toy_s, toy_m]
+      algorithm: [grpo, token_temp, g2rpo_a, s2lpo]
+      seed: [0, 1, 2]
+    only_for:                                    # an axis that only applies to some algorithms
+      explorer: [s2lpo]                          # (the others run once, with explorer=none)
+
+A run gets ``sweep=<name>`` too, which links it to the sweep's parent run in MLflow and its W&B group.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+
+class SweepError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Sweep:
+    name: str
+    path: Path
+    runs: tuple[tuple[str, ...], ...]  # overrides per run, in grid order
+
+
+def load_sweep(path: str | Path, extra: list[str] | tuple[str, ...] = ()) -> Sweep:
+    path = Path(path)
+    if not path.exists():
+        raise SweepError(f"sweep file {path} does not exist; sweeps live in sweeps/<name>.yaml")
+    spec = yaml.safe_load(path.read_text()) or {}
+    for key in ("name", "axes"):
+        if key not in spec:
+            raise SweepError(f"{path}: missing '{key}' (a sweep needs name, axes and optionally common, only_for)")
+    unknown = set(spec) - {"name", "common", "axes", "only_for"}
+    if unknown:
+        raise SweepError(f"{path}: unknown key(s) {sorted(unknown)}; allowed: name, common, axes, only_for")
+    axes: dict[str, list] = spec["axes"]
+    for k, v in axes.items():
+        if not isinstance(v, list) or not v:
+            raise SweepError(f"{path}: axes.{k} must be a non-empty list of values")
+    only_for: dict[str, list] = spec.get("only_for") or {}
+    for k in only_for:
+        if k not in axes:
+            raise SweepError(f"{path}: only_for.{k} names no axis; axes are {sorted(axes)}")
+    common = [str(o) for o in spec.get("common") or []]
+    runs: list[tuple[str, ...]] = []
+    seen = set()
+    for values in itertools.product(*axes.values()):
+        choice = dict(zip(axes, values))
+        algo = choice.get("algorithm")
+        ov = []
+        for k, v in choice.items():
+            if k in only_for and algo not in only_for[k]:
+                if k == "explorer":
+                    ov.append("explorer=none")
+                continue
+            ov.append(f"{k}={v}")
+        run = tuple([*common, *ov, *extra, f"sweep={spec['name']}"])
+        if run not in seen:
+            seen.add(run)
+            runs.append(run)
+    return Sweep(str(spec["name"]), path, tuple(runs))

@@ -1,0 +1,121 @@
+"""Sweeps on a real single-node SLURM cluster (sbatch, sacct, requeue), tracking to a real MLflow server."""
+
+import json
+import subprocess
+import time
+
+import pytest
+import submitit
+from mlflow.tracking import MlflowClient
+
+from s2lpo.sweep.grid import load_sweep
+from s2lpo.sweep.status import sweep_status
+from s2lpo.sweep.submit import SweepManifest, submit_sweep
+from s2lpo.tracking.journal import read_history
+from s2lpo.tracking.wandb_files import offline_dirs
+from s2lpo.trainer.local import train
+from s2lpo_testing import CACHE, QUICK, make_cfg, mlflow_points
+
+pytestmark = [pytest.mark.slow, pytest.mark.slurm]
+
+JOB = ["learner.resources.cpus_per_task=1", "learner.resources.mem_gb=1", "explorer.resources.cpus_per_task=1",
+       "explorer.resources.mem_gb=1", "launcher.signal_delay_s=30"]
+
+
+def write_sweep(path, name, server, common=(), seeds=(0,), algorithms=("grpo", "s2lpo")):
+    quick = [o for o in QUICK if not o.startswith(("algorithm.t_mix", "explorer="))]
+    spec = {"name": name,
+            "common": [f"paths.cache_dir={CACHE}", *quick, *JOB, "logger=default", "logger.wandb.mode=offline",
+                       f"logger.mlflow.tracking_uri={server.uri}", "logger.delivery.interval_s=0.5", *common],
+            "axes": {"algorithm": list(algorithms), "explorer": ["toy_s"], "algorithm.t_mix": [3], "seed": list(seeds)},
+            "only_for": {"explorer": ["s2lpo"], "algorithm.t_mix": ["s2lpo"]}}
+    path.write_text(json.dumps(spec))  # JSON is YAML
+    return load_sweep(path)
+
+
+def wait_for(root, name, done, timeout=600):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        rows = sweep_status(root, name)
+        if done(rows):
+            return rows
+        time.sleep(1)
+    raise AssertionError(f"sweep {name} not there within {timeout}s: {[(r.run_id, r.state, r.slurm_state) for r in rows]}")
+
+
+def journal_points(run_dir):
+    return {k: sorted(v.items()) for k, v in read_history(run_dir).items()}
+
+
+def test_a_sweep_runs_on_slurm_reports_and_is_not_resubmitted(tmp_path, tiny_family, slurm_cluster, mlflow_server):
+    sweep = write_sweep(tmp_path / "six.yaml", "six", mlflow_server, seeds=(0, 1, 2))
+    root = tmp_path / "root"
+    rep = submit_sweep(sweep, root)
+    assert len(rep.submitted) == 6 and len(rep.cache_jobs) == 1 and rep.skipped == {}
+    queued = {r.run_id: r.state for r in sweep_status(root, "six")}
+    assert set(queued.values()) <= {"queued", "running", "done"} and len(queued) == 6
+    rows = wait_for(root, "six", lambda rs: all(r.state == "failed" or r.slurm_state == "COMPLETED" for r in rs))
+    assert [r.state for r in rows] == ["done"] * 6, [(r.run_id, r.state, r.slurm_state) for r in rows]
+    assert all(r.step == r.total_steps == 4 and r.slurm_state == "COMPLETED" for r in rows)
+    # the training jobs waited for the explorer-cache job (afterok), and every run is in MLflow once
+    manifest = SweepManifest(root, "six").data
+    assert all(e["jobs"] for e in manifest["runs"].values())
+    client = MlflowClient(mlflow_server.uri)
+    exp = client.get_experiment_by_name("s2lpo").experiment_id
+    [parent] = client.search_runs([exp], "tags.`s2lpo.kind` = 'sweep' and tags.`s2lpo.sweep` = 'six'")
+    children = client.search_runs([exp], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert sorted(c.data.tags["s2lpo.run_id"] for c in children) == sorted(r.run_id for r in rows)
+    for c in children:
+        run_dir = root / "runs" / c.data.tags["s2lpo.run_id"]
+        assert c.info.status == "FINISHED"
+        assert mlflow_points(client, c.info.run_id) == journal_points(run_dir)
+    # the same sweep again: nothing to do
+    again = submit_sweep(sweep, root)
+    assert again.submitted == [] and again.cache_jobs == [] and set(again.skipped.values()) == {"done"}
+
+
+def _job(root, name, rid):
+    job_id = SweepManifest(root, name).data["runs"][rid]["jobs"][-1]
+    return submitit.SlurmJob(root / "sweeps" / name / "submitit", job_id)
+
+
+def test_preempted_job_requeues_and_resumes_into_the_same_runs(tmp_path, tiny_family, slurm_cluster, mlflow_server):
+    long = ["trainer.total_steps=40", "trainer.checkpoint_every=5", "trainer.eval_every=10"]
+    sweep = write_sweep(tmp_path / "pre.yaml", "pre", mlflow_server, common=long, algorithms=("grpo",))
+    root = tmp_path / "root"
+    [rid] = submit_sweep(sweep, root).submitted
+    run_dir = root / "runs" / rid
+    wait_for(root, "pre", lambda rs: (rs[0].step or 0) >= 8 and (run_dir / "tracking" / "mlflow.json").exists()
+             and offline_dirs(run_dir), timeout=300)
+    first_mlflow = json.loads((run_dir / "tracking" / "mlflow.json").read_text())["remote"]["run_id"]
+    job = _job(root, "pre", rid)
+    job._interrupt()  # SIGTERM (ignored) then USR2: checkpoint hook, requeue, exit
+    rows = wait_for(root, "pre", lambda rs: rs[0].state == "failed" or rs[0].slurm_state == "COMPLETED", timeout=400)
+    assert rows[0].state == "done" and rows[0].job_id == job.job_id  # requeued: the job id stays
+    m = json.loads((run_dir / "manifest.json").read_text())
+    assert m["restarts"] >= 1 and m["slurm_restart_count"] >= 1
+    # the same history as an uninterrupted run of the same seed (wall-clock timings aside)
+    ref = train(make_cfg(tmp_path / "ref", *[o for o in sweep.runs[0] if not o.startswith("logger")],
+                         "logger=journal", "launcher=slurm"), log=lambda *_: None)
+    strip = lambda h: {k: v for k, v in h.items() if not k.startswith("time/")}  # noqa: E731
+    assert strip(journal_points(run_dir)) == strip(journal_points(ref.run_dir))
+    # the same MLflow run (one point per step) and the same W&B id
+    assert json.loads((run_dir / "tracking" / "mlflow.json").read_text())["remote"]["run_id"] == first_mlflow
+    client = MlflowClient(mlflow_server.uri)
+    assert [s for s, _ in mlflow_points(client, first_mlflow)["train/loss"]] == list(range(1, 41))
+    assert len(offline_dirs(run_dir, rid)) >= 2
+
+
+def test_a_cancelled_job_is_failed_and_resubmitted(tmp_path, tiny_family, slurm_cluster, mlflow_server):
+    long = ["trainer.total_steps=300", "trainer.checkpoint_every=5", "trainer.eval_every=100"]
+    sweep = write_sweep(tmp_path / "can.yaml", "can", mlflow_server, common=long, algorithms=("grpo",), seeds=(5,))
+    root = tmp_path / "root"
+    [rid] = submit_sweep(sweep, root).submitted
+    wait_for(root, "can", lambda rs: (rs[0].step or 0) >= 3, timeout=300)
+    subprocess.run(["scancel", _job(root, "can", rid).job_id], check=True)
+    rows = wait_for(root, "can", lambda rs: rs[0].state == "failed", timeout=120)
+    assert rows[0].slurm_state == "CANCELLED"
+    again = submit_sweep(sweep, root)
+    assert again.submitted == [rid], again.skipped
+    rows = wait_for(root, "can", lambda rs: rs[0].slurm_state == "COMPLETED", timeout=400)
+    assert rows[0].step == 300 and len(SweepManifest(root, "can").data["runs"][rid]["jobs"]) == 2
