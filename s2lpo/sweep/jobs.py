@@ -27,6 +27,47 @@ def compose(overrides: list[str] | tuple[str, ...], config_name: str = "train"):
         return hydra_compose(config_name, overrides=list(overrides))
 
 
+def compose_many(runs: list[list[str]], config_name: str = "train") -> list:
+    """``[compose(ov) for ov in runs]``, faster: Hydra composes once per distinct set of config-group
+    choices and plain value overrides (``seed=1``, ``trainer.lr=1e-5``) are applied to a copy with
+    Hydra's own value parser (``+key=v`` adds a key that must not exist, as in Hydra). Runs with
+    ``~``/``++`` overrides, sweeps, or ``+`` on a config group are composed in full."""
+    import copy
+
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf, open_dict
+
+    parser = OverridesParser.create()
+    base: dict[tuple[str, ...], object] = {}
+    out = []
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        for ov in runs:
+            parsed = parser.parse_overrides(list(ov))
+            is_group = [o.package is not None or (CONF_DIR / o.key_or_group).is_dir() for o in parsed]
+            if any(o.is_delete() or o.is_force_add() or o.is_sweep_override() or (o.is_add() and g)
+                   for o, g in zip(parsed, is_group)):
+                out.append(hydra_compose(config_name, overrides=list(ov)))
+                continue
+            groups = tuple(o.input_line for o, g in zip(parsed, is_group) if g)
+            if groups not in base:
+                base[groups] = hydra_compose(config_name, overrides=list(groups))
+            cfg = copy.deepcopy(base[groups])
+            with open_dict(cfg):
+                for o, g in zip(parsed, is_group):
+                    if not g:
+                        exists = OmegaConf.select(cfg, o.key_or_group, default="__missing__") != "__missing__"
+                        if exists == o.is_add():
+                            raise KeyError(f"Could not {'add' if o.is_add() else 'override'} '{o.key_or_group}'"
+                                           f" ({'it exists' if exists else f'no such key; use +{o.input_line}'})")
+                        OmegaConf.update(cfg, o.key_or_group, o.value(), merge=False)
+            out.append(cfg)
+    return out
+
+
 class TrainJob(submitit.helpers.Checkpointable):
     def __call__(self, overrides: list[str]) -> dict[str, float]:
         from s2lpo.trainer.local import train

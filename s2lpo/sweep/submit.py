@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 
 from s2lpo.config.validate import ConfigError, validate
 from s2lpo.sweep.grid import Sweep, SweepError
-from s2lpo.sweep.jobs import ExplorerCacheJob, TrainJob, compose
+from s2lpo.sweep.jobs import ExplorerCacheJob, TrainJob, compose, compose_many
 from s2lpo.tracking.run import run_id
 
 RESUBMIT = {"failed", "preempted", "not submitted"}
@@ -79,12 +79,19 @@ def plan_sweep(sweep: Sweep, root: Path) -> list[PlannedRun]:
     """Compose and validate every run of the sweep; one error lists every bad run."""
     root = Path(root).resolve()
     planned, problems = [], []
-    for i, ov in enumerate(sweep.runs):
+    all_overrides = []
+    for ov in sweep.runs:
         overrides = [f"paths.root_dir={root}", *ov]
         if not any(o.startswith("launcher=") for o in overrides):
             overrides.append("launcher=slurm")
+        all_overrides.append(overrides)
+    try:
+        cfgs = compose_many(all_overrides)
+    except Exception:  # noqa: BLE001 - compose run by run below, to name the bad one
+        cfgs = [None] * len(all_overrides)
+    for i, (ov, overrides, cfg) in enumerate(zip(sweep.runs, all_overrides, cfgs)):
         try:
-            cfg = compose(overrides)
+            cfg = cfg if cfg is not None else compose(overrides)
             validate(cfg)
         except ConfigError as e:
             problems += [f"run {i} ({' '.join(ov)}): {p}" for p in e.problems]
