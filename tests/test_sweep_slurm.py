@@ -119,3 +119,20 @@ def test_a_cancelled_job_is_failed_and_resubmitted(tmp_path, tiny_family, slurm_
     assert again.submitted == [rid], again.skipped
     rows = wait_for(root, "can", lambda rs: rs[0].slurm_state == "COMPLETED", timeout=400)
     assert rows[0].step == 300 and len(SweepManifest(root, "can").data["runs"][rid]["jobs"]) == 2
+
+
+def test_hydra_multirun_through_the_submitit_launcher(tmp_path, tiny_family, slurm_cluster):
+    """The same launcher config drives Hydra's own (blocking) submitit launcher."""
+    import os
+    import sys
+
+    from s2lpo_testing import ROOT
+
+    quick = [o for o in QUICK if not o.startswith(("algorithm.t_mix", "explorer="))]
+    cmd = [sys.executable, str(ROOT / "experiments/train.py"), "-m", "launcher=slurm", f"paths.root_dir={tmp_path}",
+           f"paths.cache_dir={CACHE}", *quick, "explorer=none", "algorithm=grpo", *JOB[:2], "seed=0,1"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=os.environ)
+    assert out.returncode == 0, out.stderr[-2000:]
+    manifests = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*/manifest.json")]
+    assert sorted((m["config"]["seed"], m["status"]) for m in manifests) == [(0, "finished"), (1, "finished")]
+    assert all(m["slurm_job_id"] for m in manifests)
