@@ -6,11 +6,9 @@ from pathlib import Path
 
 from hydra import compose
 from omegaconf import DictConfig, OmegaConf
-from rich.table import Table
 
 from s2lpo.cli_utils import console, exit_on_config_error, train_with_progress
 from s2lpo.config.validate import validate
-from s2lpo.report import fmt_percent, markdown_table, plot_pass1, study_rows
 from s2lpo.rollout.explorer_fill import fill_explorer_cache
 
 
@@ -36,17 +34,25 @@ def run_study(cfg: DictConfig) -> dict[str, list[Path]]:
         result = train_with_progress(c, label=f"{label} seed {seed}")
         runs.setdefault(label, []).append(result.run_dir)
     out = Path(cfg.paths.results_dir).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    rows = study_rows(runs, cfg.study.benchmark)
-    (out / "table.md").write_text(markdown_table(rows))
-    plot_pass1(runs, cfg.study.benchmark, out / "pass1_vs_step.png")
-    table = Table(title=f"{cfg.study.name}: final evaluation on {cfg.study.benchmark}")
-    for col in ("method", "pass@1 (%)", "pass@8 (%)", "explorer tok", "learner tok", "guided tok"):
-        table.add_column(col, justify="left" if col == "method" else "right")
-    for r in rows:
-        table.add_row(r["method"], fmt_percent(r["pass@1"]), fmt_percent(r["pass@8"]),
-                      *(f"{r['tokens'][s]:,.0f}" for s in ("explorer", "learner", "guided")))
-    console.print(table)
-    console.print(f"wrote {out / 'table.md'} and {out / 'pass1_vs_step.png'}")
+    write_results(cfg, [d for dirs in runs.values() for d in dirs], out)
     OmegaConf.save(cfg, out / "study.yaml")
     return runs
+
+
+def write_results(cfg: DictConfig, run_dirs: list[Path], out: Path) -> None:
+    """The study's tables and figures, through the analysis layer (specs in ``cfg.study.specs``), read
+    from this study's run journals; the first table is printed."""
+    from rich.markdown import Markdown
+
+    from s2lpo.analysis.readers import JournalReader
+    from s2lpo.analysis.regenerate import regenerate
+
+    specs = Path(cfg.study.specs)
+    specs = specs if specs.is_absolute() else Path(__file__).resolve().parents[1] / specs
+    rep = regenerate([JournalReader(*run_dirs)], specs, out, Path(cfg.paths.cache_dir) / "analysis",
+                     warn=console.print)
+    tables = [p for p in rep.written if p.suffix == ".md"]
+    if tables:
+        console.print(Markdown(tables[0].read_text()))
+    console.print("wrote " + ", ".join(str(p.relative_to(out.parent)) if out.parent in p.parents else str(p)
+                                      for p in rep.written))

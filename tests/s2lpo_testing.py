@@ -93,3 +93,50 @@ def mlflow_points(client, run_id: str) -> dict[str, list[tuple[int, float]]]:
     run = client.get_run(run_id)
     return {from_mlflow_key(k): sorted((m.step, m.value) for m in client.get_metric_history(run_id, k))
             for k in run.data.metrics}
+
+
+# -- logged runs with known values (analysis tests and benchmark) ------------------------------------------
+ANALYSIS_RUNS = {  # (algorithm, explorer) -> final eval/toy/pass@1 per seed
+    ("grpo", "none"): [0.50, 0.52, 0.54],
+    ("s2lpo", "toy_s"): [0.60, 0.61, 0.65],
+    ("token_temp", "none"): [0.55],
+}
+
+
+def write_logged_runs(root: Path, steps: int = 10, eval_every: int = 5, runs=None, extra_keys: int = 0) -> list[Path]:
+    """Run directories (manifest + journal) with known metric values, as the trainer would leave them.
+
+    eval/toy/pass@k at steps 0, eval_every, …: pass@1 rises linearly to the run's final value, pass@k =
+    1 - (1 - pass@1)**k; train/n_explorer follows the linear schedule of group size 4 with t_mix 6;
+    compute/rollout_flops_cum grows by 1e9 per step (2e9 with an explorer)."""
+    from omegaconf import OmegaConf
+
+    from s2lpo.tracking.journal import Journal
+    from s2lpo.tracking.run import Manifest, run_id
+
+    dirs = []
+    for (algo, explorer), finals in (runs or ANALYSIS_RUNS).items():
+        for seed, final in enumerate(finals):
+            ov = [*QUICK, f"algorithm={algo}", f"explorer={explorer}", f"seed={seed}", "algorithm.group_size=4",
+                  "sweep=analysis", "logger=default"] + (["algorithm.t_mix=6"] if algo == "s2lpo" else ["algorithm.t_mix=0"])
+            cfg = OmegaConf.to_container(make_cfg(root, *ov), resolve=True)
+            rid = run_id(cfg)
+            d = root / "runs" / rid
+            d.mkdir(parents=True, exist_ok=True)
+            Manifest(d).start(cfg, rid)
+            j = Journal(d)
+            for step in range(steps + 1):
+                m = {"train/loss": 1.0 / (step + 1) + seed, "compute/rollout_flops_cum": (step + 1) * 1e9 *
+                     (2 if algo == "s2lpo" else 1), "compute/learner/tokens_cum": (step + 1) * 200.0,
+                     "compute/explorer/tokens_cum": (step + 1) * (100.0 if algo == "s2lpo" else 0.0)}
+                if algo == "s2lpo":
+                    m["train/n_explorer"] = float(max(0, 4 - (step * 4) // 6)) if step <= 6 else 0.0
+                m.update({f"extra/metric_{i:02d}": step * 0.5 + i for i in range(extra_keys)})
+                if step % eval_every == 0:
+                    p1 = final * step / steps
+                    m.update({f"eval/toy/pass@{k}": 1 - (1 - p1) ** k for k in (1, 2, 4, 8)})
+                j.log(step, m)
+            j.close()
+            Manifest(d).update(status="finished")
+            dirs.append(d)
+    return dirs

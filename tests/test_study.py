@@ -30,13 +30,15 @@ def test_study_writes_table_and_figure(tmp_path):
             assert sum(read_history(d)["compute/explorer/cache_misses"].values()) == 0
         again = run_study(cfg)  # finished runs are reused, not trained again
         assert again == runs
-    table = (tmp_path / "results" / "table.md").read_text().splitlines()
-    assert table[0].startswith("| method | seeds | pass@1 (%) | pass@8 (%)")
-    rows = {line.split("|")[1].strip(): line for line in table[2:]}
-    assert set(rows) == {"GRPO", "S2L-PO"}
-    assert "±" in rows["GRPO"]  # two seeds: mean ± std
-    assert rows["GRPO"].split("|")[5].strip() == "0"  # no explorer tokens in GRPO
-    assert rows["S2L-PO"].split("|")[5].strip() != "0"
-    img = Image.open(tmp_path / "results" / "pass1_vs_step.png")
-    assert img.size == (840, 540)
+    lines = (tmp_path / "results" / "table1_toy.md").read_text().splitlines()
+    assert lines[2] == "|  | pass@1 (%) | pass@8 (%) | explorer tokens | learner tokens |"
+    rows = {line.split("|")[1].strip(): line.split("|")[2:6] for line in lines[5:7]}
+    assert set(rows) == {"GRPO", "S2L-PO · toy-s"}
+    assert "±" in rows["GRPO"][0]  # two seeds: mean ± std
+    assert rows["GRPO"][2].strip() == "0 ± 0"  # no explorer tokens in GRPO
+    assert not rows["S2L-PO · toy-s"][2].strip().startswith(("0", "–"))
+    written = sorted(p.name for p in (tmp_path / "results").iterdir())
+    assert {"table1_toy.tex", "table1_toy.csv", "fig1_pass1_vs_step.pdf", "fig4_explorer_share.png"} <= set(written)
+    img = Image.open(tmp_path / "results" / "fig1_pass1_vs_step.png")
+    assert img.size == (750, 540)
     assert len(set(img.convert("L").getdata())) > 10  # not blank

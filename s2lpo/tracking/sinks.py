@@ -51,6 +51,7 @@ def run_tags(cfg: dict, rid: str) -> dict[str, str]:
         "schedule": a["schedule"], "temperature": str(a["temperature"]),
         "temperature_mode": a["temperature_mode"],
         "guidance": a["guidance"]["kind"] if a["guidance"]["enabled"] else "none", "seed": str(cfg["seed"]),
+        "correction": a["offpolicy_correction"],
         "sweep": str(cfg.get("sweep") or ""), "git_commit": git_commit(), "backend": cfg["trainer"]["backend"],
     }
 

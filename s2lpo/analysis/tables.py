@@ -1,0 +1,213 @@
+"""Table specs → Markdown, LaTeX (booktabs) and CSV, from the tidy DataFrame.
+
+A spec (YAML in ``analysis/specs/``)::
+
+    kind: table
+    name: table1_math
+    title: Pass@1 (%) on AIME 24 and AIME 25
+    filter: {kind: train, sweep: paper}            # tag -> value or list of values
+    group: learner                                 # a section per value (optional)
+    rows: [method, explorer]                       # a row per distinct value set (seeds aggregated)
+    row_label: "{method} · {explorer}"             # optional
+    labels: {grpo: GRPO, s2lpo: S2L-PO, none: ""}  # display names of tag values (optional)
+    columns: [{label: AIME 24, metric: eval/aime24/pass@1}, ...]   # each may set scale, digits, bold, delta
+    at: final                                      # each run's last point of the metric, or a step number
+    scale: 100
+    digits: 1
+    delta_vs: {method: grpo}                       # Δ against that row of the same group
+    bold: max                                      # best mean per column (max | min | none)
+    reference: {label: paper, rows: [{learner: …, method: …, explorer: …, values: [15.0, 12.1]}]}
+
+Cells are ``mean ± std`` over seeds (sample std; the mean alone for one seed). Output is sorted and
+formatted deterministically: the same runs give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+
+
+@dataclass
+class Cell:
+    mean: float | None
+    std: float | None
+    n: int
+    delta: float | None = None
+    bold: bool = False
+    reference: float | None = None
+    digits: int = 1
+
+
+def select(df: pd.DataFrame, flt: dict | None) -> pd.DataFrame:
+    for k, v in (flt or {}).items():
+        vals = [str(x) for x in (v if isinstance(v, list) else [v])]
+        df = df[df[k].astype(str).isin(vals)]
+    return df
+
+
+def final_values(df: pd.DataFrame, metric: str, at) -> pd.DataFrame:
+    """One value per run: the metric at its last step (``at: final``) or at step ``at``."""
+    d = df[df["key"] == metric]
+    if at == "final":
+        d = d.sort_values(["run_id", "step"]).groupby("run_id", observed=True).tail(1)
+    else:
+        d = d[d["step"] == int(at)]
+    return d
+
+
+def build(spec: dict, df: pd.DataFrame) -> tuple[list[tuple[str, str, dict, list[Cell]]], list[str]]:
+    """``[(group, row label, row tags, cells)]`` in a stable order, and the column labels."""
+    df = select(df, spec.get("filter"))
+    rows_by, group_by = list(spec["rows"]), spec.get("group")
+    keys = ([group_by] if group_by else []) + rows_by
+    at = spec.get("at", "final")
+    per_col = []
+    for col in spec["columns"]:
+        v = final_values(df, col["metric"], at)
+        per_col.append(v.groupby(keys, observed=True)["value"].agg(list) if len(v) else pd.Series(dtype=object))
+    index = sorted({k if isinstance(k, tuple) else (k,) for s in per_col for k in s.index})
+    order = spec.get("order", {})
+
+    def sort_key(k: tuple) -> tuple:
+        return tuple((order.get(name, []).index(val) if val in order.get(name, []) else len(order.get(name, [])), val)
+                     for name, val in zip(keys, k))
+
+    out = []
+    for k in sorted(index, key=sort_key):
+        tags = dict(zip(keys, k))
+        cells = []
+        for col, s in zip(spec["columns"], per_col):
+            scale = float(col.get("scale", spec.get("scale", 1.0)))
+            vals = [x * scale for x in s.get(k if len(k) > 1 else k[0], [])]
+            mean = sum(vals) / len(vals) if vals else None
+            std = math.sqrt(sum((x - mean) ** 2 for x in vals) / (len(vals) - 1)) if len(vals) > 1 else None
+            cells.append(Cell(mean, std, len(vals), digits=int(col.get("digits", spec.get("digits", 1)))))
+        shown = {k: spec.get("labels", {}).get(str(v), v) for k, v in tags.items()}
+        label = spec.get("row_label", " · ".join("{" + r + "}" for r in rows_by)).format(**shown).strip(" ·")
+        out.append((str(tags.get(group_by, "")) if group_by else "", label, tags, cells))
+    _deltas(spec, out)
+    _bold(spec, out)
+    _reference(spec, out)
+    return out, [c["label"] for c in spec["columns"]]
+
+
+def _deltas(spec: dict, rows) -> None:
+    base_tags = spec.get("delta_vs")
+    if not base_tags:
+        return
+    for group, _, tags, cells in rows:
+        if all(str(tags.get(k)) == str(v) for k, v in base_tags.items()):
+            continue
+        base = next((c for g, _, t, c in rows if g == group and all(str(t.get(k)) == str(v)
+                                                                     for k, v in base_tags.items())), None)
+        if base is None:
+            continue
+        for col, cell, b in zip(spec["columns"], cells, base):
+            if cell.mean is not None and b.mean is not None and col.get("delta", True):
+                cell.delta = cell.mean - b.mean
+
+
+def _bold(spec: dict, rows) -> None:
+    if not rows:
+        return
+    for j, col in enumerate(spec["columns"]):
+        how = col.get("bold", spec.get("bold", "max"))
+        if how == "none":
+            continue
+        groups = {g for g, *_ in rows}
+        for group in groups:  # best per column within a section (a learner)
+            cells = [r[3][j] for r in rows if r[0] == group and r[3][j].mean is not None]
+            if cells:
+                best = (max if how == "max" else min)(c.mean for c in cells)
+                for c in cells:
+                    c.bold = round(c.mean, c.digits) == round(best, c.digits)
+
+
+def _reference(spec: dict, rows) -> None:
+    ref = spec.get("reference")
+    if not ref:
+        return
+    for ref_row in ref["rows"]:
+        for _, _, tags, cells in rows:
+            if all(str(tags.get(k)) == str(v) for k, v in ref_row.items() if k != "values"):
+                for cell, v in zip(cells, ref_row["values"]):
+                    cell.reference = None if v is None else float(v)
+
+
+def _num(x: float | None, digits: int) -> str:
+    return "–" if x is None else f"{x:,.{digits}f}"
+
+
+def _cell_text(c: Cell, tex: bool) -> str:
+    digits = c.digits
+    if c.mean is None:
+        return "–"
+    pm = r" $\pm$ " if tex else " ± "
+    s = _num(c.mean, digits) + (pm + _num(c.std, digits) if c.std is not None else "")
+    if c.bold:
+        s = rf"\textbf{{{s}}}" if tex else f"**{s}**"
+    if c.delta is not None:
+        s += f" ({c.delta:+.{digits}f})"
+    return s
+
+
+def markdown(spec: dict, rows, labels: list[str]) -> str:
+    ref = spec.get("reference")
+    head = ["", *labels] + ([f"{label} ({ref['label']})" for label in labels] if ref else [])
+    lines = [f"**{spec.get('title', spec['name'])}**", "", "| " + " | ".join(head) + " |",
+             "|---|" + "---:|" * (len(head) - 1)]
+    group = None
+    for g, label, _, cells in rows:
+        if g and g != group:
+            lines.append(f"| *{g}* |" + " |" * (len(head) - 1))
+            group = g
+        refs = [_num(c.reference, c.digits) for c in cells] if ref else []
+        lines.append("| " + " | ".join([label, *(_cell_text(c, False) for c in cells), *refs]) + " |")
+    n = sorted({c.n for *_, cells in rows for c in cells if c.n})
+    note = f"mean ± std over seeds (n = {', '.join(map(str, n)) or '0'}); bold: best per column"
+    if spec.get("delta_vs"):
+        note += "; (±x): difference to " + ", ".join(f"{k}={v}" for k, v in spec["delta_vs"].items())
+    lines += ["", note]
+    return "\n".join(lines) + "\n"
+
+
+def _tex_escape(s: str) -> str:
+    return s.replace("\\", r"\textbackslash{}").replace("&", r"\&").replace("%", r"\%").replace("_", r"\_") \
+        .replace("#", r"\#").replace("·", r"$\cdot$").replace("Δ", r"$\Delta$")
+
+
+def latex(spec: dict, rows, labels: list[str]) -> str:
+    ref = spec.get("reference")
+    head = ["", *labels] + ([f"{label} ({ref['label']})" for label in labels] if ref else [])
+    out = [r"\begin{table}[t]", r"\centering", rf"\caption{{{_tex_escape(spec.get('title', spec['name']))}}}",
+           rf"\label{{tab:{spec['name']}}}", r"\begin{tabular}{l" + "r" * (len(head) - 1) + "}", r"\toprule",
+           " & ".join(_tex_escape(h) for h in head) + r" \\", r"\midrule"]
+    group = None
+    for g, label, _, cells in rows:
+        if g and g != group:
+            if group is not None:
+                out.append(r"\midrule")
+            out.append(rf"\multicolumn{{{len(head)}}}{{l}}{{\textit{{{_tex_escape(g)}}}}} \\")
+            group = g
+        refs = [_num(c.reference, c.digits) for c in cells] if ref else []
+        out.append(" & ".join([_tex_escape(label), *(_cell_text(c, True) for c in cells), *refs]) + r" \\")
+    out += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(out) + "\n"
+
+
+def csv_text(spec: dict, rows, labels: list[str]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    tag_names = ([spec["group"]] if spec.get("group") else []) + list(spec["rows"])
+    w.writerow([*tag_names, "column", "mean", "std", "n", "delta", "reference"])
+    fmt = lambda x: "" if x is None else repr(round(x, 10))  # noqa: E731
+    for _, _, tags, cells in rows:
+        for label, c in zip(labels, cells):
+            w.writerow([*(tags[t] for t in tag_names), label, fmt(c.mean), fmt(c.std), c.n, fmt(c.delta),
+                        fmt(c.reference)])
+    return buf.getvalue()

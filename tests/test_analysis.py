@@ -1,0 +1,159 @@
+"""Analysis: readers (journals, a real MLflow store and server, W&B offline files) -> tidy frame ->
+specs -> golden tables, byte-identical regeneration, non-blank figures."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+
+from s2lpo.analysis.cache import RunCache
+from s2lpo.analysis.readers import JournalReader, MlflowReader, WandbOfflineReader
+from s2lpo.analysis.regenerate import SpecError, load_specs, regenerate
+from s2lpo.tracking.delivery import Delivery
+from s2lpo.tracking.mlflow_replica import MlflowReplica
+from s2lpo.tracking.replica import Point, ReplicaState
+from s2lpo.tracking.run import Manifest
+from s2lpo.tracking.sinks import make_replicas
+from s2lpo_testing import ROOT, write_logged_runs
+
+GOLDEN = ROOT / "tests" / "golden"
+SPECS = ROOT / "analysis" / "specs" / "toy"
+
+
+def replicate(run_dirs, uri=None, sinks=("mlflow", "wandb")):
+    """Deliver each run's journal to MLflow and W&B (offline files) through the tracking layer."""
+    for d in run_dirs:
+        m = Manifest(d).data
+        for rep in make_replicas(m["config"], d, m["run_id"], mlflow_uri=uri, wandb_mode_override="offline"):
+            if rep.name in sinks:
+                Delivery(rep, d).drain()
+                rep.close("finished")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("world")
+    dirs = write_logged_runs(root)
+    replicate(dirs, uri=f"sqlite:///{root}/mlruns.db")
+    return root, dirs
+
+
+def frame(reader, tmp_path):
+    df, _ = RunCache(tmp_path / "cache", reader.name).load(reader)
+    return df
+
+
+def test_three_sources_give_the_same_tidy_frame(world, tmp_path):
+    root, dirs = world
+    cols = ["run_id", "key", "step", "value"]
+    journal = frame(JournalReader(root / "runs"), tmp_path)
+    mlf = frame(MlflowReader(f"sqlite:///{root}/mlruns.db"), tmp_path)
+    wb = frame(WandbOfflineReader(root / "runs"), tmp_path)
+    assert journal["run_id"].nunique() == 7 and len(journal) == sum(
+        len(json.loads(line)["metrics"]) for d in dirs for line in (d / "metrics.jsonl").read_text().splitlines())
+    for other in (mlf, wb):
+        a = journal[cols].astype({"run_id": str, "key": str}).sort_values(cols[:3]).reset_index(drop=True)
+        b = other[cols].astype({"run_id": str, "key": str}).sort_values(cols[:3]).reset_index(drop=True)
+        assert a.equals(b)
+    row = mlf[(mlf["key"] == "eval/toy/pass@1") & (mlf["step"] == 10) & (mlf["method"] == "s2lpo")]
+    assert sorted(row["value"].round(6)) == [0.6, 0.61, 0.65]
+    assert set(row["explorer"]) == {"toy-s"} and set(row["t_mix"]) == {"6"} and set(row["group_size"]) == {"4"}
+    assert set(mlf["sweep"]) == {"analysis"}
+
+
+def test_mlflow_duplicates_resolve_to_the_latest_timestamp(world, tmp_path):
+    root, dirs = world
+    uri = f"sqlite:///{tmp_path}/dup.db"
+    replicate(dirs[:1], uri=uri, sinks=("mlflow",))
+    c = MlflowClient(uri)
+    [run] = [r for r in c.search_runs([c.get_experiment_by_name("s2lpo").experiment_id])
+             if "s2lpo.run_id" in r.data.tags]  # (not the sweep's parent run)
+    c.log_batch(run.info.run_id, metrics=[Metric("train/loss", 42.0, 10**13, 3), Metric("train/loss", 7.0, 1, 3)])
+    df = frame(MlflowReader(uri), tmp_path)
+    loss = df[(df["key"] == "train/loss") & (df["step"] == 3)]
+    assert list(loss["value"]) == [42.0]  # three rows for (run, key, step): the latest timestamp wins
+
+
+def test_golden_tables_and_byte_identical_regeneration(world, tmp_path):
+    root, _ = world
+    src = [f"mlflow:sqlite:///{root}/mlruns.db#s2lpo"]
+    first = regenerate(src, SPECS, tmp_path / "a", tmp_path / "cache", warn=lambda *_: None)
+    assert (first.runs, first.fetched, first.cached) == (7, 7, 0)
+    for ext in ("md", "tex", "csv"):
+        assert (tmp_path / "a" / f"table1_toy.{ext}").read_text() == (GOLDEN / f"table1_toy.{ext}").read_text(), ext
+    second = regenerate(src, SPECS, tmp_path / "b", tmp_path / "cache", warn=lambda *_: None)
+    assert (second.fetched, second.cached) == (0, 7)
+    names = sorted(p.name for p in first.written)
+    assert names == sorted(p.name for p in second.written) and len(names) == 11
+    for name in names:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    # journals and W&B files give the same table
+    for other in ([f"journal:{root}/runs"], [f"wandb:{root}/runs"]):
+        regenerate(other, SPECS / "table1_toy.yaml", tmp_path / "c", tmp_path / "cache", warn=lambda *_: None)
+        assert (tmp_path / "c" / "table1_toy.md").read_bytes() == (tmp_path / "a" / "table1_toy.md").read_bytes()
+
+
+def test_exact_cells():
+    csv = (GOLDEN / "table1_toy.csv").read_text().splitlines()
+    assert "toy-l,grpo,none,pass@1 (%),52.0,2.0,3,," in csv
+    # s2lpo: finals 0.60, 0.61, 0.65 -> mean 62.0, sample std sqrt(7) = 2.6457513111, +10.0 vs GRPO
+    assert "toy-l,s2lpo,toy-s,pass@1 (%),62.0,2.6457513111,3,10.0," in csv
+    assert "toy-l,s2lpo,toy-s,explorer tokens,1100.0,0.0,3,," in csv  # 11 steps x 100 tokens
+    md = (GOLDEN / "table1_toy.md").read_text()
+    assert "| S2L-PO · toy-s | **62.0 ± 2.6** (+10.0) | **100.0 ± 0.0** (+0.2) | 1,100 ± 0 | 2,200 ± 0 |" in md
+    assert "| GRPO (high T) | 55.0 (+3.0) | 99.8 (+0.1) | 0 | 2,200 |" in md  # one seed: no ±
+
+
+def test_figures_are_non_blank_images_of_the_expected_size(world, tmp_path):
+    import matplotlib.image as mpimg
+
+    root, _ = world
+    rep = regenerate([f"journal:{root}/runs"], SPECS, tmp_path, tmp_path / "cache", warn=lambda *_: None)
+    pngs = [p for p in rep.written if p.suffix == ".png"]
+    assert len(pngs) == 4
+    for p in pngs:
+        img = mpimg.imread(p)
+        assert img.shape[:2] == (540, 750), p.name  # 5 x 3.6 inches at 150 dpi
+        assert np.std(img[..., :3]) > 0.05, p.name  # lines and text, not a blank canvas
+        assert (p.with_suffix(".pdf")).read_bytes().startswith(b"%PDF")
+
+
+def test_only_changed_runs_are_fetched_and_the_cache_serves_offline(world, tmp_path, mlflow_server):
+    root, dirs = world
+    copies = [shutil.copytree(d, tmp_path / "runs" / d.name) for d in dirs]
+    for d in copies:
+        shutil.rmtree(d / "tracking", ignore_errors=True)
+    replicate(copies, uri=mlflow_server.uri, sinks=("mlflow",))
+    src = [f"mlflow:{mlflow_server.uri}"]
+    first = regenerate(src, SPECS, tmp_path / "a", tmp_path / "cache", warn=lambda *_: None)
+    assert first.fetched == 7
+    # one run gets a new point: only it is fetched again
+    rid = Manifest(copies[0]).data["run_id"]
+    rep = MlflowReplica(mlflow_server.uri, "s2lpo", rid, rid, {}, {})
+    rep.open(ReplicaState(tmp_path / "state", "mlflow"))
+    rep.send([Point("train/loss", 11, 0.1, 1.0)])
+    again = regenerate(src, SPECS, tmp_path / "b", tmp_path / "cache", warn=lambda *_: None)
+    assert (again.fetched, again.cached) == (1, 6)
+    # the server goes away: the cache alone regenerates the same files
+    mlflow_server.stop()
+    said = []
+    offline = regenerate(src, SPECS, tmp_path / "c", tmp_path / "cache", warn=said.append)
+    assert offline.offline and any("unreachable" in s for s in said)
+    for p in again.written:
+        assert (tmp_path / "c" / p.name).read_bytes() == p.read_bytes(), p.name
+
+
+@pytest.mark.parametrize(("text", "msg"), [
+    ("kind: chart\nname: x\n", "kind='chart'"),
+    ("kind: table\nname: x\nrows: [method]\n", r"missing \['columns'\]"),
+    ("kind: figure\nname: x\npanels: []\nseries: method\ncolour: red\n", r"unknown key\(s\) \['colour'\]"),
+])
+def test_bad_specs_are_named_before_anything_is_fetched(tmp_path, text, msg):
+    (tmp_path / "s.yaml").write_text(text)
+    with pytest.raises(SpecError, match=msg):
+        load_specs(tmp_path)
+    with pytest.raises(SpecError, match=msg):
+        regenerate(["mlflow:http://127.0.0.1:9"], tmp_path, tmp_path / "out", tmp_path / "cache")
