@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,8 +38,12 @@ class RunCache:
         tmp.write_text(json.dumps(self.index, indent=1, sort_keys=True))
         os.replace(tmp, self.index_path)
 
-    def load(self, reader, progress: Callable[[int, int], None] | None = None, warn=print) -> tuple[pd.DataFrame, dict]:
-        """The tidy frame of every run the reader lists (or, unreachable, every cached run), and counts."""
+    def load(self, reader, progress: Callable[[int, int], None] | None = None, warn=print,
+             history: list[str] | None = None) -> tuple[pd.DataFrame, dict]:
+        """The tidy frame of every run the reader lists (or, unreachable, every cached run), and counts.
+        ``history``: regexes of the keys whose whole history is needed (None: all); of the other keys a
+        remote source gives each run's last point only. A run is fetched again when it changed or when
+        the needed keys grew."""
         try:
             runs = reader.runs()
         except Exception as e:  # noqa: BLE001 - no network: the cache is what there is
@@ -48,8 +53,8 @@ class RunCache:
                  f"{len(self.index)} cached run(s)")
             runs = [RunInfo(rid, e_["source_id"], e_["tags"], e_["version"]) for rid, e_ in self.index.items()]
             return self._frame(runs), {"cached": len(runs), "fetched": 0, "offline": True}
-        stale = [r for r in runs if self.index.get(r.run_id, {}).get("version") != r.version
-                 or not self._file(r.run_id).exists()]
+        need = sorted(history) if history is not None else ["*"]
+        stale = [r for r in runs if self._stale(r, need)]
         done = [0]
 
         def tick(n: int) -> None:
@@ -58,16 +63,26 @@ class RunCache:
                 progress(done[0], len(stale))
 
         if stale:
-            fetched = reader.fetch(stale, tick)
+            pats = [re.compile(h) for h in history] if history is not None else None
+            want = (lambda k: any(p.search(k) for p in pats)) if pats is not None else None
+            fetched = reader.fetch(stale, tick, want)
             self.dir.mkdir(parents=True, exist_ok=True)
             for r in stale:
                 df = fetched[r.run_id]
                 tmp = self._file(r.run_id).with_suffix(".tmp")
                 df.to_parquet(tmp, index=False)
                 os.replace(tmp, self._file(r.run_id))
-                self.index[r.run_id] = {"version": r.version, "source_id": r.source_id, "tags": r.tags}
+                self.index[r.run_id] = {"version": r.version, "source_id": r.source_id, "tags": r.tags,
+                                        "history": need}
             self.save_index()
         return self._frame(runs), {"cached": len(runs) - len(stale), "fetched": len(stale), "offline": False}
+
+    def _stale(self, r: RunInfo, need: list[str]) -> bool:
+        e = self.index.get(r.run_id)
+        if e is None or e["version"] != r.version or not self._file(r.run_id).exists():
+            return True
+        have = set(e.get("history", ["*"]))
+        return "*" not in have and not set(need) <= have
 
     def _frame(self, runs: list[RunInfo]) -> pd.DataFrame:
         parts = []

@@ -51,7 +51,8 @@ def curves(spec: dict, df: pd.DataFrame, panel: dict) -> dict[str, tuple[np.ndar
             xs = df[df["key"] == x][["run_id", "step", "value"]].rename(columns={"value": "x"})
             d = d.merge(xs, on=["run_id", "step"])
     if spec.get("divide_by"):
-        d["y"] = d["y"] / d[spec["divide_by"]].astype(float)
+        d["y"] = d["y"] / pd.to_numeric(d[spec["divide_by"]].astype(str), errors="coerce")
+        d = d.dropna(subset=["y"])  # runs without that tag have no share to show
     d["y"] = d["y"] * scale
     out = {}
     for tags, g in d.groupby(names, observed=True, sort=True):

@@ -64,8 +64,8 @@ class JournalReader:
                 out.append(RunInfo(m["run_id"], str(d), tags, f"{st.st_size}:{st.st_mtime_ns}"))
         return out
 
-    def fetch(self, runs: list[RunInfo], progress=None) -> dict[str, pd.DataFrame]:
-        out = {}
+    def fetch(self, runs: list[RunInfo], progress=None, want=None) -> dict[str, pd.DataFrame]:
+        out = {}  # a local file is read whole (``want`` only matters for remote sources)
         for r in runs:
             recs = read_records(Path(r.source_id))
             out[r.run_id] = points_frame((k, rec["step"], v, rec.get("t", 0.0)) for rec in recs
@@ -102,25 +102,30 @@ class MlflowReader:
                 t = run.data.tags
                 if t.get("s2lpo.kind") == "sweep":  # a sweep's parent run holds no points
                     continue
-                latest = {m.key: m.step for m in run.data._metric_objs}
+                objs = run.data._metric_objs
+                latest = {m.key: m.step for m in objs}
                 tags = {k: v for k, v in t.items() if not k.startswith("mlflow.")}
                 tags.setdefault("kind", "train")
                 tags["group_size"] = run.data.params.get("algorithm.group_size", tags.get("group_size", ""))
                 tags["status"] = run.info.status.lower()
                 version = f"{run.info.status}:{run.info.end_time}:{len(latest)}:{max(latest.values(), default=-1)}"
                 out.append(RunInfo(t.get("s2lpo.run_id", run.info.run_id), run.info.run_id, tags, version,
-                                   {"keys": sorted(latest), "max_step": max(latest.values(), default=0)}))
+                                   {"keys": sorted(latest), "max_step": max(latest.values(), default=0),
+                                    "latest": [(m.key, m.step, m.value, m.timestamp) for m in objs]}))
             token = page.token
             if not token:
                 return out
 
-    def fetch(self, runs: list[RunInfo], progress=None) -> dict[str, pd.DataFrame]:
+    def fetch(self, runs: list[RunInfo], progress=None, want=None) -> dict[str, pd.DataFrame]:
+        """Every run's latest point per key (from the run listing, no extra call), and the full
+        history of the keys ``want(key)`` accepts (all keys when ``want`` is None)."""
         from s2lpo.tracking.mlflow_replica import from_mlflow_key
 
-        rows: dict[str, list] = {r.run_id: [] for r in runs}
+        rows: dict[str, list] = {r.run_id: [(from_mlflow_key(k), s, v, ts / 1000.0) for k, s, v, ts in r.extra["latest"]]
+                                 for r in runs}
         bulk = self.uri.startswith(("http://", "https://"))
         by_source = {r.source_id: r for r in runs}
-        keys = sorted({k for r in runs for k in r.extra["keys"]})
+        keys = sorted({k for r in runs for k in r.extra["keys"] if want is None or want(from_mlflow_key(k))})
         for key in keys:
             have = [r for r in runs if key in r.extra["keys"]]
             for batch in _batches(have, 25000) if bulk else [[r] for r in have]:
@@ -190,7 +195,7 @@ class WandbOfflineReader:
             out.append(RunInfo(wid, str(dirs[0].parent.parent), tags, f"{len(dirs)}:{sizes}", {"dirs": dirs}))
         return out
 
-    def fetch(self, runs: list[RunInfo], progress=None) -> dict[str, pd.DataFrame]:
+    def fetch(self, runs: list[RunInfo], progress=None, want=None) -> dict[str, pd.DataFrame]:
         from s2lpo.tracking.wandb_files import read_offline_run
 
         out = {}
@@ -223,10 +228,12 @@ class WandbApiReader:
                                f"{run.state}:{run.lastHistoryStep}", {"run": run}))
         return out
 
-    def fetch(self, runs: list[RunInfo], progress=None) -> dict[str, pd.DataFrame]:
+    def fetch(self, runs: list[RunInfo], progress=None, want=None) -> dict[str, pd.DataFrame]:
         out = {}
         for r in runs:
-            rows = [(k, int(h["_step"]), float(v), float(h.get("_timestamp", 0.0))) for h in r.extra["run"].scan_history()
+            keys = [k for k in r.extra["run"].summary.keys() if not k.startswith("_") and (want is None or want(k))]
+            rows = [(k, int(h["_step"]), float(v), float(h.get("_timestamp", 0.0)))
+                    for h in r.extra["run"].scan_history(keys=keys or None)
                     for k, v in h.items() if not k.startswith("_") and isinstance(v, (int, float))]
             out[r.run_id] = points_frame(rows)
             if progress:

@@ -9,6 +9,7 @@ several sources is taken from the first that has it. Specs are YAML files (``kin
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,8 +63,23 @@ def load_specs(spec_dir: str | Path) -> list[dict]:
     return specs
 
 
+def history_keys(specs: list[dict]) -> list[str]:
+    """Regexes of the metrics whose whole history the specs need; every other metric is needed at each
+    run's last point only, which a remote source lists without fetching histories."""
+    out = set()
+    for spec in specs:
+        if spec["kind"] == "table":
+            if spec.get("at", "final") != "final":
+                out |= {"^" + re.escape(c["metric"]) + "$" for c in spec["columns"]}
+        elif spec.get("x", "step") != "k":
+            out |= {"^" + re.escape(p["y"]) + "$" for p in spec["panels"]}
+            if spec.get("x", "step") != "step":
+                out.add("^" + re.escape(spec["x"]) + "$")
+    return sorted(out)
+
+
 def load_runs(sources: list, cache_dir: Path, progress: Callable[[str, int, int], None] | None = None,
-              warn=print) -> tuple[pd.DataFrame, Regeneration]:
+              warn=print, history: list[str] | None = None) -> tuple[pd.DataFrame, Regeneration]:
     rep = Regeneration()
     frames, seen = [], set()
     for source in sources:  # a source string, or a reader object
@@ -72,7 +88,7 @@ def load_runs(sources: list, cache_dir: Path, progress: Callable[[str, int, int]
             source = f"{reader.name}:{sorted(map(str, getattr(reader, 'roots', [])))}"
         cache = RunCache(cache_dir, source)
         df, counts = cache.load(reader, (lambda d, n, s=source: progress(s, d, n)) if progress else None,
-                                warn=warn)
+                                warn=warn, history=history)
         df = df[~df["run_id"].astype(str).isin(seen)]
         seen |= set(df["run_id"].astype(str).unique())
         frames.append(df)
@@ -87,7 +103,7 @@ def load_runs(sources: list, cache_dir: Path, progress: Callable[[str, int, int]
 def regenerate(sources: list, spec_dir: str | Path, out_dir: str | Path, cache_dir: str | Path = ".cache/analysis",
                extra_filter: dict | None = None, progress=None, warn=print) -> Regeneration:
     specs = load_specs(spec_dir)  # bad specs fail before anything is fetched
-    df, rep = load_runs(sources, Path(cache_dir), progress, warn)
+    df, rep = load_runs(sources, Path(cache_dir), progress, warn, history_keys(specs))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for spec in specs:
