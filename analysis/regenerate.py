@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def progress(source: str, done: int, total: int) -> None:
             if source not in tasks:
-                tasks[source] = bar.add_task(f"fetching {source}", total=total)
+                tasks[source] = bar.add_task(f"fetching {source}", total=total, info="")
             bar.update(tasks[source], completed=done, total=total)
 
         try:

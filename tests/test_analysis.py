@@ -157,3 +157,18 @@ def test_bad_specs_are_named_before_anything_is_fetched(tmp_path, text, msg):
         load_specs(tmp_path)
     with pytest.raises(SpecError, match=msg):
         regenerate(["mlflow:http://127.0.0.1:9"], tmp_path, tmp_path / "out", tmp_path / "cache")
+
+
+def test_the_entry_point_prints_what_it_wrote(world, tmp_path):
+    import subprocess
+    import sys
+
+    root, _ = world
+    cmd = [sys.executable, str(ROOT / "analysis" / "regenerate.py"), "--source", f"journal:{root}/runs",
+           "--specs", str(SPECS / "table1_toy.yaml"), "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "c")]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "7 run(s): 7 fetched, 0 from the cache" in out.stderr and f"wrote {tmp_path}/out/table1_toy.md" in out.stderr
+    assert (tmp_path / "out" / "table1_toy.md").read_bytes() == (GOLDEN / "table1_toy.md").read_bytes()
+    bad = subprocess.run([*cmd[:2], "--specs", str(tmp_path / "none")], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "no spec files" in bad.stderr

@@ -85,6 +85,24 @@ class RunCache:
         return "*" not in have and not set(need) <= have
 
     def _frame(self, runs: list[RunInfo]) -> pd.DataFrame:
+        """The tidy frame of ``runs``; the assembled frame is kept too (one file, keyed by every run's
+        id, version and fetched keys), so an unchanged set of runs is one read."""
+        key = hashlib.sha256(json.dumps(sorted((r.run_id, r.version, self.index.get(r.run_id, {}).get("history"))
+                                               for r in runs), default=str).encode()).hexdigest()[:20]
+        whole = self.dir / f"frame-{key}.parquet"
+        if whole.exists():
+            return pd.read_parquet(whole)
+        df = self._assemble(runs)
+        if runs:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            for old in self.dir.glob("frame-*.parquet"):
+                old.unlink(missing_ok=True)
+            tmp = whole.with_suffix(".tmp")
+            df.to_parquet(tmp, index=False)
+            os.replace(tmp, whole)
+        return df
+
+    def _assemble(self, runs: list[RunInfo]) -> pd.DataFrame:
         parts = []
         for r in sorted(runs, key=lambda r: r.run_id):
             df = pd.read_parquet(self._file(r.run_id))

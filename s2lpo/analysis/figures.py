@@ -18,7 +18,10 @@ last step. Output files carry no timestamps, so the same runs give the same byte
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -67,7 +70,41 @@ def curves(spec: dict, df: pd.DataFrame, panel: dict) -> dict[str, tuple[np.ndar
     return out
 
 
-def render(spec: dict, df: pd.DataFrame, out_dir: Path) -> list[Path]:
+def render(spec: dict, df: pd.DataFrame, out_dir: Path, cache_dir: Path | None = None) -> list[Path]:
+    """Write the figure; with ``cache_dir``, files drawn before from the same spec and the same curves
+    are copied from there instead of drawn again."""
+    panels = spec["panels"]
+    data = [curves(spec, df, panel) for panel in panels]
+    if not any(data):
+        raise ValueError(f"figure {spec['name']}: no data matched (filter {spec.get('filter')}, "
+                         f"panels {[p['y'] for p in panels]})")
+    formats = spec.get("formats", ["png", "pdf"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{spec['name']}.{ext}" for ext in formats]
+    key = None
+    if cache_dir is not None:
+        h = hashlib.sha256(json.dumps({k: v for k, v in spec.items() if not k.startswith("_")}, sort_keys=True,
+                                      default=str).encode())
+        for panel in data:
+            for label, arrays in sorted(panel.items()):
+                h.update(label.encode())
+                for a in arrays:
+                    h.update(np.ascontiguousarray(a, dtype=np.float64).tobytes())
+        key = h.hexdigest()[:24]
+        cached = [cache_dir / f"{key}.{ext}" for ext in formats]
+        if all(c.exists() for c in cached):
+            for c, p in zip(cached, paths):
+                shutil.copyfile(c, p)
+            return paths
+    _draw(spec, data, paths)
+    if key is not None:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        for p in paths:
+            shutil.copyfile(p, cache_dir / f"{key}{p.suffix}")
+    return paths
+
+
+def _draw(spec: dict, data: list[dict], paths: list[Path]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -76,13 +113,11 @@ def render(spec: dict, df: pd.DataFrame, out_dir: Path) -> list[Path]:
     panels = spec["panels"]
     w, h = spec.get("size", [5.0 * len(panels), 3.6])
     fig, axes = plt.subplots(1, len(panels), figsize=(w, h), dpi=int(spec.get("dpi", 150)), squeeze=False)
-    drew = False
-    for ax, panel in zip(axes[0], panels):
-        for label, (x, y, s) in curves(spec, df, panel).items():
+    for ax, panel, lines in zip(axes[0], panels, data):
+        for label, (x, y, s) in lines.items():
             ax.plot(x, y, marker="o", ms=2.5, lw=1.4, label=label)
             if spec.get("band", "std") == "std" and np.any(s > 0):
                 ax.fill_between(x, y - s, y + s, alpha=0.18)
-            drew = True
         ax.set_title(panel.get("label", panel["y"]))
         ax.set_xlabel(spec.get("xlabel", spec.get("x", "step")))
         ax.set_ylabel(spec.get("ylabel", panel["y"]))
@@ -91,17 +126,8 @@ def render(spec: dict, df: pd.DataFrame, out_dir: Path) -> list[Path]:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
-    if not drew:
-        plt.close(fig)
-        raise ValueError(f"figure {spec['name']}: no data matched (filter {spec.get('filter')}, "
-                         f"panels {[p['y'] for p in panels]})")
     fig.tight_layout()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for ext in spec.get("formats", ["png", "pdf"]):
-        p = out_dir / f"{spec['name']}.{ext}"
-        meta = {"Software": None} if ext == "png" else {"Creator": None, "Producer": None, "CreationDate": None}
+    for p in paths:
+        meta = {"Software": None} if p.suffix == ".png" else {"Creator": None, "Producer": None, "CreationDate": None}
         fig.savefig(p, metadata=meta)
-        paths.append(p)
     plt.close(fig)
-    return paths

@@ -128,7 +128,7 @@ class MlflowReader:
         keys = sorted({k for r in runs for k in r.extra["keys"] if want is None or want(from_mlflow_key(k))})
         for key in keys:
             have = [r for r in runs if key in r.extra["keys"]]
-            for batch in _batches(have, 25000) if bulk else [[r] for r in have]:
+            for batch in _batches(have, 20000) if bulk else [[r] for r in have]:  # < the 25,000 cap
                 for source_id, step, value, ts in self._history(key, batch, bulk):
                     rows[by_source[source_id].run_id].append((from_mlflow_key(key), step, value, ts / 1000.0))
         if progress:

@@ -117,5 +117,5 @@ def regenerate(sources: list, spec_dir: str | Path, out_dir: str | Path, cache_d
                 p.write_text(text, encoding="utf-8")
                 rep.written.append(p)
         else:
-            rep.written += figures.render(spec, df, out)
+            rep.written += figures.render(spec, df, out, Path(cache_dir) / "artefacts")
     return rep
