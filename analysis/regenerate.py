@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"{rep.runs} run(s): {rep.fetched} fetched, {rep.cached} from the cache"
                   + (" (source unreachable: cache only)" if rep.offline else ""))
     for path in rep.written:
-        console.print(f"wrote {path}")
+        console.print(f"wrote {path}", soft_wrap=True)
     return 0
 
 

@@ -46,13 +46,16 @@ def train_with_progress(cfg: DictConfig, label: str | None = None):
 
 
 def exit_on_config_error(fn):
+    from s2lpo.data.prepare import DataError
+    from s2lpo.eval.benchmarks import EvalError
+
     """Entry points: a bad configuration prints its error list and exits with code 2 (no traceback)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except ConfigError as e:
+        except (ConfigError, EvalError, DataError) as e:
             console.print(f"[red]{e}[/red]")
             sys.exit(2)
 

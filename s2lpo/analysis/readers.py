@@ -32,7 +32,6 @@ def tags_from_config(cfg: dict, rid: str) -> dict[str, str]:
     tags = run_tags(cfg, rid)
     tags.pop("git_commit", None)
     tags["group_size"] = str(cfg["algorithm"]["group_size"])
-    tags["kind"] = "train"
     return tags
 
 

@@ -114,8 +114,8 @@ def validate(cfg: DictConfig) -> None:
     if d.reward not in REWARDS:
         errs.append(f"data.reward={d.reward!r} is unknown; registered: {', '.join(sorted(REWARDS))}")
     if d.train_file is not None and not Path(str(d.train_file)).exists():
-        errs.append(f"data.train_file={d.train_file} does not exist; prepare it first or set data.train_file=null "
-                    "for the toy task")
+        errs.append(f"data.train_file={d.train_file} does not exist; prepare it first (python "
+                    "experiments/prepare_data.py <dataset> <local file>) or set data.train_file=null for the toy task")
     if t.precision not in ("fp32", "bf16"):
         errs.append(f"trainer.precision={t.precision!r} is unknown; use fp32 or bf16 (bf16 autocast, fp32 weights)")
     if str(t.device).startswith("cuda"):

@@ -1,5 +1,6 @@
-"""Reward functions, one registry for both backends."""
+"""Reward functions, one registry for both backends (``toy_arith``, ``math``, ``mcq``)."""
 
+from s2lpo.rewards import math as _math  # noqa: F401 - registers math and mcq
 from s2lpo.rewards.registry import get_reward_fn, register_reward, token_scorer
 
 __all__ = ["get_reward_fn", "register_reward", "token_scorer"]

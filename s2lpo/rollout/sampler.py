@@ -20,9 +20,13 @@ class SamplingParams:
     top_p: float = 1.0
     top_k: int = 0
     max_new_tokens: int = 48
+    presence_penalty: float = 0.0  # subtracted from the logits of tokens already generated (vLLM's semantics)
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if not d["presence_penalty"]:  # keeps the explorer caches' keys of runs without a penalty
+            del d["presence_penalty"]
+        return d
 
 
 @dataclass
@@ -84,11 +88,16 @@ def sample_batch(
     lps = torch.zeros((n, params.max_new_tokens), dtype=torch.float32, device=device)
     done = torch.zeros(n, dtype=torch.bool, device=device)
     lengths = torch.full((n,), params.max_new_tokens, dtype=torch.long, device=device)
+    seen = torch.zeros_like(logits, dtype=torch.bool) if params.presence_penalty else None
     for t in range(params.max_new_tokens):
+        if seen is not None:
+            logits = logits - params.presence_penalty * seen
         logp = torch.log_softmax(filter_logits(logits / params.temperature, params.top_k, params.top_p), -1)
         tok = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)
         tok = torch.where(done, torch.full_like(tok, pad_id), tok)
         toks[:, t] = tok
+        if seen is not None:
+            seen[torch.arange(n, device=device), tok] = True
         lps[:, t] = torch.where(done, 0.0, logp.gather(-1, tok[:, None]).squeeze(-1))
         hit = (tok == eos_id) & ~done
         lengths = torch.where(hit, t + 1, lengths)

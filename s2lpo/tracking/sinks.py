@@ -53,6 +53,7 @@ def run_tags(cfg: dict, rid: str) -> dict[str, str]:
         "guidance": a["guidance"]["kind"] if a["guidance"]["enabled"] else "none", "seed": str(cfg["seed"]),
         "correction": a["offpolicy_correction"],
         "sweep": str(cfg.get("sweep") or ""), "git_commit": git_commit(), "backend": cfg["trainer"]["backend"],
+        "kind": str(cfg.get("kind") or "train"),
     }
 
 

@@ -1,0 +1,66 @@
+"""Evaluation on prepared benchmark files: a toy model's logged pass@k equal the unbiased estimator on
+its recorded per-problem correct counts; a trained run's checkpoint is evaluated into a linked eval run."""
+
+import json
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from s2lpo.data.prepare import toy_rows, write_parquet
+from s2lpo.eval.benchmarks import PRESETS, EvalError, sampling
+from s2lpo.eval.driver import evaluate_model
+from s2lpo.eval.passk import pass_at_k
+from s2lpo.tracking.journal import read_history
+from s2lpo.trainer.local import train
+from s2lpo_testing import CACHE, CONF, QUICK, make_cfg
+
+pytestmark = pytest.mark.slow
+
+
+def eval_cfg(tmp_path, *overrides):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        return compose("evaluate", overrides=[f"paths.root_dir={tmp_path}", f"paths.cache_dir={CACHE}", *QUICK,
+                                              *overrides])
+
+
+def test_logged_pass_at_k_is_the_estimator_on_the_recorded_counts(tmp_path, tiny_family):
+    bench = write_parquet(toy_rows(tiny_family.splits().eval[:12]), tmp_path / "toy" / "test.parquet")
+    cfg = eval_cfg(tmp_path, f"eval.benchmarks=[{bench}]", "eval.n=8", "eval.max_new_tokens=24",
+                   "eval.sampling={temperature: 1.0, top_p: 1.0, top_k: 0, presence_penalty: 0.0}")
+    out = evaluate_model(cfg, log=lambda *_: None)
+    [run_dir] = [p.parent for p in (tmp_path / "runs").glob("eval-*/manifest.json")]
+    counts = json.loads((run_dir / "counts.json").read_text())["toy"]
+    assert counts["n"] == 8 and len(counts["correct"]) == 12
+    assert 0 < sum(counts["correct"]) < 8 * 12, "the tiny model should solve some, not all"
+    for k in (1, 2, 4, 8):
+        expect = sum(pass_at_k(8, c, k) for c in counts["correct"]) / 12
+        assert out[f"eval/toy/pass@{k}"] == pytest.approx(expect, abs=1e-12)
+    assert out["eval/toy/mean@8"] == pytest.approx(sum(counts["correct"]) / 96)
+    assert out["eval/toy/mean@8"] == pytest.approx(out["eval/toy/pass@1"])
+    assert read_history(run_dir)["eval/toy/pass@8"] == {0: pytest.approx(out["eval/toy/pass@8"])}
+    m = json.loads((run_dir / "manifest.json").read_text())
+    assert m["status"] == "finished" and m["config"]["kind"] == "eval"
+    # a trained run's last checkpoint, into an eval run linked to it
+    trained = train(make_cfg(tmp_path, *QUICK, "algorithm=grpo", "explorer=none", "algorithm.t_mix=0"),
+                    log=lambda *_: None)
+    cfg2 = eval_cfg(tmp_path, f"eval.benchmarks=[{bench}]", "eval.n=4", "eval.max_new_tokens=24",
+                    f"eval.run_dir={trained.run_dir}")
+    out2 = evaluate_model(cfg2, log=lambda *_: None)
+    [linked] = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("eval-*/manifest.json")
+                if json.loads(p.read_text()).get("evaluated_run") == trained.run_id]
+    assert linked["evaluated_step"] == 4 and set(out2) >= {"eval/toy/pass@1", "eval/toy/pass@4", "eval/toy/mean@4"}
+
+
+def test_presets_and_bad_input():
+    assert sampling("nothink", 100).presence_penalty == 1.5 and sampling("think", 100).top_p == 0.95
+    assert PRESETS["nothink"]["temperature"] == 0.7 and PRESETS["think"]["temperature"] == 0.6
+    with pytest.raises(EvalError, match="eval.preset='greedy' is unknown"):
+        sampling("greedy", 10)
+
+
+def test_missing_benchmark_file_is_named_before_loading(tmp_path):
+    cfg = eval_cfg(tmp_path, f"eval.benchmarks=[{tmp_path}/nope.parquet]")
+    with pytest.raises(EvalError, match="nope.parquet does not exist"):
+        evaluate_model(cfg, log=lambda *_: None)

@@ -1,0 +1,92 @@
+"""Fixture files in each public dataset's layout round-trip to verl's schema; bad input is named."""
+
+import json
+import subprocess
+import sys
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from s2lpo.data.prepare import DataError, load_prepared, prepare
+from s2lpo.rewards import get_reward_fn
+from s2lpo_testing import ROOT
+
+DAPO_PROMPT = ("Solve the following math problem step by step. The last line of your response should be of the "
+               "form Answer: $Answer (without quotes) where $Answer is the answer to the problem.\n\n{q}\n\n"
+               "Remember to put your answer on its own line after \"Answer:\".")
+
+
+def write(path, rows):
+    if path.suffix == ".parquet":
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    else:
+        path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+@pytest.fixture
+def fixtures(tmp_path):
+    dapo = [{"data_source": "math_dapo", "prompt": [{"role": "user", "content": DAPO_PROMPT.format(q=q)}],
+             "ability": "MATH", "reward_model": {"ground_truth": a, "style": "rule-lighteval/MATH_v2"},
+             "extra_info": {"index": str(i)}} for i, (q, a) in enumerate([("What is 1+1?", "2"), ("What is 2+3?", "5"),
+                                                                           ("What is 1+1?", "2"), ("Half of 1?", "1/2")])]
+    aime24 = [{"ID": "2024-I-1", "Problem": "Find $x$ if $x+1=205$.", "Solution": "Subtract: $x=204$.",
+               "Answer": 204}]
+    aime25 = [{"id": 0, "problem": "Compute $2^5$.", "answer": "32"}]
+    math500 = [{"problem": "What is $\\frac{1}{2}+\\frac{1}{4}$?", "solution": "$\\boxed{\\frac34}$",
+                "answer": "\\frac{3}{4}", "subject": "Algebra", "level": 1, "unique_id": "test/algebra/1.json"}]
+    csqa = [{"id": "q1", "question": "Where do you keep milk?", "question_concept": "milk",
+             "choices": {"label": ["A", "B", "C", "D", "E"], "text": ["fridge", "oven", "shelf", "car", "roof"]},
+             "answerKey": "A"}]
+    return {"dapo_math": write(tmp_path / "dapo.parquet", dapo), "aime24": write(tmp_path / "aime24.parquet", aime24),
+            "aime25": write(tmp_path / "aime25.jsonl", aime25), "math500": write(tmp_path / "math500.jsonl", math500),
+            "csqa": write(tmp_path / "csqa.parquet", csqa)}
+
+
+def test_every_layout_round_trips_to_the_verl_schema(fixtures, tmp_path):
+    out = {}
+    for name, src in fixtures.items():
+        path, read, written = prepare(name, src, tmp_path / "out")
+        out[name] = load_prepared(path)
+        for i, row in enumerate(out[name]):
+            assert set(row) == {"data_source", "prompt", "ability", "reward_model", "extra_info", "reference_solution"}
+            assert row["data_source"] == name and row["prompt"][0]["role"] == "user"
+            assert row["reward_model"]["style"] == "rule" and row["extra_info"]["index"] == i
+    assert [r["reward_model"]["ground_truth"] for r in out["dapo_math"]] == ["2", "5", "1/2"]  # deduplicated
+    assert out["dapo_math"][0]["prompt"][0]["content"].endswith("after \"Answer:\".")
+    assert out["dapo_math"][0]["extra_info"]["split"] == "train" and out["aime24"][0]["extra_info"]["split"] == "test"
+    a24 = out["aime24"][0]
+    assert a24["reward_model"]["ground_truth"] == "204" and a24["reference_solution"] == "Subtract: $x=204$."
+    assert a24["prompt"][0]["content"].startswith("Find $x$") and "\\boxed{}" in a24["prompt"][0]["content"]
+    assert out["aime25"][0]["reference_solution"] is None
+    assert out["math500"][0]["reference_solution"] == "$\\boxed{\\frac34}$"
+    c = out["csqa"][0]
+    assert "A. fridge\nB. oven" in c["prompt"][0]["content"] and c["reward_model"]["ground_truth"] == "A"
+    assert c["ability"] == "commonsense" and c["extra_info"]["split"] == "validation"
+    # the rewards score the prepared ground truths
+    assert get_reward_fn("math")("... \\boxed{0.75}", out["math500"][0]["reward_model"]["ground_truth"]) == 1.0
+    assert get_reward_fn("math")("x\nAnswer: 0.5", out["dapo_math"][2]["reward_model"]["ground_truth"]) == 1.0
+    assert get_reward_fn("mcq")("Answer: A", c["reward_model"]["ground_truth"]) == 1.0
+
+
+def test_bad_input_names_the_file_and_row(fixtures, tmp_path):
+    with pytest.raises(DataError, match=r"nope.parquet: no such file"):
+        prepare("aime24", tmp_path / "nope.parquet", tmp_path / "out")
+    with pytest.raises(DataError, match=r"not the CommonsenseQA layout"):
+        prepare("csqa", fixtures["aime24"], tmp_path / "out")
+    bad = write(tmp_path / "bad.jsonl", [{"problem": "ok", "answer": "1"}, {"problem": "no answer", "answer": ""}])
+    with pytest.raises(DataError, match=r"bad.jsonl: row 1 has no answer"):
+        prepare("math500", bad, tmp_path / "out")
+    with pytest.raises(DataError, match="unknown dataset 'gsm8k'"):
+        prepare("gsm8k", bad, tmp_path / "out")
+
+
+def test_the_command_line(fixtures, tmp_path):
+    cmd = [sys.executable, str(ROOT / "experiments/prepare_data.py"), "dapo_math", str(fixtures["dapo_math"]),
+           "--out", str(tmp_path / "o")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "4 rows read, 3 written" in done.stderr and "(1 duplicate questions dropped)" in done.stderr
+    bad = subprocess.run([*cmd[:3], str(tmp_path / "missing.parquet")], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "missing.parquet: no such file" in bad.stderr
