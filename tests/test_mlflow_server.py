@@ -143,6 +143,7 @@ def test_sigkill_and_resume_keep_one_mlflow_run_and_one_wandb_run(tmp_path, tiny
                  f"logger.mlflow.tracking_uri={mlflow_server.uri}", "logger.wandb.mode=offline"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("WANDB_MODE", None)
+    env.pop("WANDB_SERVICE", None)  # this test process's own W&B service, if an earlier test started one
     child = subprocess.Popen(_train_cmd(root, *overrides), env=env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
     deadline = time.time() + 300

@@ -130,6 +130,9 @@ def validate(cfg: DictConfig) -> None:
     else:
         _check_model(cfg, "explorer", errs)
     _check_logger(cfg.logger, errs)
+    if cfg.trainer.backend != "local":
+        errs.append(f"trainer.backend={cfg.trainer.backend!r}: experiments/train.py runs the local backend only so "
+                    "far; the verl runner (s2lpo.verl_ext) is work in progress; use trainer=local")
     if errs:
         raise ConfigError(errs)
 

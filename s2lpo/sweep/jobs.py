@@ -70,8 +70,13 @@ def compose_many(runs: list[list[str]], config_name: str = "train") -> list:
 
 class TrainJob(submitit.helpers.Checkpointable):
     def __call__(self, overrides: list[str]) -> dict[str, float]:
+        import os
+
         from s2lpo.trainer.local import train
 
+        # sbatch exports the submitter's environment: a W&B service of the submitting process (another
+        # node, or gone) must not be joined; this job starts its own
+        os.environ.pop("WANDB_SERVICE", None)
         res = train(compose(overrides), log=print)
         if res.status != "finished":
             raise RuntimeError(f"run {res.run_id} ended {res.status}")

@@ -36,6 +36,7 @@ class PlannedRun:
     seed: int
     total_steps: int
     request: dict  # the training job's SLURM request
+    logger: dict = field(default_factory=dict)  # the run's logger config
     cache_key: str | None = None  # explorer-cache group, None without an explorer
     explorer_request: dict | None = None
 
@@ -106,7 +107,7 @@ def plan_sweep(sweep: Sweep, root: Path) -> list[PlannedRun]:
         rid = run_id(c)
         a = c["algorithm"]
         run = PlannedRun(overrides, rid, Path(c["paths"]["runs_dir"]).resolve() / rid, a["name"], int(c["seed"]),
-                         int(c["trainer"]["total_steps"]), _request(c["launcher"], c["launcher"]))
+                         int(c["trainer"]["total_steps"]), _request(c["launcher"], c["launcher"]), c["logger"])
         if a["t_mix"]:
             key = json.dumps([c["explorer"]["name"], c["family"], c["data"], a["temperature"], a["top_p"], a["top_k"],
                               c["paths"]["explorer_cache_dir"]], sort_keys=True, default=str)
@@ -117,6 +118,20 @@ def plan_sweep(sweep: Sweep, root: Path) -> list[PlannedRun]:
         raise SweepError(f"sweep {sweep.name}: nothing submitted; fix these runs:\n" +
                          "\n".join(f"  - {p}" for p in problems))
     return planned
+
+
+def _sweep_parent(planned: list[PlannedRun], sweep: str, warn=print) -> None:
+    """The MLflow parent run of the sweep, made before any member starts (members would race)."""
+    from s2lpo.tracking.mlflow_replica import ensure_sweep_parent
+
+    targets = {(r.logger["mlflow"]["tracking_uri"], r.logger["mlflow"]["experiment"]) for r in planned
+               if "mlflow" in r.logger["sinks"]}
+    for uri, experiment in sorted(targets):
+        try:
+            ensure_sweep_parent(uri, experiment, sweep)
+        except Exception as e:  # noqa: BLE001 - unreachable now: the first member makes it
+            warn(f"warning: could not create the sweep's MLflow parent run at {uri} ({type(e).__name__}); "
+                 "its first run will")
 
 
 def _executor(folder: Path, req: dict, name: str, dependency: list[str]):
@@ -150,6 +165,8 @@ def submit_sweep(sweep: Sweep, root: Path, dry_run: bool = False) -> SubmitRepor
         entry = manifest.data["runs"].setdefault(run.run_id, {"jobs": []})
         entry.update(overrides=run.overrides, run_dir=str(run.run_dir), method=run.method, seed=run.seed,
                      total_steps=run.total_steps, cache_key=run.cache_key)
+    if not dry_run:
+        _sweep_parent(planned, sweep.name)
     states = {s.run_id: s.state for s in sweep_status(root, sweep.name, manifest=manifest)}
     todo = [r for r in planned if states.get(r.run_id, "not submitted") in RESUBMIT]
     report.skipped = {r.run_id: states[r.run_id] for r in planned if r not in todo}

@@ -83,8 +83,9 @@ def find_run(client, exp_id: str, **tags: str):
 
 
 def sweep_parent(client, exp_id: str, sweep: str) -> str:
-    """The sweep's parent run, created by whichever member comes first. Two members racing may both
-    create one: each then keeps the oldest and the extra one is deleted, so all agree."""
+    """The sweep's parent run: made by ``s2lpo sweep submit`` before any job starts, else by whichever
+    member comes first. Members racing may both create one: the oldest is kept and the extra deleted,
+    and every member checks its link again when it ends (``MlflowReplica.close``)."""
     found = find_run(client, exp_id, **{SWEEP_TAG: sweep, KIND_TAG: "sweep"})
     if not found:
         client.create_run(exp_id, run_name=f"sweep:{sweep}", tags={SWEEP_TAG: sweep, KIND_TAG: "sweep"})
@@ -152,4 +153,19 @@ class MlflowReplica:
             self.client.log_batch(self.run_id, metrics=ms[b : b + 1000])
 
     def close(self, status: str) -> None:
+        if self.sweep:  # a parent deleted by a racing member: link to the one that was kept
+            run = self.client.get_run(self.run_id)
+            kept = sweep_parent(self.client, run.info.experiment_id, self.sweep)
+            if run.data.tags.get("mlflow.parentRunId") != kept:
+                self.client.set_tag(self.run_id, "mlflow.parentRunId", kept)
         self.client.set_terminated(self.run_id, status=STATUS.get(status, status))
+
+
+def ensure_sweep_parent(tracking_uri: str, experiment: str, sweep: str) -> str:
+    """Create (or find) a sweep's parent run up front, so its members never race to make it."""
+    configure_http()
+    from mlflow.tracking import MlflowClient
+
+    ensure_store(tracking_uri)
+    client = MlflowClient(tracking_uri)
+    return sweep_parent(client, experiment_id(client, experiment), sweep)

@@ -1,0 +1,46 @@
+"""Routing of verl rollout rows between the explorer agent loop and the default one."""
+
+import pytest
+
+from s2lpo.algo.schedule import split_group
+from s2lpo.verl_ext.routing import EXPLORER_AGENT, route
+
+
+@pytest.mark.parametrize("step", [1, 2, 5, 10, 11, 40])
+def test_each_group_starts_with_the_schedules_explorer_rows(step):
+    G, groups = 8, 3
+    r = route(step, G * groups, G, 10, "linear", "single_turn_agent")
+    n_explorer = split_group(step, G, 10, "linear")[0]
+    for g in range(groups):
+        rows = range(g * G, (g + 1) * G)
+        assert [r.agent[i] for i in rows] == [EXPLORER_AGENT] * n_explorer + ["single_turn_agent"] * (G - n_explorer)
+        assert [r.slot[i] for i in rows] == list(range(G))
+    assert r.source.count("explorer") == groups * n_explorer
+
+
+def test_exact_counts_and_validation():
+    assert route(1, 8, 8, 10, "linear", "a").source.count("explorer") == 8  # alpha_1 = 1
+    assert route(6, 8, 8, 11, "linear", "a").source.count("explorer") == 4  # ceil(0.5 * 8)
+    assert route(11, 8, 8, 11, "linear", "a").source.count("explorer") == 0  # alpha_T = 0
+    assert route(1, 8, 8, 10, "linear", "a", validate=True).agent == ["a"] * 8
+    assert route(3, 8, 8, 0, "linear", "a").agent == ["a"] * 8  # t_mix = 0: plain GRPO
+    with pytest.raises(ValueError, match="not whole groups"):
+        route(1, 10, 8, 10, "linear", "a")
+
+
+def test_trainer_verl_composes_verls_own_config(tmp_path):
+    import importlib
+
+    from s2lpo.config.validate import ConfigError
+    from s2lpo.trainer.local import train
+    from s2lpo_testing import QUICK, make_cfg
+
+    cfg = make_cfg(tmp_path, *QUICK, "trainer=verl")
+    v = cfg.trainer.verl
+    assert cfg.trainer.backend == "verl" and v.trainer.use_v1 is False and v.actor_rollout_ref.rollout.name == "vllm"
+    assert {"actor_rollout_ref", "data", "algorithm", "trainer", "ray_kwargs"} <= set(v)
+    module, _, cls = v.actor_rollout_ref.rollout.agent.agent_loop_manager_class.rpartition(".")
+    assert getattr(importlib.import_module(module), cls).__name__ == "S2LPOAgentLoopManager"
+    assert cfg.algorithm.name == "s2lpo" and cfg.data.name == "toy"  # our groups are untouched by verl's
+    with pytest.raises(ConfigError, match="trainer.backend='verl'"):
+        train(cfg, log=lambda *_: None)
