@@ -64,3 +64,30 @@ def test_missing_benchmark_file_is_named_before_loading(tmp_path):
     cfg = eval_cfg(tmp_path, f"eval.benchmarks=[{tmp_path}/nope.parquet]")
     with pytest.raises(EvalError, match="nope.parquet does not exist"):
         evaluate_model(cfg, log=lambda *_: None)
+
+
+def test_a_family_evaluated_as_a_multirun_feeds_the_pass_at_k_figure(tmp_path, tiny_family):
+    """`experiments/evaluate.py -m learner=...`: one eval run per model (kind=eval), drawn by a figure spec."""
+    import subprocess
+    import sys
+
+    from s2lpo.analysis.regenerate import regenerate
+    from s2lpo_testing import ROOT
+
+    bench = write_parquet(toy_rows(tiny_family.splits().eval[:8]), tmp_path / "toy" / "test.parquet")
+    cmd = [sys.executable, str(ROOT / "experiments/evaluate.py"), "-m", f"paths.root_dir={tmp_path}",
+           f"paths.cache_dir={CACHE}", *QUICK, "learner=toy_s,toy_l", f"eval.benchmarks=[{bench}]", "eval.n=8",
+           "eval.max_new_tokens=24"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    spec = tmp_path / "fig2.yaml"
+    spec.write_text("kind: figure\nname: fig2\nfilter: {kind: eval}\npanels: [{y: 'eval/toy/pass@{k}'}]\n"
+                    "x: k\nseries: learner\nlogx: 2\n")
+    rep = regenerate([f"journal:{tmp_path}/runs"], spec, tmp_path / "out", tmp_path / "cache", warn=lambda *_: None)
+    assert rep.runs == 2 and [p.name for p in rep.written] == ["fig2.png", "fig2.pdf"]
+    from s2lpo.analysis.figures import curves
+    from s2lpo.analysis.regenerate import load_runs, load_specs
+
+    df, _ = load_runs([f"journal:{tmp_path}/runs"], tmp_path / "cache")
+    lines = curves(load_specs(spec)[0], df, {"y": "eval/toy/pass@{k}"})
+    assert sorted(lines) == ["toy-l", "toy-s"] and list(lines["toy-l"][0]) == [1, 2, 4, 8]
