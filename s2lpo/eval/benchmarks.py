@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from s2lpo.data.prepare import DATASETS, load_prepared
-from s2lpo.eval.passk import pass_at_k
 from s2lpo.eval.runner import EvalResult, evaluate, power_of_two_ks
 from s2lpo.rewards import get_reward_fn
 from s2lpo.rollout.sampler import SamplingParams
@@ -102,15 +101,6 @@ def metrics(name: str, res: EvalResult) -> dict[str, float]:
     out = {f"eval/{name}/pass@{k}": v for k, v in res.curve(ks).items()}
     out[f"eval/{name}/mean@{res.n}"] = sum(res.correct) / (res.n * len(res.correct))
     return out
-
-
-def check_counts(res: EvalResult, logged: dict[str, float], name: str) -> None:
-    """The logged pass@k equal the unbiased estimator on the recorded per-problem counts."""
-    for key, v in logged.items():
-        if key.startswith(f"eval/{name}/pass@"):
-            k = int(key.rsplit("@", 1)[1])
-            expect = sum(pass_at_k(res.n, c, k) for c in res.correct) / len(res.correct)
-            assert abs(expect - v) < 1e-12, key
 
 
 def eval_run_id(model_name: str, weights: str, benchmarks: list[str], n: int, preset: str, seed: int) -> str:

@@ -12,13 +12,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from s2lpo.config.validate import validate
-from s2lpo.eval.benchmarks import (
-    EvalError,
-    load_benchmark,
-    metrics,
-    run_benchmark,
-    sampling,
-)
+from s2lpo.eval.benchmarks import EvalError, eval_run_id, load_benchmark, metrics, run_benchmark, sampling
 from s2lpo.models.family import build_family, weights_digest
 from s2lpo.models.tokenizer import load_tokenizer
 from s2lpo.tracking.run import Manifest
@@ -59,8 +53,6 @@ def evaluate_model(cfg: DictConfig, log=print) -> dict[str, float]:
             raise EvalError(f"eval.run_dir={run_dir} has no checkpoint to evaluate")
         state = load_checkpoint(ckpt)
         trained, step = Manifest(run_dir).data.get("run_id", run_dir.name), int(state["step"])
-    from s2lpo.eval.benchmarks import eval_run_id
-
     ident = f"{trained}@{step}" if trained else weights_digest(weights)
     rid = eval_run_id(cfg.learner.name, ident, [b.name for b in benches], int(e.n), e.preset, int(cfg.seed))
     run_dir = abspath(cfg.paths.runs_dir) / rid

@@ -68,12 +68,6 @@ def read_offline_run(directory: Path) -> OfflineRun:
     return run
 
 
-def offline_history(run_dir: Path, wandb_id: str | None = None) -> list[tuple[int, str, float]]:
-    """Every (step, key, value) row the offline files of a run hold, across all its directories."""
-    return [(step, k, v) for d in offline_dirs(run_dir, wandb_id) for step, m in read_offline_run(d).rows
-            for k, v in m.items()]
-
-
 def offline_high_water(run_dir: Path, wandb_id: str) -> dict[str, int] | None:
     """The last step per key that the run's offline files hold; None when there are no files."""
     dirs = offline_dirs(run_dir, wandb_id)
