@@ -48,12 +48,12 @@ def test_compose_many_equals_hydra_compose_run_by_run():
 
 
 def test_a_bad_run_stops_the_whole_submission_before_any_job(tmp_path):
-    spec = {"name": "bad", "common": ["family=toy_tiny", f"paths.cache_dir={CACHE}"],
+    spec = {"name": "bad", "common": ["family=toy_tiny", f"paths.cache_dir={CACHE}", "trainer.device=cuda"],
             "axes": {"algorithm": ["grpo", "s2lpo"], "algorithm.t_mix": [1], "seed": [0]}}
     (tmp_path / "s.yaml").write_text(json.dumps(spec))
-    with pytest.raises(SweepError, match=r"(?s)nothing submitted.*run 0 .*algorithm.t_mix=1 divides by T_mix-1") as e:
+    with pytest.raises(SweepError, match=r"(?s)nothing submitted.*2 runs \(0, 1\): algorithm.t_mix=1 divides by T_mix-1") as e:
         plan_sweep(load_sweep(tmp_path / "s.yaml"), tmp_path)
-    assert "run 1 (" in str(e.value)
+    assert "CUDA" not in str(e.value)  # jobs run on GPU nodes: the submitting machine's devices do not matter
     assert not (tmp_path / "sweeps").exists()
 
 

@@ -46,8 +46,9 @@ def _check_model(cfg: DictConfig, role: str, errs: list[str]) -> None:
         errs.append(f"{role}.tokenizer={m.tokenizer} does not exist; set it to a tokenizer directory or null")
 
 
-def validate(cfg: DictConfig) -> None:
-    """Raise :class:`ConfigError` listing every invalid field of the resolved config."""
+def validate(cfg: DictConfig, this_machine: bool = True) -> None:
+    """Raise :class:`ConfigError` listing every invalid field of the resolved config. With
+    ``this_machine=False`` (a job being submitted elsewhere) the devices of this machine are not checked."""
     errs: list[str] = []
     a, t, d = cfg.algorithm, cfg.trainer, cfg.data
     if a.name not in ALGORITHMS:
@@ -118,7 +119,7 @@ def validate(cfg: DictConfig) -> None:
                     "experiments/prepare_data.py <dataset> <local file>) or set data.train_file=null for the toy task")
     if t.precision not in ("fp32", "bf16"):
         errs.append(f"trainer.precision={t.precision!r} is unknown; use fp32 or bf16 (bf16 autocast, fp32 weights)")
-    if str(t.device).startswith("cuda"):
+    if this_machine and str(t.device).startswith("cuda"):
         import torch
 
         if not torch.cuda.is_available():

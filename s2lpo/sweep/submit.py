@@ -76,10 +76,16 @@ def _request(src: dict, launcher: dict) -> dict:
             "setup": list(launcher["setup"]), "additional_parameters": dict(launcher["additional_parameters"])}
 
 
+def _runs(ix: list[int], sweep: Sweep) -> str:
+    if len(ix) == 1:
+        return f"run {ix[0]} ({' '.join(sweep.runs[ix[0]])})"
+    return f"{len(ix)} runs ({', '.join(map(str, ix[:8]))}{', …' if len(ix) > 8 else ''})"
+
+
 def plan_sweep(sweep: Sweep, root: Path) -> list[PlannedRun]:
     """Compose and validate every run of the sweep; one error lists every bad run."""
     root = Path(root).resolve()
-    planned, problems = [], []
+    planned, problems = [], {}  # problem -> indices of the runs that have it
     all_overrides = []
     for ov in sweep.runs:
         overrides = [f"paths.root_dir={root}", *ov]
@@ -93,16 +99,18 @@ def plan_sweep(sweep: Sweep, root: Path) -> list[PlannedRun]:
     for i, (ov, overrides, cfg) in enumerate(zip(sweep.runs, all_overrides, cfgs)):
         try:
             cfg = cfg if cfg is not None else compose(overrides)
-            validate(cfg)
+            validate(cfg, this_machine=False)  # jobs run on compute nodes: no GPU check on this one
         except ConfigError as e:
-            problems += [f"run {i} ({' '.join(ov)}): {p}" for p in e.problems]
+            for p in e.problems:
+                problems.setdefault(p, []).append(i)
             continue
         except Exception as e:  # noqa: BLE001 - Hydra's own errors name the override
-            problems.append(f"run {i} ({' '.join(ov)}): {e}")
+            problems.setdefault(f"{' '.join(ov)}: {e}", []).append(i)
             continue
         c = OmegaConf.to_container(cfg, resolve=True)
         if c["launcher"]["name"] != "slurm":
-            problems.append(f"run {i}: launcher={c['launcher']['name']}; sweeps go through SLURM: use launcher=slurm")
+            problems.setdefault(f"launcher={c['launcher']['name']}; sweeps go through SLURM: use launcher=slurm",
+                                []).append(i)
             continue
         rid = run_id(c)
         a = c["algorithm"]
@@ -116,7 +124,7 @@ def plan_sweep(sweep: Sweep, root: Path) -> list[PlannedRun]:
         planned.append(run)
     if problems:
         raise SweepError(f"sweep {sweep.name}: nothing submitted; fix these runs:\n" +
-                         "\n".join(f"  - {p}" for p in problems))
+                         "\n".join(f"  - {_runs(ix, sweep)}: {p}" for p, ix in problems.items()))
     return planned
 
 
