@@ -42,5 +42,11 @@ def test_trainer_verl_composes_verls_own_config(tmp_path):
     module, _, cls = v.actor_rollout_ref.rollout.agent.agent_loop_manager_class.rpartition(".")
     assert getattr(importlib.import_module(module), cls).__name__ == "S2LPOAgentLoopManager"
     assert cfg.algorithm.name == "s2lpo" and cfg.data.name == "toy"  # our groups are untouched by verl's
+    from s2lpo.verl_ext.config import run_container
+
+    c = run_container(cfg)  # verl's absolute interpolations resolve with its tree as the root
+    assert c["trainer"]["verl"]["actor_rollout_ref"]["ref"]["strategy"] == c["trainer"]["verl"]["actor_rollout_ref"][
+        "actor"]["strategy"]
+    assert c["paths"]["root_dir"] == str(tmp_path) and c["trainer"]["backend"] == "verl"
     with pytest.raises(ConfigError, match="trainer.backend='verl'"):
         train(cfg, log=lambda *_: None)

@@ -38,7 +38,11 @@ class ExplorerAgentLoop(AgentLoopBase):
                            "it first (experiments/generate_explorer.py, or the sweep's explorer-cache job)")
         tokens = sample.tokens[: self.response_length]
         logprobs = sample.logprobs[: self.response_length] if self.rollout_config.calculate_log_probs else None
+        # the fields verl's single-turn loop sets explicitly (text-only values), so as_dict() has the same keys
         out = AgentLoopOutput(prompt_ids=list(prompt_ids), response_ids=tokens, response_mask=[1] * len(tokens),
-                              response_logprobs=logprobs, num_turns=2, metrics={}, extra_fields={})
+                              response_logprobs=logprobs, routed_experts=None,
+                              multi_modal_data=await self.process_multi_modal_info(messages),
+                              mm_processor_kwargs=self._get_mm_processor_kwargs(None), mm_processor_output=None,
+                              num_turns=2, metrics={"generate_sequences": 0.0, "num_preempted": -1}, extra_fields={})
         out.extra_fields.update({"turn_scores": [], "tool_rewards": [], "s2lpo_source": "explorer"})
         return out
