@@ -50,3 +50,24 @@ def test_trainer_verl_composes_verls_own_config(tmp_path):
     assert c["paths"]["root_dir"] == str(tmp_path) and c["trainer"]["backend"] == "verl"
     with pytest.raises(ConfigError, match="trainer.backend='verl'"):
         train(cfg, log=lambda *_: None)
+
+
+def test_our_run_config_maps_onto_verls(tmp_path):
+    from s2lpo.verl_ext.config import to_verl
+    from s2lpo.verl_ext.reward import compute_score
+    from s2lpo_testing import QUICK, make_cfg
+
+    cfg = make_cfg(tmp_path, *QUICK, "trainer=verl", "algorithm.kl_coef=0.01", "trainer.mini_batches=2",
+                   "algorithm.offpolicy_correction=truncated_is", "algorithm.top_k=20")
+    v = to_verl(cfg, tmp_path / "runs" / "rid", "rid", explorer_digest="abc")
+    r, act = v.actor_rollout_ref.rollout, v.actor_rollout_ref.actor
+    assert v.algorithm.adv_estimator == "grpo" and r.n == 4 and r.top_k == 20 and r.temperature == 1.0
+    assert (act.clip_ratio_low, act.clip_ratio_high, act.loss_agg_mode) == (0.2, 0.2, "token-mean")
+    assert act.use_kl_loss is True and act.kl_loss_coef == 0.01 and act.ppo_mini_batch_size == 1
+    assert v.algorithm.rollout_correction.rollout_is == "token" and v.algorithm.rollout_correction.bypass_mode is False
+    assert v.trainer.default_local_dir == str(tmp_path / "runs" / "rid" / "verl_checkpoints")
+    assert (v.trainer.total_training_steps, v.trainer.save_freq, v.trainer.test_freq) == (4, 2, 2)
+    assert v.s2lpo.t_mix == 3 and v.s2lpo.explorer == "toy-s" and v.s2lpo.explorer_digest == "abc"
+    assert compute_score("math500", r"so \boxed{\frac12}", "0.5") == 1.0 and compute_score("csqa", "Answer: B", "C") == 0
+    with pytest.raises(ValueError, match="sample_only"):
+        to_verl(make_cfg(tmp_path, *QUICK, "trainer=verl", "algorithm.temperature_mode=sample_only"), tmp_path, "r")

@@ -7,6 +7,8 @@ resolved or handed to verl. (Nothing inside it may interpolate our own keys.)
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from omegaconf import DictConfig, OmegaConf
 
 
@@ -24,3 +26,68 @@ def run_container(cfg: DictConfig) -> dict:
     out = OmegaConf.to_container(OmegaConf.create(rest), resolve=True)
     out["trainer"]["verl"] = verl
     return out
+
+
+def to_verl(cfg: DictConfig, run_dir: Path, rid: str, explorer_digest: str | None = None) -> DictConfig:
+    """Our run config as verl's: GRPO with the group as ``rollout.n``, the same clip/loss/KL settings,
+    sampling, files, steps, a checkpoint directory of this run's own (verl's ``resume_mode=auto`` would
+    otherwise pick up another run's), and the ``s2lpo`` block the manager and explorer loop read."""
+    a, t, d, lg = cfg.algorithm, cfg.trainer, cfg.data, cfg.logger
+    if a.temperature_mode != "tempered":
+        raise ValueError("algorithm.temperature_mode=sample_only is not wired into verl yet: verl's "
+                         "rollout.temperature also divides the logits when training (tempered)")
+    if a.offpolicy_correction == "shaping":
+        raise ValueError("algorithm.offpolicy_correction=shaping has no verl counterpart; use none or truncated_is")
+    v = verl_config(cfg)
+    values = {
+        "algorithm.adv_estimator": "grpo",
+        "algorithm.norm_adv_by_std_in_grpo": bool(a.norm_adv_by_std),
+        "algorithm.use_kl_in_reward": False,
+        # the paper: no rollout IS, old log-probs recomputed by the learner for every row
+        "algorithm.rollout_correction.bypass_mode": False,
+        "algorithm.rollout_correction.rollout_is": "token" if a.offpolicy_correction == "truncated_is" else None,
+        "algorithm.rollout_correction.rollout_is_threshold": float(a.is_cap),
+        "actor_rollout_ref.rollout.n": int(a.group_size),
+        "actor_rollout_ref.rollout.temperature": float(a.temperature),
+        "actor_rollout_ref.rollout.top_p": float(a.top_p),
+        "actor_rollout_ref.rollout.top_k": int(a.top_k) or -1,
+        "actor_rollout_ref.rollout.val_kwargs.n": int(t.eval_samples),
+        "actor_rollout_ref.rollout.val_kwargs.temperature": float(t.eval_temperature),
+        "actor_rollout_ref.rollout.val_kwargs.do_sample": True,
+        "actor_rollout_ref.actor.clip_ratio": float(a.clip_ratio),
+        "actor_rollout_ref.actor.clip_ratio_low": float(a.clip_ratio),
+        "actor_rollout_ref.actor.clip_ratio_high": float(a.clip_ratio),
+        "actor_rollout_ref.actor.loss_agg_mode": str(a.loss_agg_mode),
+        "actor_rollout_ref.actor.use_kl_loss": float(a.kl_coef) > 0,
+        "actor_rollout_ref.actor.kl_loss_coef": float(a.kl_coef),
+        "actor_rollout_ref.actor.kl_loss_type": str(a.kl_type),
+        "actor_rollout_ref.actor.optim.lr": float(t.lr),
+        "actor_rollout_ref.actor.grad_clip": float(t.grad_clip),
+        "actor_rollout_ref.actor.ppo_epochs": int(t.ppo_epochs),
+        "actor_rollout_ref.actor.ppo_mini_batch_size": int(d.prompts_per_step) // int(t.mini_batches),
+        "actor_rollout_ref.model.path": str(cfg.learner.path),
+        "data.train_files": str(d.train_file),
+        "data.val_files": [str(f) for f in d.get("eval_files") or []],
+        "data.train_batch_size": int(d.prompts_per_step),
+        "data.max_response_length": int(d.max_new_tokens),
+        "data.seed": int(cfg.seed),
+        "trainer.total_training_steps": int(t.total_steps),
+        "trainer.save_freq": int(t.checkpoint_every),
+        "trainer.test_freq": int(t.eval_every),
+        "trainer.default_local_dir": str(Path(run_dir) / "verl_checkpoints"),
+        "trainer.project_name": str(lg.project),
+        "trainer.experiment_name": rid,
+        "custom_reward_function.path": str(Path(__file__).with_name("reward.py")),
+        "custom_reward_function.name": "compute_score",
+    }
+    for key, value in values.items():
+        OmegaConf.update(v, key, value, force_add=True)
+    explorer_on = int(a.t_mix) > 0
+    OmegaConf.update(v, "s2lpo", {
+        "t_mix": int(a.t_mix), "schedule": str(a.schedule), "group_size": int(a.group_size),
+        "explorer": str(cfg.explorer.name) if explorer_on else None,
+        "explorer_cache_dir": str(cfg.paths.explorer_cache_dir), "explorer_digest": explorer_digest,
+        "explorer_sampling": {"temperature": float(a.temperature), "top_p": float(a.top_p), "top_k": int(a.top_k),
+                              "max_new_tokens": int(d.max_new_tokens)},
+    }, force_add=True)
+    return v
