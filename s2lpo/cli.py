@@ -18,7 +18,8 @@ def _sync(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from s2lpo.tracking.sync import find_run_dirs, sync_run
+    from s2lpo.tracking.run import find_run_dirs
+    from s2lpo.tracking.sync import sync_run
 
     console = Console(width=140 if not sys.stdout.isatty() else None)
     runs = find_run_dirs(args.path)

@@ -46,10 +46,9 @@ def train_with_progress(cfg: DictConfig, label: str | None = None):
 
 
 def exit_on_config_error(fn):
+    """Entry points: a bad configuration or input prints its error list and exits with code 2 (no traceback)."""
     from s2lpo.data.prepare import DataError
     from s2lpo.eval.benchmarks import EvalError
-
-    """Entry points: a bad configuration prints its error list and exits with code 2 (no traceback)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from s2lpo.tracking.journal import JOURNAL_NAME, read_records
+from s2lpo.tracking.run import find_run_dirs
 from s2lpo.tracking.sinks import run_tags
 
 POINT_COLUMNS = ["key", "step", "value", "t"]
@@ -51,8 +52,7 @@ class JournalReader:
     def runs(self) -> list[RunInfo]:
         out = []
         for root in self.roots:
-            dirs = [root] if (root / "manifest.json").exists() else sorted(p.parent for p in root.rglob("manifest.json"))
-            for d in dirs:
+            for d in find_run_dirs(root):
                 j = d / JOURNAL_NAME
                 if not j.exists():
                     continue

@@ -38,7 +38,7 @@ class Delivery:
         self.failures = 0  # consecutive failed attempts
         self.sent = 0  # points delivered by this process
         self._closing, self._abandon = threading.Event(), threading.Event()
-        self._status = "FINISHED"
+        self._status = "finished"
         self._thread: threading.Thread | None = None
         self._lock = None
 
@@ -148,7 +148,7 @@ class Delivery:
         except Exception as e:  # noqa: BLE001
             self.warn(f"warning: {self.replica.name}: could not mark the run {self._status} ({e})")
 
-    def close(self, status: str = "FINISHED", timeout: float = 30.0) -> int:
+    def close(self, status: str = "finished", timeout: float = 30.0) -> int:
         """Deliver what is left (waiting at most ``timeout`` s), mark the remote run ``status``; returns
         the number of points left undelivered (for ``s2lpo sync``)."""
         self._status = status

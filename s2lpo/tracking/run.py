@@ -17,6 +17,8 @@ import threading
 import time
 from pathlib import Path
 
+from s2lpo.tracking.journal import JOURNAL_NAME
+
 NON_SEMANTIC = ("paths", "logger", "launcher", "hparams_search", "run_name", "sweep", "hydra")
 NON_SEMANTIC_TRAINER = ("device", "threads", "gen_batch_size")
 
@@ -124,3 +126,11 @@ class Manifest:
     @property
     def status(self) -> str | None:
         return self.data.get("status")
+
+
+def find_run_dirs(path: Path) -> list[Path]:
+    """``path`` itself when it is a run directory, else every run directory below it."""
+    path = Path(path)
+    if (path / "manifest.json").exists():
+        return [path]
+    return sorted(p.parent for p in path.rglob("manifest.json") if (p.parent / JOURNAL_NAME).exists())

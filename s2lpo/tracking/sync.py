@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from s2lpo.tracking.delivery import Delivery
-from s2lpo.tracking.journal import JOURNAL_NAME
 from s2lpo.tracking.run import Manifest
 from s2lpo.tracking.sinks import make_replicas
 from s2lpo.tracking.wandb_files import offline_dirs, wandb_cli
@@ -26,14 +25,6 @@ class SyncResult:
     status: str
     sent: dict[str, int]  # replica -> points sent now
     errors: dict[str, str]
-
-
-def find_run_dirs(path: Path) -> list[Path]:
-    """``path`` itself when it is a run directory, else every run directory below it."""
-    path = Path(path)
-    if (path / "manifest.json").exists():
-        return [path]
-    return sorted(p.parent for p in path.rglob("manifest.json") if (p.parent / JOURNAL_NAME).exists())
 
 
 def upload_offline(run_dir: Path, wandb_id: str) -> None:
