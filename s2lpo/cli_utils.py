@@ -30,7 +30,7 @@ def progress_bar() -> Progress:
 
 
 def train_with_progress(cfg: DictConfig, label: str | None = None):
-    from s2lpo.trainer.local import train
+    from s2lpo.trainer.dispatch import train
 
     with progress_bar() as bar:
         task = bar.add_task(label or cfg.algorithm.name, total=cfg.trainer.total_steps, info="")

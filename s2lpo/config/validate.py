@@ -131,11 +131,50 @@ def validate(cfg: DictConfig, this_machine: bool = True) -> None:
     else:
         _check_model(cfg, "explorer", errs)
     _check_logger(cfg.logger, errs)
-    if cfg.trainer.backend != "local":
-        errs.append(f"trainer.backend={cfg.trainer.backend!r}: experiments/train.py runs the local backend only so "
-                    "far; the verl runner (s2lpo.verl_ext) is work in progress; use trainer=local")
+    if cfg.trainer.backend == "verl":
+        _check_verl(cfg, errs, this_machine)
+    elif cfg.trainer.backend != "local":
+        errs.append(f"trainer.backend={cfg.trainer.backend!r} is unknown; use trainer=local or trainer=verl")
     if errs:
         raise ConfigError(errs)
+
+
+def _check_verl(cfg: DictConfig, errs: list[str], this_machine: bool) -> None:
+    """The verl backend reads models and data from files (nothing is downloaded) and supports the
+    local backend's settings except the shaping ablation."""
+    a, d, t = cfg.algorithm, cfg.data, cfg.trainer
+    rollout = cfg.trainer.verl.actor_rollout_ref.rollout
+    if rollout.name != "vllm":
+        errs.append(f"trainer.verl.actor_rollout_ref.rollout.name={rollout.name!r}: the explorer agent loop mirrors "
+                    "vLLM's row schema only; use vllm")
+    if a.offpolicy_correction == "shaping":
+        errs.append("algorithm.offpolicy_correction=shaping has no verl counterpart; use none or truncated_is "
+                    "(verl's token-level rollout IS)")
+    if d.prompts_per_step % t.mini_batches:
+        errs.append(f"data.prompts_per_step={d.prompts_per_step} is not divisible by trainer.mini_batches="
+                    f"{t.mini_batches} (verl's ppo_mini_batch_size = prompts_per_step / mini_batches)")
+    roles = ["learner"] + (["explorer"] if a.t_mix > 0 else [])
+    for role in roles:
+        if cfg[role].path is None:
+            errs.append(f"{role}.path is not set: the verl backend loads Hugging Face weights from a local directory "
+                        f"(download them ahead, e.g. huggingface-cli download, and set {role}.path)")
+    if d.train_file is None:
+        errs.append(f"data.train_file is not set for data={d.name}: the verl backend reads parquet files in verl's "
+                    "schema; write them with experiments/prepare_data.py and use e.g. data=dapo_math")
+    if not this_machine:
+        return
+    files = [("data.train_file", d.train_file)] + [("data.eval_files", f) for f in d.get("eval_files") or []]
+    files += [(f"{r}.path", cfg[r].path) for r in roles]
+    for field, f in files:
+        if f is not None and not Path(str(f)).expanduser().exists():
+            errs.append(f"{field}: {f} does not exist (data: experiments/prepare_data.py; models: download them "
+                        "ahead, nothing is downloaded at run time)")
+    if a.guidance.enabled and d.train_file is not None and Path(str(d.train_file)).exists():
+        import pyarrow.parquet as pq
+
+        if "reference_solution" not in pq.read_schema(str(d.train_file)).names:
+            errs.append(f"algorithm.guidance needs a reference_solution column in {d.train_file}; prepare a dataset "
+                        "that has solutions (experiments/prepare_data.py)")
 
 
 SINKS = ("journal", "mlflow", "wandb")

@@ -72,7 +72,7 @@ class TrainJob(submitit.helpers.Checkpointable):
     def __call__(self, overrides: list[str]) -> dict[str, float]:
         import os
 
-        from s2lpo.trainer.local import train
+        from s2lpo.trainer.dispatch import train
 
         # sbatch exports the submitter's environment: a W&B service of the submitting process (another
         # node, or gone) must not be joined; this job starts its own

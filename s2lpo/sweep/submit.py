@@ -70,6 +70,7 @@ class SweepManifest:
 
 def _request(src: dict, launcher: dict) -> dict:
     return {"timeout_min": int(src["timeout_min"]), "gpus_per_node": int(src["gpus_per_node"]),
+            "nodes": int(src.get("nodes") or 1),
             "cpus_per_task": int(src["cpus_per_task"]), "mem_gb": int(src["mem_gb"]),
             **{k: launcher[k] for k in ("partition", "account", "qos", "max_num_timeout", "signal_delay_s",
                                         "array_parallelism")},
@@ -154,6 +155,8 @@ def _executor(folder: Path, req: dict, name: str, dependency: list[str]):
               "array_parallelism": int(req["array_parallelism"]), "additional_parameters": extra}
     if req["gpus_per_node"]:
         params["gpus_per_node"] = req["gpus_per_node"]
+    if req.get("nodes", 1) > 1:  # one task per node: the job starts a Ray cluster over them (verl backend)
+        params.update(nodes=req["nodes"], ntasks_per_node=1)
     for k in ("partition", "account", "qos"):
         if req[k]:
             params[k] = req[k]

@@ -40,11 +40,12 @@ class Journal:
 
 class JournalTail:
     """Reads a journal incrementally from a byte offset: each ``read()`` returns the complete records
-    appended since the last call (a partly written last line is left for the next call)."""
+    appended since the last call (a partly written last line is left for the next call). verl's file
+    logger writes the same lines with ``data`` for ``metrics``; they are read alike."""
 
     def __init__(self, path: str | Path):
         p = Path(path)
-        self.path = p if p.name == JOURNAL_NAME else p / JOURNAL_NAME
+        self.path = p if p.suffix == ".jsonl" else p / JOURNAL_NAME
         self.offset = 0
 
     def read(self, max_bytes: int = 8 << 20) -> list[dict]:
@@ -75,7 +76,9 @@ def _parse(lines: list[str]) -> list[dict]:
             rec = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if isinstance(rec, dict) and "step" in rec and "metrics" in rec:
+        if isinstance(rec, dict) and "data" in rec and "metrics" not in rec:  # verl's file logger
+            rec["metrics"] = rec.pop("data")
+        if isinstance(rec, dict) and "step" in rec and isinstance(rec.get("metrics"), dict):
             out.append(rec)
     return out
 

@@ -141,7 +141,11 @@ def train(cfg: DictConfig, progress: Callable[[int, int, dict], None] | None = N
                 t_gen = time.time() - t0
                 metrics = train_step(learner, ref, opt, rows, tok.pad_token_id, device, aconf, a, train_T, t)
                 sched.step()
-                metrics.update(source_metrics(rows, plan, learner_params, explorer_params, cum))
+                metrics.update(source_metrics(
+                    [r.source for r in rows], [r.reward for r in rows], [len(r.response_ids) for r in rows],
+                    [len(r.response_ids) - r.n_guidance for r in rows],
+                    sum(len(r.prompt_ids) + len(r.response_ids) for r in rows), plan, learner_params,
+                    explorer_params, cum))
                 acc = metrics["train/accuracy"]
                 metrics.update({"train/alpha": float(alpha(step, a.t_mix, a.schedule)),
                                 "train/lr": sched.get_last_lr()[0], "compute/explorer/cache_misses": misses})

@@ -1,33 +1,51 @@
-"""Per-source rollout and compute metrics (one namespace for every backend)."""
+"""Per-step rollout, outcome and compute metrics: one namespace for every backend (the local trainer
+computes them from its rows, the verl extension from verl's rollout batch)."""
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
+
 from s2lpo.algo.plan import EXPLORER, SOURCES, GroupPlan
-from s2lpo.trainer.batch import Row
 
 
-def source_metrics(rows: list[Row], plan: GroupPlan, learner_params: int, explorer_params: int,
-                   cum: dict[str, float]) -> dict[str, float]:
+def source_metrics(sources: Sequence[str], rewards: Sequence[float], lengths: Sequence[int],
+                   generated: Sequence[int], trained_tokens: int, plan: GroupPlan, learner_params: int,
+                   explorer_params: int, cum: dict[str, float]) -> dict[str, float]:
     """``rollout/<source>/{count,reward_mean,response_length}``, ``compute/<source>/{tokens,flops}`` for this
-    step and cumulative (``cum`` is updated in place), FLOPs estimated as 2 * params * generated tokens."""
+    step and cumulative (``cum`` is updated in place), FLOPs estimated as 2 * params * generated tokens
+    (a guided row's reference prefix is not generated) and 6 * learner params * trained tokens."""
     out: dict[str, float] = {"train/n_explorer": plan.n_explorer, "train/n_guided": plan.n_guided,
                              "train/n_learner": plan.n_learner}
     for src in SOURCES:
-        mine = [r for r in rows if r.source == src]
-        generated = sum(len(r.response_ids) - r.n_guidance for r in mine)
-        flops = 2.0 * (explorer_params if src == EXPLORER else learner_params) * generated
+        mine = [i for i, s in enumerate(sources) if s == src]
+        gen = float(sum(generated[i] for i in mine))
+        flops = 2.0 * (explorer_params if src == EXPLORER else learner_params) * gen
         out[f"rollout/{src}/count"] = len(mine)
         if mine:
-            out[f"rollout/{src}/reward_mean"] = sum(r.reward for r in mine) / len(mine)
-            out[f"rollout/{src}/response_length"] = sum(len(r.response_ids) for r in mine) / len(mine)
-        cum[f"{src}/tokens"] = cum.get(f"{src}/tokens", 0.0) + generated
+            out[f"rollout/{src}/reward_mean"] = sum(rewards[i] for i in mine) / len(mine)
+            out[f"rollout/{src}/response_length"] = sum(lengths[i] for i in mine) / len(mine)
+        cum[f"{src}/tokens"] = cum.get(f"{src}/tokens", 0.0) + gen
         cum[f"{src}/flops"] = cum.get(f"{src}/flops", 0.0) + flops
-        out[f"compute/{src}/tokens"] = generated
+        out[f"compute/{src}/tokens"] = gen
         out[f"compute/{src}/flops"] = flops
         out[f"compute/{src}/tokens_cum"] = cum[f"{src}/tokens"]
         out[f"compute/{src}/flops_cum"] = cum[f"{src}/flops"]
-    trained = sum(len(r.prompt_ids) + len(r.response_ids) for r in rows)
-    cum["train/flops"] = cum.get("train/flops", 0.0) + 6.0 * learner_params * trained
+    cum["train/flops"] = cum.get("train/flops", 0.0) + 6.0 * learner_params * trained_tokens
     out["compute/train/flops_cum"] = cum["train/flops"]
     out["compute/rollout_flops_cum"] = sum(cum[f"{s}/flops"] for s in SOURCES)
     return out
+
+
+def outcome_metrics(scores: Sequence[float], groups: Sequence[Hashable]) -> dict[str, float]:
+    """Reward and accuracy of a step over all rows, the share of groups all/none solved, and the share of
+    rows with a learning signal (a reward different from its group's mean, i.e. a non-zero GRPO advantage)."""
+    per_group: dict[Hashable, list[float]] = {}
+    for g, s in zip(groups, scores):
+        per_group.setdefault(g, []).append(float(s))
+    means = {g: sum(v) / len(v) for g, v in per_group.items()}
+    n, n_groups = len(scores), len(per_group)
+    return {"train/reward_mean": sum(scores) / n,
+            "train/accuracy": sum(s > 0 for s in scores) / n,
+            "train/groups_all_solved": sum(min(v) > 0 for v in per_group.values()) / n_groups,
+            "train/groups_none_solved": sum(max(v) <= 0 for v in per_group.values()) / n_groups,
+            "train/rows_with_signal": sum(abs(s - means[g]) > 1e-6 for g, s in zip(groups, scores)) / n}

@@ -8,6 +8,7 @@ import torch
 from s2lpo.algo import correction, grpo
 from s2lpo.algo.plan import EXPLORER
 from s2lpo.trainer.batch import Row, collate, response_log_probs
+from s2lpo.trainer.metrics import outcome_metrics
 
 
 def zero_grads(model) -> None:
@@ -80,14 +81,6 @@ def train_step(learner, ref, opt, rows: list[Row], pad_id: int, device, aconf, a
                         "train/pg_clipfrac": pm["actor/pg_clipfrac"], "train/ppo_kl": pm["actor/ppo_kl"]})
     aconf.global_batch_info.clear()
     learner.eval()
-    per_group: dict[int, list[float]] = {}
-    for g, s in zip(groups, scores.tolist()):
-        per_group.setdefault(g, []).append(s)
-    n_groups = len(per_group)
-    out["train/reward_mean"] = float(scores.mean())
-    out["train/accuracy"] = float((scores > 0).float().mean())
-    out["train/groups_all_solved"] = sum(min(v) > 0 for v in per_group.values()) / n_groups
-    out["train/groups_none_solved"] = sum(max(v) <= 0 for v in per_group.values()) / n_groups
-    out["train/rows_with_signal"] = float(has_signal.float().mean())
+    out.update(outcome_metrics(scores.tolist(), groups))
     out["train/response_length"] = float(batch.response_mask.sum(-1).mean())
     return out

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from s2lpo.verl_ext.routing import LEARNER_AGENT
+
 
 def verl_config(cfg: DictConfig) -> DictConfig:
     return OmegaConf.create(OmegaConf.to_container(cfg.trainer.verl, resolve=False))
@@ -28,14 +30,21 @@ def run_container(cfg: DictConfig) -> dict:
     return out
 
 
-def to_verl(cfg: DictConfig, run_dir: Path, rid: str, explorer_digest: str | None = None) -> DictConfig:
+AGENT_LOOPS = Path(__file__).with_name("agent_loops.yaml")
+
+
+def to_verl(cfg: DictConfig, run_dir: Path, rid: str, explorer_digest: str | None = None,
+            learner_params: int = 0, explorer_params: int = 0) -> DictConfig:
     """Our run config as verl's: GRPO with the group as ``rollout.n``, the same clip/loss/KL settings,
     sampling, files, steps, a checkpoint directory of this run's own (verl's ``resume_mode=auto`` would
-    otherwise pick up another run's), and the ``s2lpo`` block the manager and explorer loop read."""
+    otherwise pick up another run's), our agent loops and reward, and the ``s2lpo`` block the manager and
+    the agent loops read.
+
+    Temperature: verl's ``rollout.temperature`` divides the logits both when sampling and in the actor's
+    loss (``tempered``); ``sample_only`` trains at 1.0 and samples at ``algorithm.temperature`` in the
+    ``s2lpo_learner`` loop."""
     a, t, d, lg = cfg.algorithm, cfg.trainer, cfg.data, cfg.logger
-    if a.temperature_mode != "tempered":
-        raise ValueError("algorithm.temperature_mode=sample_only is not wired into verl yet: verl's "
-                         "rollout.temperature also divides the logits when training (tempered)")
+    sample_only = a.temperature_mode == "sample_only"
     if a.offpolicy_correction == "shaping":
         raise ValueError("algorithm.offpolicy_correction=shaping has no verl counterpart; use none or truncated_is")
     v = verl_config(cfg)
@@ -48,7 +57,8 @@ def to_verl(cfg: DictConfig, run_dir: Path, rid: str, explorer_digest: str | Non
         "algorithm.rollout_correction.rollout_is": "token" if a.offpolicy_correction == "truncated_is" else None,
         "algorithm.rollout_correction.rollout_is_threshold": float(a.is_cap),
         "actor_rollout_ref.rollout.n": int(a.group_size),
-        "actor_rollout_ref.rollout.temperature": float(a.temperature),
+        "actor_rollout_ref.rollout.temperature": 1.0 if sample_only else float(a.temperature),
+        "actor_rollout_ref.rollout.agent.agent_loop_config_path": str(AGENT_LOOPS),
         "actor_rollout_ref.rollout.top_p": float(a.top_p),
         "actor_rollout_ref.rollout.top_k": int(a.top_k) or -1,
         "actor_rollout_ref.rollout.val_kwargs.n": int(t.eval_samples),
@@ -70,24 +80,38 @@ def to_verl(cfg: DictConfig, run_dir: Path, rid: str, explorer_digest: str | Non
         "data.val_files": [str(f) for f in d.get("eval_files") or []],
         "data.train_batch_size": int(d.prompts_per_step),
         "data.max_response_length": int(d.max_new_tokens),
+        "data.val_batch_size": None,  # one validation batch: pass@k is computed over the whole eval set
         "data.seed": int(cfg.seed),
         "trainer.total_training_steps": int(t.total_steps),
+        "trainer.nnodes": int(cfg.learner.resources.get("nodes") or 1),
+        "trainer.n_gpus_per_node": int(cfg.learner.resources.gpus_per_node),
         "trainer.save_freq": int(t.checkpoint_every),
         "trainer.test_freq": int(t.eval_every),
         "trainer.default_local_dir": str(Path(run_dir) / "verl_checkpoints"),
         "trainer.project_name": str(lg.project),
         "trainer.experiment_name": rid,
-        "custom_reward_function.path": str(Path(__file__).with_name("reward.py")),
-        "custom_reward_function.name": "compute_score",
+        "trainer.logger": ["console", "file"],  # the file is merged into our journal (s2lpo.verl_ext.follow)
+        "reward.custom_reward_function.path": str(Path(__file__).with_name("reward.py")),
+        "reward.custom_reward_function.name": "compute_score",
     }
     for key, value in values.items():
         OmegaConf.update(v, key, value, force_add=True)
     explorer_on = int(a.t_mix) > 0
+    gd = a.guidance
     OmegaConf.update(v, "s2lpo", {
+        "run_dir": str(run_dir), "total_steps": int(t.total_steps),
         "t_mix": int(a.t_mix), "schedule": str(a.schedule), "group_size": int(a.group_size),
         "explorer": str(cfg.explorer.name) if explorer_on else None,
         "explorer_cache_dir": str(cfg.paths.explorer_cache_dir), "explorer_digest": explorer_digest,
         "explorer_sampling": {"temperature": float(a.temperature), "top_p": float(a.top_p), "top_k": int(a.top_k),
                               "max_new_tokens": int(d.max_new_tokens)},
+        "learner_params": int(learner_params), "explorer_params": int(explorer_params),
+        "learner_agent": LEARNER_AGENT if sample_only else None,
+        "sample_temperature": float(a.temperature),
+        "guidance": {"enabled": bool(gd.enabled), "kind": str(gd.kind), "k": int(gd.k),
+                     "initial_length": None if gd.initial_length is None else int(gd.initial_length),
+                     "max_length": int(gd.max_length), "period": int(gd.period),
+                     "mask_guidance": bool(gd.mask_guidance)},
+        "mask_guidance": bool(gd.mask_guidance),
     }, force_add=True)
     return v

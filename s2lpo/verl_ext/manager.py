@@ -1,34 +1,119 @@
-"""S2L-PO inside verl's agent-loop machinery, without a fork (work in progress, issue 7).
+"""S2L-PO inside verl's agent-loop machinery, without a fork.
 
 ``S2LPOAgentLoopManager`` (enabled with
 ``actor_rollout_ref.rollout.agent.agent_loop_manager_class=s2lpo.verl_ext.manager.S2LPOAgentLoopManager``)
-reads the step from ``meta_info["global_steps"]``, routes the first ``n_explorer`` rows of every group
-to the ``s2lpo_explorer`` agent loop (``s2lpo.verl_ext.explorer_loop``) and the rest to the default
-one, leaves validation batches alone, and tags each row with its source and slot. The learner's old
-log-probs are recomputed by verl for every row as usual.
+reads the step from ``meta_info["global_steps"]`` and routes the rows of every group
+(``s2lpo.verl_ext.routing``): the first ``n_explorer`` to the ``s2lpo_explorer`` loop (cached explorer
+samples), the next ``n_guided`` to ``s2lpo_guided`` (G²RPO-A), the rest to the learner's loop. Validation
+batches are generated as verl does. verl recomputes the learner's old log-probs for every row as usual.
 
-Settings come from an ``s2lpo`` block in verl's config: ``t_mix``, ``schedule``, ``group_size``,
-``explorer_cache_dir``, ``explorer_digest`` and the explorer's sampling parameters.
+After generation (rewards are streamed in by verl's reward loop) it tags the rows with their source, updates
+the G²RPO-A guidance length from the step's accuracy, and appends the step's s2lpo metrics (per source,
+outcome, compute; ``eval/<source>/pass@<k>`` for validation batches) to a side journal in the run
+directory, which the runner merges into the run's journal with verl's own metrics. The guidance controller
+and the cumulative compute counters are saved per step, so a resumed run continues from verl's checkpoint
+step with the state it had then.
+
+Settings come from the ``s2lpo`` block of verl's config, written by ``s2lpo.verl_ext.config.to_verl``.
 """
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
 import numpy as np
 from verl.experimental.agent_loop import AgentLoopManager
+from verl.utils.ray_utils import auto_await
 
+from s2lpo.algo.guidance import make_guidance
+from s2lpo.algo.schedule import alpha
+from s2lpo.tracking.journal import Journal
+from s2lpo.verl_ext.metrics import eval_metrics, step_metrics
 from s2lpo.verl_ext.routing import route
+
+STATE_FILE = "s2lpo_state.json"
 
 
 class S2LPOAgentLoopManager(AgentLoopManager):
-    async def generate_sequences(self, prompts):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         s2 = self.config.get("s2lpo") or {}
+        self.s2 = s2
+        self.dir = Path(s2["run_dir"]) / "verl" if s2.get("run_dir") else None
+        self.journal = Journal(self.dir / "s2lpo") if self.dir else None
+        gd = s2.get("guidance") or {}
+        self.guidance = (make_guidance(gd["kind"], gd.get("initial_length"), int(gd["max_length"]), int(gd["period"]),
+                                       int(s2["total_steps"])) if gd.get("enabled") else None)
+        self.cum: dict[str, float] = {}
+        self._restored = False
+
+    # -- state saved per step (a resumed run continues from verl's checkpoint step) --
+    def _states(self) -> dict:
+        path = self.dir / STATE_FILE if self.dir else None
+        return json.loads(path.read_text()) if path and path.exists() else {}
+
+    def _restore(self, step: int) -> None:
+        self._restored = True
+        state = self._states().get(str(step - 1))
+        if state:
+            self.cum = dict(state["cum"])
+            if self.guidance is not None and state.get("guidance"):
+                self.guidance.load_state_dict(state["guidance"])
+
+    def _save(self, step: int) -> None:
+        if self.dir is None:
+            return
+        states = self._states()
+        states[str(step)] = {"cum": self.cum, "guidance": self.guidance.state_dict() if self.guidance else None}
+        tmp = self.dir / f".{STATE_FILE}.{os.getpid()}"
+        tmp.write_text(json.dumps(states))
+        tmp.replace(self.dir / STATE_FILE)
+
+    def _log(self, step: int, metrics: dict[str, float]) -> None:
+        if self.journal is not None:
+            self.journal.log(step, metrics)
+
+    @auto_await  # as verl's: callable from the trainer's synchronous loop and awaitable
+    async def generate_sequences(self, prompts):
+        s2 = self.s2
+        if not s2:
+            return await super().generate_sequences(prompts)
         validate = bool(prompts.meta_info.get("validate", False))
         step = int(prompts.meta_info.get("global_steps", -1))
+        uids = list(prompts.non_tensor_batch["uid"])
+        if validate:
+            sources = list(prompts.non_tensor_batch["data_source"])
+            out = await super().generate_sequences(prompts)
+            n = int(self.config.actor_rollout_ref.rollout.val_kwargs.n)
+            self._log(step, eval_metrics(out, uids, sources, n))
+            return out
+        if not self._restored:
+            self._restore(step)
+        gd = s2.get("guidance") or {}
+        glen = self.guidance.length if self.guidance is not None else 0
         default_agent = self.config.actor_rollout_ref.rollout.agent.get("default_agent_loop", "single_turn_agent")
-        if s2 and int(s2.get("t_mix", 0)) > 0:
-            r = route(step, len(prompts), int(s2["group_size"]), int(s2["t_mix"]), str(s2["schedule"]),
-                      default_agent, validate)
-            prompts.non_tensor_batch["agent_name"] = np.array(r.agent, dtype=object)
-            prompts.non_tensor_batch["s2lpo_slot"] = np.array(r.slot, dtype=np.int64)
-            prompts.non_tensor_batch["s2lpo_source"] = np.array(r.source, dtype=object)
-        return await super().generate_sequences(prompts)
+        r = route(step, len(prompts), int(s2["group_size"]), int(s2["t_mix"]), str(s2["schedule"]), default_agent,
+                  n_guided=int(gd.get("k", 0)) if self.guidance is not None else 0, guidance_length=glen,
+                  learner_agent=s2.get("learner_agent"))
+        nt = prompts.non_tensor_batch
+        nt["agent_name"] = np.array(r.agent, dtype=object)
+        nt["s2lpo_slot"] = np.array(r.slot, dtype=np.int64)
+        nt["s2lpo_step"] = np.full(len(prompts), step, dtype=np.int64)
+        nt["s2lpo_guidance_length"] = np.full(len(prompts), glen, dtype=np.int64)
+        out = await super().generate_sequences(prompts)
+        # verl forwards the input columns only without streamed rewards: set the source on the output itself
+        out.non_tensor_batch["s2lpo_source"] = np.array(r.source, dtype=object)
+        for key in ("s2lpo_slot", "s2lpo_step", "s2lpo_guidance_length"):
+            out.non_tensor_batch.pop(key, None)
+        metrics = step_metrics(out, uids, r.source, r.plan, glen, int(s2.get("learner_params", 0)),
+                               int(s2.get("explorer_params", 0)), self.cum)
+        metrics.update({"train/alpha": float(alpha(step, int(s2["t_mix"]), str(s2["schedule"]))),
+                        "compute/explorer/cache_misses": 0.0})
+        if self.guidance is not None:
+            metrics["train/guidance_length"] = glen
+            self.guidance.update(step, metrics["train/accuracy"])
+        self._log(step, metrics)
+        self._save(step)
+        return out

@@ -1,0 +1,106 @@
+"""The verl backend's run: our config, run identity, manifest and tracking around verl's own trainer.
+
+``train(cfg)`` validates, gives the run the same id and directory the local backend would (the id hashes
+the semantic config, ``trainer.verl`` included), maps the config onto verl's (``to_verl``), starts Ray (or
+joins the cluster of the SLURM allocation through ``RAY_ADDRESS``, without ``num_cpus``), and runs verl's
+``TaskRunner`` *pinned to this node*, so verl's file logger writes where the follower reads it. Metrics flow
+verl's file logger + the manager's side journal -> ``Follower`` -> the run's journal -> MLflow / W&B, under
+the local backend's names. verl's checkpoints live in the run directory (``resume_mode=auto`` resumes this
+run's, never another's). Needs GPUs (verl's FSDP workers and vLLM); the pieces are tested on CPU.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+
+from omegaconf import DictConfig, OmegaConf
+
+from s2lpo.config.validate import validate
+from s2lpo.tracking.journal import read_history
+from s2lpo.tracking.run import Manifest, run_id
+from s2lpo.tracking.sinks import make_tracker
+from s2lpo.trainer.local import PREEMPTING, RunResult
+from s2lpo.trainer.setup import abspath
+from s2lpo.verl_ext.config import run_container, to_verl
+from s2lpo.verl_ext.follow import Follower
+
+
+def model_params(m: DictConfig) -> int:
+    return int(float(m.get("params") or 0))
+
+
+def ray_init_kwargs(v: DictConfig, env: dict[str, str], address: str | None) -> dict:
+    """verl's Ray settings plus its default runtime env and ours (env vars reach every actor). Joining a
+    running cluster takes no ``num_cpus`` (Ray refuses it)."""
+    from verl.trainer.constants_ppo import get_ppo_ray_runtime_env
+
+    init = OmegaConf.to_container(v.ray_kwargs.get("ray_init", {}), resolve=True) or {}
+    runtime_env = OmegaConf.to_container(OmegaConf.merge(get_ppo_ray_runtime_env(v), init.pop("runtime_env", {}) or {},
+                                                         {"env_vars": env}), resolve=True)
+    runtime_env = {k: val for k, val in runtime_env.items() if val is not None}
+    init = {k: val for k, val in init.items() if val is not None}
+    if address:
+        init.pop("num_cpus", None)
+        init["address"] = address
+    return {**init, "runtime_env": runtime_env}
+
+
+def run_verl(v: DictConfig, env: dict[str, str], log=print) -> None:
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    from verl.trainer.main_ppo import run_ppo
+    from verl.trainer.main_ppo_v0 import TaskRunner
+    from verl.trainer.ppo.utils import need_critic, need_reference_policy
+    from verl.utils.config import validate_config
+
+    validate_config(config=v, use_reference_policy=need_reference_policy(v), use_critic=need_critic(v))
+    kwargs = ray_init_kwargs(v, env, os.environ.get("RAY_ADDRESS"))
+    log(f"starting Ray ({kwargs.get('address', 'local')}) and verl's trainer")
+    ray.init(**kwargs)
+    try:
+        here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+        run_ppo(v, task_runner_class=TaskRunner.options(scheduling_strategy=here))
+    finally:
+        ray.shutdown()
+
+
+def train(cfg: DictConfig, progress: Callable[[int, int, dict], None] | None = None, log=print,
+          runner: Callable[..., None] = run_verl) -> RunResult:
+    """One run on verl (progress is verl's own console bar; ``runner`` runs verl's trainer)."""
+    validate(cfg)  # before Ray starts or any model is read
+    container = run_container(cfg)
+    rid = run_id(container)
+    run_dir = abspath(cfg.paths.runs_dir) / rid
+    run_dir.mkdir(parents=True, exist_ok=True)
+    manifest = Manifest(run_dir)
+    if manifest.status == "finished":
+        log(f"run {rid} already finished: {run_dir}")
+        return RunResult(rid, run_dir, "finished", manifest.data.get("final_metrics", {}))
+    digest = None
+    if cfg.algorithm.t_mix > 0:
+        from s2lpo.models.family import weights_digest
+
+        digest = weights_digest(abspath(cfg.explorer.path))
+    v = to_verl(cfg, run_dir, rid, digest, model_params(cfg.learner), model_params(cfg.explorer))
+    manifest.start(container, rid)
+    tracker = make_tracker(container, run_dir, rid, warn=log, on_open=manifest.record_tracking)
+    follower = Follower(run_dir, tracker, float(cfg.logger.delivery.interval_s))
+    env = {"VERL_FILE_LOGGER_PATH": str(follower.verl_file(len(manifest.data["starts"]))),
+           "TOKENIZERS_PARALLELISM": "false"}
+    follower.start()
+    status = "failed"
+    try:
+        runner(v, env, log)
+        status = "finished"
+    except (KeyboardInterrupt, SystemExit):
+        status = "preempted" if PREEMPTING.is_set() else "killed"
+        raise
+    finally:
+        follower.stop()
+        hist = read_history(run_dir)
+        final = {k: v[max(v)] for k, v in hist.items() if k.startswith(("eval/", "compute/"))}
+        manifest.update(status=status, final_metrics=final, ended_at=time.time())
+        manifest.update(undelivered=tracker.close(status))
+    return RunResult(rid, run_dir, status, final)

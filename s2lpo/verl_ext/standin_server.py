@@ -1,0 +1,70 @@
+"""A tiny Hugging Face model behind verl's generation-server interface, for the verl extension on CPU.
+
+verl's agent loops call ``server_manager.generate(request_id=..., prompt_ids=..., sampling_params=...)`` and
+get a ``TokenOutput``. On a GPU machine a vLLM replica fleet answers; where vLLM cannot run (CPU, CI) this
+Ray actor answers instead with the same fields vLLM fills (token ids, log-probs when asked, a finish
+reason, and vLLM's ``extra_fields`` keys), so verl's real ``AgentLoopManager``/``AgentLoopWorker``/reward
+actors and s2lpo's manager and agent loops run unchanged around it. Sampling is seeded per request
+(``seed`` + a counter) so tests are reproducible.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+import torch
+from verl.workers.rollout.llm_server import LLMServerClient
+from verl.workers.rollout.replica import TokenOutput
+
+
+class HFGenerationServer:
+    def __init__(self, model_path: str, max_tokens: int, seed: int = 0):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        torch.set_num_threads(1)
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+        tok = AutoTokenizer.from_pretrained(model_path)
+        self.eos, self.pad = tok.eos_token_id, tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        self.max_tokens = max_tokens
+        self.seed = seed
+        self.calls = 0
+        self.global_steps = 0
+        self.requests: list[tuple[int, float]] = []  # (prompt length, temperature) of every request
+
+    def set_global_steps(self, step: int) -> None:
+        self.global_steps = step
+
+    def history(self) -> list[tuple[int, float]]:
+        return list(self.requests)
+
+    def generate(self, prompt_ids: list[int], sampling_params: dict[str, Any]) -> TokenOutput:
+        from s2lpo.rollout.sampler import SamplingParams, sample
+
+        self.calls += 1
+        t = float(sampling_params.get("temperature", 1.0))
+        self.requests.append((len(prompt_ids), t))
+        params = SamplingParams(max(t, 1e-5), float(sampling_params.get("top_p", 1.0)),
+                                max(int(sampling_params.get("top_k", -1)), 0),
+                                int(sampling_params.get("max_tokens", self.max_tokens)))
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.calls)
+        with torch.no_grad():
+            s = sample(self.model, [list(prompt_ids)], params, self.eos, self.pad, gen)[0]
+        return TokenOutput(token_ids=list(s.tokens), log_probs=list(s.logprobs) if sampling_params.get("logprobs")
+                           else None, stop_reason="completed", num_preempted=0,
+                           extra_fields={"global_steps": self.global_steps, "num_cached_tokens": 0})
+
+
+class StandInClient(LLMServerClient):
+    """verl's ``LLMServerClient`` interface over one ``HFGenerationServer`` actor (no load balancer)."""
+
+    def __init__(self, config, server: ray.actor.ActorHandle):
+        super().__init__(config, load_balancer_handle=None)
+        self.server = server
+
+    async def generate(self, request_id, *, prompt_ids: list[int], sampling_params: dict[str, Any], **kwargs):
+        return await self.server.generate.remote(list(prompt_ids), dict(sampling_params))
+
+
+def start_server(model_path: str, max_tokens: int, seed: int = 0) -> ray.actor.ActorHandle:
+    return ray.remote(num_cpus=0)(HFGenerationServer).remote(model_path, max_tokens, seed)
