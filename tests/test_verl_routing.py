@@ -32,7 +32,7 @@ def test_trainer_verl_composes_verls_own_config(tmp_path):
     import importlib
 
     from s2lpo.config.validate import ConfigError
-    from s2lpo.trainer.local import train
+    from s2lpo.trainer.dispatch import train
     from s2lpo_testing import QUICK, make_cfg
 
     cfg = make_cfg(tmp_path, *QUICK, "trainer=verl")
@@ -48,7 +48,7 @@ def test_trainer_verl_composes_verls_own_config(tmp_path):
     assert c["trainer"]["verl"]["actor_rollout_ref"]["ref"]["strategy"] == c["trainer"]["verl"]["actor_rollout_ref"][
         "actor"]["strategy"]
     assert c["paths"]["root_dir"] == str(tmp_path) and c["trainer"]["backend"] == "verl"
-    with pytest.raises(ConfigError, match="trainer.backend='verl'"):
+    with pytest.raises(ConfigError, match="learner.path is not set"):  # the verl backend's checks, before Ray
         train(cfg, log=lambda *_: None)
 
 
@@ -69,5 +69,9 @@ def test_our_run_config_maps_onto_verls(tmp_path):
     assert (v.trainer.total_training_steps, v.trainer.save_freq, v.trainer.test_freq) == (4, 2, 2)
     assert v.s2lpo.t_mix == 3 and v.s2lpo.explorer == "toy-s" and v.s2lpo.explorer_digest == "abc"
     assert compute_score("math500", r"so \boxed{\frac12}", "0.5") == 1.0 and compute_score("csqa", "Answer: B", "C") == 0
-    with pytest.raises(ValueError, match="sample_only"):
-        to_verl(make_cfg(tmp_path, *QUICK, "trainer=verl", "algorithm.temperature_mode=sample_only"), tmp_path, "r")
+    v = to_verl(make_cfg(tmp_path, *QUICK, "trainer=verl", "algorithm.temperature_mode=sample_only",
+                         "algorithm.temperature=1.2"), tmp_path, "r")
+    assert v.actor_rollout_ref.rollout.temperature == 1.0  # the loss's temperature; sampling is the loop's
+    assert v.s2lpo.learner_agent == "s2lpo_learner" and v.s2lpo.sample_temperature == 1.2
+    assert v.actor_rollout_ref.rollout.agent.agent_loop_config_path.endswith("agent_loops.yaml")
+    assert v.reward.custom_reward_function.name == "compute_score" and v.trainer.logger == ["console", "file"]

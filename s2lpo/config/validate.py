@@ -119,7 +119,7 @@ def validate(cfg: DictConfig, this_machine: bool = True) -> None:
                     "experiments/prepare_data.py <dataset> <local file>) or set data.train_file=null for the toy task")
     if t.precision not in ("fp32", "bf16"):
         errs.append(f"trainer.precision={t.precision!r} is unknown; use fp32 or bf16 (bf16 autocast, fp32 weights)")
-    if this_machine and str(t.device).startswith("cuda"):
+    if this_machine and t.backend == "local" and str(t.device).startswith("cuda"):  # verl: GPUs are Ray's
         import torch
 
         if not torch.cuda.is_available():
@@ -142,7 +142,7 @@ def validate(cfg: DictConfig, this_machine: bool = True) -> None:
 def _check_verl(cfg: DictConfig, errs: list[str], this_machine: bool) -> None:
     """The verl backend reads models and data from files (nothing is downloaded) and supports the
     local backend's settings except the shaping ablation."""
-    a, d, t = cfg.algorithm, cfg.data, cfg.trainer
+    a, d = cfg.algorithm, cfg.data
     rollout = cfg.trainer.verl.actor_rollout_ref.rollout
     if rollout.name != "vllm":
         errs.append(f"trainer.verl.actor_rollout_ref.rollout.name={rollout.name!r}: the explorer agent loop mirrors "
@@ -150,9 +150,6 @@ def _check_verl(cfg: DictConfig, errs: list[str], this_machine: bool) -> None:
     if a.offpolicy_correction == "shaping":
         errs.append("algorithm.offpolicy_correction=shaping has no verl counterpart; use none or truncated_is "
                     "(verl's token-level rollout IS)")
-    if d.prompts_per_step % t.mini_batches:
-        errs.append(f"data.prompts_per_step={d.prompts_per_step} is not divisible by trainer.mini_batches="
-                    f"{t.mini_batches} (verl's ppo_mini_batch_size = prompts_per_step / mini_batches)")
     roles = ["learner"] + (["explorer"] if a.t_mix > 0 else [])
     for role in roles:
         if cfg[role].path is None:

@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from s2lpo.rollout.sampler import SamplingParams, sample
+from s2lpo.rollout.sampler import Sample, SamplingParams, sample
 
 SCHEMA = pa.schema(
     [
@@ -108,6 +108,25 @@ class ExplorerCache:
         batch_size: int = 512,
     ) -> int:
         """Generate every missing (prompt, sample index < n_samples) with the explorer; returns how many."""
+
+        def generate(todo: list[tuple[list[int], int]], todo_seed: int) -> list[Sample]:
+            g = torch.Generator(device=next(model.parameters()).device)
+            g.manual_seed(todo_seed)
+            return sample(model, [p for p, _ in todo], self.params, eos_id, pad_id, g, batch_size)
+
+        return self.fill_with(generate, prompts, ground_truths, n_samples, score, seed)
+
+    def fill_with(
+        self,
+        generate: Callable[[list[tuple[list[int], int]], int], list[Sample]],
+        prompts: list[list[int]],
+        ground_truths: list[str],
+        n_samples: int,
+        score: Callable[[list[int], str], float],
+        seed: int,
+    ) -> int:
+        """Like ``fill`` with any generator (the HF sampler, vLLM): ``generate(todo, seed)`` returns one sample
+        per (prompt ids, sample index) of ``todo``; ``seed`` depends on ``todo`` only."""
         truth = {prompt_key(p): gt for p, gt in zip(prompts, ground_truths)}
         with open(self.dir / ".lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
@@ -117,9 +136,7 @@ class ExplorerCache:
                 return 0
             # the seed depends on what is generated, not on who asked first
             digest = hashlib.sha256(json.dumps([[prompt_key(p), j] for p, j in todo]).encode()).digest()
-            g = torch.Generator(device=next(model.parameters()).device)
-            g.manual_seed(seed ^ int.from_bytes(digest[:6], "little"))
-            samples = sample(model, [p for p, _ in todo], self.params, eos_id, pad_id, g, batch_size)
+            samples = generate(todo, seed ^ int.from_bytes(digest[:6], "little"))
             rows = []
             for (p, j), s in zip(todo, samples):
                 pk = prompt_key(p)

@@ -19,6 +19,10 @@ def fill_explorer_cache(cfg: DictConfig, log=print) -> int:
     a = cfg.algorithm
     if a.t_mix == 0:
         return 0
+    if cfg.trainer.backend == "verl":  # prompt ids and prompt order as verl builds them
+        from s2lpo.verl_ext.explorer_fill import fill_verl_explorer_cache
+
+        return fill_verl_explorer_cache(cfg, log=log)
     res = resolve(cfg, log=log)
     tok = load_tokenizer(res.tokenizer_path)
     cache = explorer_cache_for(cfg, res.explorer_path)

@@ -67,6 +67,11 @@ def explorer_cache_for(cfg: DictConfig, explorer_path: Path) -> ExplorerCache:
 
 
 def train(cfg: DictConfig, progress: Callable[[int, int, dict], None] | None = None, log=print) -> RunResult:
+    if cfg.trainer.backend != "local":
+        from s2lpo.config.validate import ConfigError
+
+        raise ConfigError([f"trainer.backend={cfg.trainer.backend!r}: this is the local trainer; train through "
+                           "s2lpo.trainer.dispatch.train (experiments/train.py does)"])
     res = resolve(cfg, log=log)  # validation first: nothing is loaded before it passes
     a, t = cfg.algorithm, cfg.trainer
     if t.threads:

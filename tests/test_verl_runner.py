@@ -1,0 +1,143 @@
+"""The verl backend around verl's trainer: validation, the explorer-cache job (verl's dataset, sampler and
+token builder), and a run's bookkeeping (run id, manifest, verl's file logger merged into the journal and the
+MLflow replica under our names). verl's FSDP/vLLM trainer itself needs GPUs: here the run's ``runner`` logs
+through verl's real ``Tracking`` file logger what verl's trainer logs."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from omegaconf import open_dict
+
+from s2lpo.config.validate import ConfigError
+from s2lpo.data.prepare import toy_rows
+from s2lpo.tracking.journal import read_history
+from s2lpo.verl_ext.toy import verl_view
+from s2lpo_testing import QUICK, make_cfg
+
+
+def toy_verl_cfg(tmp_path, tiny_family, *extra):
+    train = tmp_path / "toy_train.parquet"
+    if not train.exists():
+        pq.write_table(pa.Table.from_pylist(toy_rows(tiny_family.splits().rl[:12], "train")), train)
+    learner = verl_view(tiny_family.model_dir("l"), tmp_path / "l")
+    explorer = verl_view(tiny_family.model_dir("s"), tmp_path / "s")
+    return make_cfg(tmp_path, *QUICK, "trainer=verl", f"learner.path={learner}", f"explorer.path={explorer}",
+                    f"data.train_file={train}", f"paths.explorer_cache_dir={tmp_path / 'xc'}", *extra)
+
+
+def test_bad_verl_configs_fail_before_anything_starts(tmp_path, tiny_family):
+    from s2lpo.verl_ext.runner import train
+
+    cfg = make_cfg(tmp_path, *QUICK, "trainer=verl", "algorithm.offpolicy_correction=shaping",
+                   "data.prompts_per_step=4", "trainer.mini_batches=3", "algorithm=g2rpo_a",
+                   "algorithm.t_mix=3")
+    with pytest.raises(ConfigError) as e:
+        train(cfg, log=lambda *_: None, runner=lambda *a: pytest.fail("verl must not start"))
+    text = str(e.value)
+    for field in ("offpolicy_correction=shaping", "mini_batches=3", "learner.path is not set",
+                  "explorer.path is not set", "data.train_file is not set"):
+        assert field in text
+    with open_dict(cfg):
+        cfg.trainer.verl.actor_rollout_ref.rollout.name = "sglang"
+    with pytest.raises(ConfigError, match="rollout.name='sglang'"):
+        train(cfg, log=lambda *_: None, runner=lambda *a: None)
+    no_solutions = tmp_path / "nosol.parquet"
+    pq.write_table(pa.Table.from_pylist([{"prompt": [{"role": "user", "content": "1+1"}], "data_source": "toy"}]),
+                   no_solutions)
+    cfg = toy_verl_cfg(tmp_path, tiny_family, "algorithm=g2rpo_a", f"data.train_file={no_solutions}",
+                       "trainer.mini_batches=1")
+    with pytest.raises(ConfigError, match="reference_solution column"):
+        train(cfg, log=lambda *_: None, runner=lambda *a: None)
+
+
+def test_explorer_cache_job_fills_what_verl_will_replay(tmp_path, tiny_family):
+    import torch
+    from omegaconf import OmegaConf
+    from torchdata.stateful_dataloader.sampler import RandomSampler
+    from transformers import AutoTokenizer
+    from verl.experimental.agent_loop.agent_loop import DictConfigWrap
+    from verl.trainer.ppo.utils import create_rl_dataset
+
+    from s2lpo.algo.schedule import split_group
+    from s2lpo.models.family import weights_digest
+    from s2lpo.rollout.explorer_fill import fill_explorer_cache
+    from s2lpo.verl_ext.config import to_verl
+    from s2lpo.verl_ext.explorer_fill import explorer_plan
+    from s2lpo.verl_ext.explorer_loop import ExplorerAgentLoop
+
+    cfg = toy_verl_cfg(tmp_path, tiny_family, "algorithm.group_size=4", "algorithm.t_mix=3", "data.prompts_per_step=4",
+                      "trainer.mini_batches=1")
+    made = fill_explorer_cache(cfg, log=lambda *_: None)  # dispatches to the verl job for trainer=verl
+    assert fill_explorer_cache(cfg, log=lambda *_: None) == 0  # idempotent
+    v = to_verl(cfg, tmp_path / "runs" / "r", "r", weights_digest(tmp_path / "s"))
+    OmegaConf.resolve(v)
+    tok = AutoTokenizer.from_pretrained(tmp_path / "s")
+    dataset = create_rl_dataset(v.data.train_files, v.data, tok, None, is_train=True)
+    # verl's sampler, by hand: 12 prompts, batches of 4 -> steps 1..3 are one epoch in the seeded order
+    order = list(RandomSampler(range(len(dataset)), generator=torch.Generator().manual_seed(int(cfg.seed))))
+    want = {i: split_group(s + 1, 4, 3, "linear")[0] for s in range(3) for i in order[s * 4:(s + 1) * 4]}
+    want = {i: n for i, n in want.items() if n}
+    assert {i: n for i, n in explorer_plan(v, dataset).items() if n} == want and made == sum(want.values())
+
+    async def replay(i: int, slot: int):
+        loop = ExplorerAgentLoop(trainer_config=DictConfigWrap(v), server_manager=None, tokenizer=tok, processor=None,
+                                 dataset_cls=None, data_config=DictConfigWrap(v.data), hf_model_type="qwen3")
+        return await loop.run({}, raw_prompt=dataset[i]["raw_prompt"], s2lpo_slot=slot, s2lpo_step=1)
+
+    for i, n in want.items():  # verl's own builder (Qwen3's, for this model type) finds every filled sample
+        out = asyncio.run(replay(i, n - 1))
+        assert out.prompt_ids == tok(dataset[i]["raw_prompt"][0]["content"], add_special_tokens=False)["input_ids"]
+        assert out.extra_fields["global_steps"] == 1 and "num_cached_tokens" in out.extra_fields
+
+
+def verl_trainer_stand_in(steps, fail_after=None):
+    """What verl's trainer does with metrics: ``Tracking(default_backend=trainer.logger)`` (console + file,
+    whose path the runner hands over in the actors' environment) and one ``log`` per step."""
+
+    def run(v, env, log):
+        import os
+
+        from verl.utils.tracking import Tracking
+
+        os.environ.update(env)  # Ray's runtime_env does this for the TaskRunner actor
+        t = Tracking(project_name=v.trainer.project_name, experiment_name=v.trainer.experiment_name,
+                     default_backend=list(v.trainer.logger))
+        for step in steps:
+            t.log({"actor/pg_loss": 0.1 * step, "actor/grad_norm": 1.0 + step, "actor/lr": 1e-6,
+                   "response_length/mean": 10.0 + step, "critic/score/mean": 0.5, "timing_s/step": 2.0,
+                   "timing_s/gen": 1.0, "training/global_step": step}, step=step)
+            if step == fail_after:
+                raise RuntimeError("node lost")
+        t.finish()
+
+    return run
+
+
+def test_a_verl_run_lands_in_our_journal_and_mlflow_once_across_restarts(tmp_path, tiny_family):
+    import mlflow
+
+    from s2lpo.tracking.run import Manifest
+    from s2lpo.verl_ext.runner import train
+
+    cfg = toy_verl_cfg(tmp_path, tiny_family, "logger=mlflow", "algorithm=grpo", "trainer.mini_batches=1")
+    with pytest.raises(RuntimeError, match="node lost"):
+        train(cfg, log=lambda *_: None, runner=verl_trainer_stand_in([1, 2, 3], fail_after=3))
+    res = train(cfg, log=lambda *_: None, runner=verl_trainer_stand_in([3, 4]))  # verl resumes after step 2
+    assert res.status == "finished"
+    m = Manifest(res.run_dir)
+    assert m.data["restarts"] == 1 and m.data["status"] == "finished"
+    assert m.data["config"]["trainer"]["backend"] == "verl"
+    hist = read_history(res.run_dir)
+    assert hist["train/pg_loss"] == pytest.approx({1: 0.1, 2: 0.2, 3: 0.3, 4: 0.4})
+    assert hist["train/grad_norm"][4] == 5.0 and hist["time/step_s"][1] == 2.0
+    assert hist["verl/critic/score/mean"] == {1: 0.5, 2: 0.5, 3: 0.5, 4: 0.5}
+    assert sorted(p.name for p in (res.run_dir / "verl").glob("verl-*.jsonl")) == ["verl-1.jsonl", "verl-2.jsonl"]
+    client = mlflow.tracking.MlflowClient(cfg.logger.mlflow.tracking_uri)
+    rid = m.data["tracking"]["mlflow"]["run_id"]
+    points = client.get_metric_history(rid, "train/pg_loss")
+    assert sorted(p.step for p in points) == [1, 2, 3, 4]  # each step once: the restart re-read nothing
+    assert client.get_run(rid).data.tags["backend"] == "verl"
