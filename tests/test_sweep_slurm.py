@@ -136,3 +136,18 @@ def test_hydra_multirun_through_the_submitit_launcher(tmp_path, tiny_family, slu
     manifests = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*/manifest.json")]
     assert sorted((m["config"]["seed"], m["status"]) for m in manifests) == [(0, "finished"), (1, "finished")]
     assert all(m["slurm_job_id"] for m in manifests)
+
+
+def test_a_ray_cluster_over_the_allocations_tasks(tmp_path, slurm_cluster):
+    """Multi-node verl jobs: task 0 starts the Ray head, the other tasks join it (here two tasks on the one
+    node of the local cluster stand for two nodes: two raylets), and the head sees all of them."""
+    from s2lpo.verl_ext.ray_cluster import probe
+    from s2lpo_testing import free_port
+
+    ex = submitit.SlurmExecutor(folder=str(tmp_path / "submitit"))
+    ex.update_parameters(nodes=1, ntasks_per_node=2, cpus_per_task=1, mem="2GB", time=10, job_name="ray-probe",
+                         setup=[f"export S2LPO_RAY_PORT={free_port()}"])
+    job = ex.submit(probe)
+    res, joined = job.results()
+    assert res["nodes"] == 2 and res["cpus"] >= 2 and len(res["hosts"]) == 1
+    assert joined is None  # the joining task returned once the head stopped

@@ -77,7 +77,17 @@ class TrainJob(submitit.helpers.Checkpointable):
         # sbatch exports the submitter's environment: a W&B service of the submitting process (another
         # node, or gone) must not be joined; this job starts its own
         os.environ.pop("WANDB_SERVICE", None)
-        res = train(compose(overrides), log=print)
+        cfg = compose(overrides)
+        if cfg.trainer.backend == "verl" and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+            from s2lpo.verl_ext.ray_cluster import ray_cluster
+
+            shared = submitit.JobEnvironment().paths.folder
+            with ray_cluster(shared, gpus_per_node=int(cfg.learner.resources.gpus_per_node)) as head:
+                if head is None:  # a worker node's task: its raylet served the run until the head stopped
+                    return {}
+                res = train(cfg, log=print)
+        else:
+            res = train(cfg, log=print)
         if res.status != "finished":
             raise RuntimeError(f"run {res.run_id} ended {res.status}")
         return res.final_metrics
