@@ -132,14 +132,14 @@ def validate(cfg: DictConfig, this_machine: bool = True) -> None:
         _check_model(cfg, "explorer", errs)
     _check_logger(cfg.logger, errs)
     if cfg.trainer.backend == "verl":
-        _check_verl(cfg, errs, this_machine)
+        _check_verl(cfg, errs)
     elif cfg.trainer.backend != "local":
         errs.append(f"trainer.backend={cfg.trainer.backend!r} is unknown; use trainer=local or trainer=verl")
     if errs:
         raise ConfigError(errs)
 
 
-def _check_verl(cfg: DictConfig, errs: list[str], this_machine: bool) -> None:
+def _check_verl(cfg: DictConfig, errs: list[str]) -> None:
     """The verl backend reads models and data from files (nothing is downloaded) and supports the
     local backend's settings except the shaping ablation."""
     a, d = cfg.algorithm, cfg.data
@@ -158,14 +158,10 @@ def _check_verl(cfg: DictConfig, errs: list[str], this_machine: bool) -> None:
     if d.train_file is None:
         errs.append(f"data.train_file is not set for data={d.name}: the verl backend reads parquet files in verl's "
                     "schema; write them with experiments/prepare_data.py and use e.g. data=dapo_math")
-    if not this_machine:
-        return
-    files = [("data.train_file", d.train_file)] + [("data.eval_files", f) for f in d.get("eval_files") or []]
-    files += [(f"{r}.path", cfg[r].path) for r in roles]
-    for field, f in files:
-        if f is not None and not Path(str(f)).expanduser().exists():
-            errs.append(f"{field}: {f} does not exist (data: experiments/prepare_data.py; models: download them "
-                        "ahead, nothing is downloaded at run time)")
+    for f in d.get("eval_files") or []:
+        if not Path(str(f)).exists():
+            errs.append(f"data.eval_files: {f} does not exist; prepare it first (python experiments/prepare_data.py "
+                        "<dataset> <local file>)")
     if a.guidance.enabled and d.train_file is not None and Path(str(d.train_file)).exists():
         import pyarrow.parquet as pq
 
