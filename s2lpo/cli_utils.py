@@ -32,6 +32,8 @@ def progress_bar() -> Progress:
 def train_with_progress(cfg: DictConfig, label: str | None = None):
     from s2lpo.trainer.dispatch import train
 
+    if cfg.trainer.backend == "verl":  # verl draws its own progress bar
+        return train(cfg, log=console.print)
     with progress_bar() as bar:
         task = bar.add_task(label or cfg.algorithm.name, total=cfg.trainer.total_steps, info="")
 

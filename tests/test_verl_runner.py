@@ -141,3 +141,19 @@ def test_a_verl_run_lands_in_our_journal_and_mlflow_once_across_restarts(tmp_pat
     points = client.get_metric_history(rid, "train/pg_loss")
     assert sorted(p.step for p in points) == [1, 2, 3, 4]  # each step once: the restart re-read nothing
     assert client.get_run(rid).data.tags["backend"] == "verl"
+
+
+@pytest.mark.parametrize("algorithm", ["grpo", "s2lpo", "g2rpo_a", "token_temp"])
+def test_verl_accepts_the_paper_configs(tmp_path, algorithm):
+    from s2lpo.verl_ext.config import to_verl
+    from s2lpo.verl_ext.runner import check_with_verl
+
+    cfg = make_cfg(tmp_path, "trainer=verl", "data=dapo_math", "learner=qwen3_8b", "explorer=qwen3_1_7b",
+                   f"algorithm={algorithm}")
+    v = to_verl(cfg, tmp_path / "runs" / "x", "x", "digest", 8_200_000_000, 1_700_000_000)
+    check_with_verl(v)  # verl's own validate_config, as its main_ppo runs it
+    assert v.actor_rollout_ref.actor.ppo_mini_batch_size == 32 and v.trainer.n_gpus_per_node == 8
+    with open_dict(v):
+        v.actor_rollout_ref.actor.use_dynamic_bsz = False
+    with pytest.raises(ConfigError, match="verl rejects the mapped config: .*micro_batch_size"):
+        check_with_verl(v)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from omegaconf import DictConfig, OmegaConf
 
-from s2lpo.config.validate import validate
+from s2lpo.config.validate import ConfigError, validate
 from s2lpo.tracking.journal import read_history
 from s2lpo.tracking.run import Manifest, run_id
 from s2lpo.tracking.sinks import make_tracker
@@ -47,15 +47,25 @@ def ray_init_kwargs(v: DictConfig, env: dict[str, str], address: str | None) -> 
     return {**init, "runtime_env": runtime_env}
 
 
+def check_with_verl(v: DictConfig) -> None:
+    """verl's own validation of the mapped config (batch sizes, parallelism, ...), as one ConfigError."""
+    from verl.trainer.ppo.utils import need_critic, need_reference_policy
+    from verl.utils.config import validate_config
+
+    try:
+        validate_config(config=v, use_reference_policy=need_reference_policy(v), use_critic=need_critic(v))
+    except Exception as e:  # noqa: BLE001 - verl raises assertions and Hydra instantiation errors alike
+        raise ConfigError([f"verl rejects the mapped config: {str(e).strip().splitlines()[0]} (set the value "
+                           "under trainer.verl.*, e.g. trainer.verl.actor_rollout_ref.actor.ppo_micro_batch_size_"
+                           "per_gpu=4)"]) from None
+
+
 def run_verl(v: DictConfig, env: dict[str, str], log=print) -> None:
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
     from verl.trainer.main_ppo import run_ppo
     from verl.trainer.main_ppo_v0 import TaskRunner
-    from verl.trainer.ppo.utils import need_critic, need_reference_policy
-    from verl.utils.config import validate_config
 
-    validate_config(config=v, use_reference_policy=need_reference_policy(v), use_critic=need_critic(v))
     kwargs = ray_init_kwargs(v, env, os.environ.get("RAY_ADDRESS"))
     log(f"starting Ray ({kwargs.get('address', 'local')}) and verl's trainer")
     ray.init(**kwargs)
@@ -84,6 +94,7 @@ def train(cfg: DictConfig, progress: Callable[[int, int, dict], None] | None = N
 
         digest = weights_digest(abspath(cfg.explorer.path))
     v = to_verl(cfg, run_dir, rid, digest, model_params(cfg.learner), model_params(cfg.explorer))
+    check_with_verl(v)
     manifest.start(container, rid)
     tracker = make_tracker(container, run_dir, rid, warn=log, on_open=manifest.record_tracking)
     follower = Follower(run_dir, tracker, float(cfg.logger.delivery.interval_s))
