@@ -157,3 +157,27 @@ def test_verl_accepts_the_paper_configs(tmp_path, algorithm):
         v.actor_rollout_ref.actor.use_dynamic_bsz = False
     with pytest.raises(ConfigError, match="verl rejects the mapped config: .*micro_batch_size"):
         check_with_verl(v)
+
+
+def test_the_toy_family_runs_on_verl_without_any_file_of_its_own(tmp_path, tiny_family):
+    """``trainer=verl`` with the toy family needs no download and no prepared data (a GPU smoke test): the
+    runner shows verl the toy models as Qwen3 checkpoints and writes the toy problems in verl's schema."""
+    from transformers import AutoTokenizer
+
+    from s2lpo.models.family import weights_digest
+    from s2lpo.tracking.run import run_id
+    from s2lpo.verl_ext.config import run_container
+    from s2lpo.verl_ext.runner import train
+
+    seen = {}
+    cfg = make_cfg(tmp_path, *QUICK, "trainer=verl", "trainer.mini_batches=1")
+    res = train(cfg, log=lambda *_: None, runner=lambda v, env, log: seen.update(v=v))
+    v = seen["v"]
+    assert res.status == "finished" and res.run_id == run_id(run_container(cfg))  # the id of the config as given
+    rows = pq.read_table(v.data.train_files).to_pylist()
+    assert len(rows) == len(tiny_family.splits().rl) and rows[0]["data_source"] == "toy"
+    assert rows[0]["reference_solution"] == tiny_family.splits().rl[0].solution
+    tok = AutoTokenizer.from_pretrained(v.actor_rollout_ref.model.path)
+    assert tok.convert_tokens_to_ids("<|im_end|>") is not None  # verl's Qwen3 token builder needs it
+    # the same weights as the local backend's, hence one explorer cache for both backends
+    assert v.s2lpo.explorer_digest == weights_digest(tiny_family.model_dir("s"))

@@ -152,10 +152,10 @@ def _check_verl(cfg: DictConfig, errs: list[str]) -> None:
                     "(verl's token-level rollout IS)")
     roles = ["learner"] + (["explorer"] if a.t_mix > 0 else [])
     for role in roles:
-        if cfg[role].path is None:
+        if cfg[role].path is None and cfg[role].family != "toy":  # toy: built offline (s2lpo.verl_ext.toy)
             errs.append(f"{role}.path is not set: the verl backend loads Hugging Face weights from a local directory "
                         f"(download them ahead, e.g. huggingface-cli download, and set {role}.path)")
-    if d.train_file is None:
+    if d.train_file is None and d.name != "toy":
         errs.append(f"data.train_file is not set for data={d.name}: the verl backend reads parquet files in verl's "
                     "schema; write them with experiments/prepare_data.py and use e.g. data=dapo_math")
     for f in d.get("eval_files") or []:

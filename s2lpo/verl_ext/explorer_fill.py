@@ -109,10 +109,12 @@ def fill_verl_explorer_cache(cfg: DictConfig, log=print, generate=None) -> int:
     from s2lpo.trainer.setup import abspath
     from s2lpo.verl_ext.config import to_verl
     from s2lpo.verl_ext.reward import compute_score
+    from s2lpo.verl_ext.toy import with_toy_files
 
     if cfg.algorithm.t_mix == 0:
         return 0
     validate(cfg)
+    cfg = with_toy_files(cfg, log=log)
     path = str(abspath(cfg.explorer.path))
     v = to_verl(cfg, abspath(cfg.paths.runs_dir), "explorer-cache", weights_digest(abspath(cfg.explorer.path)))
     tok = AutoTokenizer.from_pretrained(path)

@@ -25,6 +25,7 @@ from s2lpo.trainer.local import PREEMPTING, RunResult
 from s2lpo.trainer.setup import abspath
 from s2lpo.verl_ext.config import run_container, to_verl
 from s2lpo.verl_ext.follow import Follower
+from s2lpo.verl_ext.toy import with_toy_files
 
 
 def model_params(m: DictConfig) -> int:
@@ -88,6 +89,7 @@ def train(cfg: DictConfig, progress: Callable[[int, int, dict], None] | None = N
     if manifest.status == "finished":
         log(f"run {rid} already finished: {run_dir}")
         return RunResult(rid, run_dir, "finished", manifest.data.get("final_metrics", {}))
+    cfg = with_toy_files(cfg, log=log)  # the toy family as verl reads it (after the run id: not part of it)
     digest = None
     if cfg.algorithm.t_mix > 0:
         from s2lpo.models.family import weights_digest

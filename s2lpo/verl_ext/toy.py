@@ -30,3 +30,40 @@ def verl_view(model_dir: Path, out: Path) -> Path:
         tok.chat_template = PLAIN_TEMPLATE
         tok.save_pretrained(out)
     return out
+
+
+def with_toy_files(cfg, log=print):
+    """``cfg`` with what the verl backend reads from files filled in for the toy family (built offline):
+    verl views of the learner and explorer, and the toy task's RL and evaluation problems as parquet files in
+    verl's schema, all under ``<cache_dir>/verl_toy/<family>``. Other families are returned unchanged. The run
+    id is computed before this (the files are a function of the family recipe, already in the config)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from omegaconf import OmegaConf, open_dict
+
+    from s2lpo.data.prepare import toy_rows
+    from s2lpo.models.family import build_family
+    from s2lpo.trainer.setup import abspath, family_recipe
+
+    if cfg.learner.family != "toy":
+        return cfg
+    family = build_family(family_recipe(cfg), abspath(cfg.paths.cache_dir), log=log)
+    base = abspath(cfg.paths.cache_dir) / "verl_toy" / family.root.name
+    splits = family.splits()
+    files = {"train": (splits.rl, "train"), "test": (splits.eval[: int(cfg.trainer.eval_problems)], "test")}
+    for name, (problems, split) in files.items():
+        path = base / f"{name}.parquet"
+        if not path.exists():
+            base.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            pq.write_table(pa.Table.from_pylist(toy_rows(problems, split)), tmp)
+            tmp.replace(path)
+    out = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    with open_dict(out):
+        for role in ("learner", "explorer"):
+            if out[role].name != "none" and out[role].path is None:
+                out[role].path = str(verl_view(family.model_dir(out[role].size), base / out[role].size))
+        if out.data.train_file is None:
+            out.data.train_file = str(base / "train.parquet")
+            out.data.eval_files = [str(base / "test.parquet")]
+    return out
