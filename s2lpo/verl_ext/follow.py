@@ -40,7 +40,8 @@ class Follower:
         return self.dir / f"verl-{start}.jsonl"
 
     def _files(self) -> list[Path]:
-        return sorted(self.dir.glob("verl-*.jsonl")) + [self.dir / "s2lpo" / "metrics.jsonl"]
+        starts = sorted(self.dir.glob("verl-*.jsonl"), key=lambda p: int(p.stem.split("-", 1)[1]))  # 2 before 10
+        return starts + [self.dir / "s2lpo" / "metrics.jsonl"]
 
     def poll(self) -> int:
         """Log everything new; returns the number of records."""
