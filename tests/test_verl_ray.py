@@ -10,17 +10,14 @@ import uuid
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf, open_dict
 
 from s2lpo.algo.plan import plan_group
-from s2lpo.models.family import weights_digest
 from s2lpo.models.tokenizer import load_tokenizer
 from s2lpo.rewards import token_scorer
 from s2lpo.rollout.explorer_cache import ExplorerCache
 from s2lpo.rollout.sampler import SamplingParams
 from s2lpo.tracking.journal import read_history
 from s2lpo.trainer.local import load_model
-from s2lpo.verl_ext.config import to_verl
 from s2lpo.verl_ext.toy import verl_view
 from s2lpo_testing import QUICK, make_cfg
 
@@ -34,38 +31,27 @@ ALGO = ["algorithm=g2rpo_a", f"algorithm.group_size={G}", f"algorithm.t_mix={T_M
 @pytest.fixture(scope="module")
 def verl_rollout(tmp_path_factory, tiny_family):
     ray = pytest.importorskip("ray")
-    from verl.experimental.reward_loop.reward_loop import RewardLoopManager
-
-    from s2lpo.verl_ext.manager import S2LPOAgentLoopManager
-    from s2lpo.verl_ext.standin_server import StandInClient, start_server
+    from s2lpo.verl_ext.standin_server import cpu_rollout
 
     tmp = tmp_path_factory.mktemp("verl")
     learner, explorer = verl_view(tiny_family.model_dir("l"), tmp / "l"), verl_view(tiny_family.model_dir("s"), tmp / "s")
     cfg = make_cfg(tmp, *QUICK, *ALGO, "trainer=verl", f"learner.path={learner}", f"explorer.path={explorer}",
                    f"paths.explorer_cache_dir={tmp / 'xc'}")
     run_dir = tmp / "runs" / "rid"
-    v = to_verl(cfg, run_dir, "rid", weights_digest(explorer), learner_params=1000, explorer_params=100)
-    with open_dict(v):
-        r = v.actor_rollout_ref.rollout
-        r.agent.num_workers = 4  # chunks of 2 rows: some all-explorer, some all-learner
-        r.prompt_length, r.response_length, r.val_kwargs.n = 64, 24, 4
-        v.reward.num_workers = 1
-    OmegaConf.resolve(v)
     problems = tiny_family.splits().rl[:PROMPTS]
     tok = load_tokenizer(tiny_family.tokenizer_dir)
-    s2 = v.s2lpo
-    cache = ExplorerCache(s2.explorer_cache_dir, s2.explorer_digest, SamplingParams(**s2.explorer_sampling))
-    prompt_ids = [tok(p.prompt, add_special_tokens=False)["input_ids"] for p in problems]
-    cache.fill(load_model(tiny_family.model_dir("s"), torch.device("cpu")).eval(), prompt_ids,
-               [str(p.answer) for p in problems], G, token_scorer(tok, "toy_arith"), tok.eos_token_id,
-               tok.pad_token_id, seed=0)
     ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}})
     try:
-        server = start_server(str(tiny_family.model_dir("l")), 24)
-        rm = RewardLoopManager(v)
-        mgr = S2LPOAgentLoopManager.create(config=v, llm_client=StandInClient(v, server),
-                                           reward_loop_worker_handles=rm.reward_loop_worker_handles)
+        # 4 agent-loop workers: chunks of 2 rows, some all-explorer, some all-learner
+        v, mgr, server = cpu_rollout(cfg, run_dir, str(tiny_family.model_dir("l")), learner_params=1000,
+                                     explorer_params=100)
+        s2 = v.s2lpo
+        cache = ExplorerCache(s2.explorer_cache_dir, s2.explorer_digest, SamplingParams(**s2.explorer_sampling))
+        prompt_ids = [tok(p.prompt, add_special_tokens=False)["input_ids"] for p in problems]
+        cache.fill(load_model(tiny_family.model_dir("s"), torch.device("cpu")).eval(), prompt_ids,
+                   [str(p.answer) for p in problems], G, token_scorer(tok, "toy_arith"), tok.eos_token_id,
+                   tok.pad_token_id, seed=0)
         yield {"v": v, "mgr": mgr, "server": server, "problems": problems, "prompt_ids": prompt_ids, "cache": cache,
                "tok": tok, "run_dir": run_dir, "ray": ray}
     finally:

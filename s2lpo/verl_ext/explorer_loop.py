@@ -30,12 +30,23 @@ def server_extra_fields(rollout_name: str, step: int) -> dict[str, Any]:
     return {k: (step if k == "global_steps" else 0) for k in SERVER_EXTRA_FIELDS[rollout_name]}
 
 
+_CACHES: dict[tuple, ExplorerCache] = {}
+
+
+def worker_cache(cache_dir: str, digest: str, params: SamplingParams) -> ExplorerCache:
+    """One cache per agent-loop worker process: verl instantiates an agent loop per row, and loading the
+    cache's shards per row would read the whole cache for every explorer row."""
+    key = (str(cache_dir), str(digest), tuple(sorted(params.as_dict().items())))
+    if key not in _CACHES:
+        _CACHES[key] = ExplorerCache(Path(cache_dir), str(digest), params)
+    return _CACHES[key]
+
+
 class ExplorerAgentLoop(AgentLoopBase):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         s2 = self.config.s2lpo
-        params = SamplingParams(**dict(s2.explorer_sampling))
-        self.cache = ExplorerCache(Path(s2.explorer_cache_dir), str(s2.explorer_digest), params)
+        self.cache = worker_cache(s2.explorer_cache_dir, s2.explorer_digest, SamplingParams(**dict(s2.explorer_sampling)))
         self.response_length = self.rollout_config.response_length
 
     async def run(self, sampling_params: dict[str, Any], **kwargs) -> AgentLoopOutput:
