@@ -48,7 +48,7 @@ def test_trainer_verl_composes_verls_own_config(tmp_path):
     assert c["trainer"]["verl"]["actor_rollout_ref"]["ref"]["strategy"] == c["trainer"]["verl"]["actor_rollout_ref"][
         "actor"]["strategy"]
     assert c["paths"]["root_dir"] == str(tmp_path) and c["trainer"]["backend"] == "verl"
-    with pytest.raises(ConfigError, match="learner.path is not set"):  # the verl backend's checks, before Ray
+    with pytest.raises(ConfigError, match="must be divisible by trainer.mini_batches"):  # checked before Ray starts
         train(cfg, log=lambda *_: None)
 
 

@@ -34,13 +34,15 @@ def test_bad_verl_configs_fail_before_anything_starts(tmp_path, tiny_family):
 
     cfg = make_cfg(tmp_path, *QUICK, "trainer=verl", "algorithm.offpolicy_correction=shaping",
                    "data.prompts_per_step=4", "trainer.mini_batches=3", "algorithm=g2rpo_a",
-                   "algorithm.t_mix=3")
+                   "algorithm.t_mix=3", "learner=qwen3_8b", "learner.path=null", "explorer=qwen3_1_7b",
+                   "explorer.path=null", "data=dapo_math", "data.train_file=null", "data.eval_files=[]")
     with pytest.raises(ConfigError) as e:
         train(cfg, log=lambda *_: None, runner=lambda *a: pytest.fail("verl must not start"))
     text = str(e.value)
     for field in ("offpolicy_correction=shaping", "mini_batches=3", "learner.path is not set",
                   "explorer.path is not set", "data.train_file is not set"):
         assert field in text
+    cfg = make_cfg(tmp_path, *QUICK, "trainer=verl", "trainer.mini_batches=1")  # the toy family needs no paths
     with open_dict(cfg):
         cfg.trainer.verl.actor_rollout_ref.rollout.name = "sglang"
     with pytest.raises(ConfigError, match="rollout.name='sglang'"):
