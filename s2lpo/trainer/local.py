@@ -14,7 +14,6 @@ import copy
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -33,23 +32,14 @@ from s2lpo.rewards import get_reward_fn, token_scorer
 from s2lpo.rollout.explorer_cache import ExplorerCache
 from s2lpo.rollout.sampler import SamplingParams, sample
 from s2lpo.tracking.journal import read_history
-from s2lpo.tracking.run import Manifest, run_id
 from s2lpo.tracking.sinks import make_tracker
 from s2lpo.trainer.batch import Row
 from s2lpo.trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from s2lpo.trainer.metrics import source_metrics
-from s2lpo.trainer.setup import abspath, batch_indices, resolve, step_seed
+from s2lpo.trainer.setup import RunResult, abspath, batch_indices, open_run, resolve, step_seed
 from s2lpo.trainer.update import train_step
 
 PREEMPTING = threading.Event()  # set by the SLURM job's checkpoint hook (s2lpo.sweep.jobs.TrainJob)
-
-
-@dataclass
-class RunResult:
-    run_id: str
-    run_dir: Path
-    status: str
-    final_metrics: dict[str, float]
 
 
 def sampling_params(cfg: DictConfig) -> SamplingParams:
@@ -77,13 +67,9 @@ def train(cfg: DictConfig, progress: Callable[[int, int, dict], None] | None = N
     if t.threads:
         torch.set_num_threads(int(t.threads))
     container = OmegaConf.to_container(cfg, resolve=True)
-    rid = run_id(container)
-    run_dir = abspath(cfg.paths.runs_dir) / rid
-    run_dir.mkdir(parents=True, exist_ok=True)
-    manifest = Manifest(run_dir)
-    if manifest.status == "finished":
-        log(f"run {rid} already finished: {run_dir}")
-        return RunResult(rid, run_dir, "finished", manifest.data.get("final_metrics", {}))
+    rid, run_dir, manifest, done = open_run(cfg.paths.runs_dir, container, log)
+    if done is not None:
+        return done
     manifest.start(container, rid)
     device = res.device
     tok = load_tokenizer(res.tokenizer_path)

@@ -22,6 +22,30 @@ def family_recipe(cfg: DictConfig) -> FamilyRecipe:
     return FamilyRecipe.from_dict(d)
 
 
+@dataclass
+class RunResult:
+    run_id: str
+    run_dir: Path
+    status: str
+    final_metrics: dict[str, float]
+
+
+def open_run(runs_dir: str | Path, container: dict, log=print):
+    """The run's id, directory and manifest (both backends); ``done`` is the result of a run that already
+    finished (nothing to do), else None."""
+    from s2lpo.tracking.run import Manifest, run_id
+
+    rid = run_id(container)
+    run_dir = abspath(runs_dir) / rid
+    run_dir.mkdir(parents=True, exist_ok=True)
+    manifest = Manifest(run_dir)
+    done = None
+    if manifest.status == "finished":
+        log(f"run {rid} already finished: {run_dir}")
+        done = RunResult(rid, run_dir, "finished", manifest.data.get("final_metrics", {}))
+    return rid, run_dir, manifest, done
+
+
 def abspath(p: str | Path) -> Path:
     return Path(p).expanduser().resolve()
 

@@ -19,10 +19,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from s2lpo.config.validate import ConfigError, validate
 from s2lpo.tracking.journal import read_history
-from s2lpo.tracking.run import Manifest, run_id
 from s2lpo.tracking.sinks import make_tracker
-from s2lpo.trainer.local import PREEMPTING, RunResult
-from s2lpo.trainer.setup import abspath
+from s2lpo.trainer.local import PREEMPTING
+from s2lpo.trainer.setup import RunResult, abspath, open_run
 from s2lpo.verl_ext.config import run_container, to_verl
 from s2lpo.verl_ext.follow import Follower
 from s2lpo.verl_ext.toy import with_toy_files
@@ -82,13 +81,9 @@ def train(cfg: DictConfig, progress: Callable[[int, int, dict], None] | None = N
     """One run on verl (progress is verl's own console bar; ``runner`` runs verl's trainer)."""
     validate(cfg)  # before Ray starts or any model is read
     container = run_container(cfg)
-    rid = run_id(container)
-    run_dir = abspath(cfg.paths.runs_dir) / rid
-    run_dir.mkdir(parents=True, exist_ok=True)
-    manifest = Manifest(run_dir)
-    if manifest.status == "finished":
-        log(f"run {rid} already finished: {run_dir}")
-        return RunResult(rid, run_dir, "finished", manifest.data.get("final_metrics", {}))
+    rid, run_dir, manifest, done = open_run(cfg.paths.runs_dir, container, log)
+    if done is not None:
+        return done
     cfg = with_toy_files(cfg, log=log)  # the toy family as verl reads it (after the run id: not part of it)
     digest = None
     if cfg.algorithm.t_mix > 0:
