@@ -159,3 +159,19 @@ def test_validation_and_metric_names_equal_the_local_backends(verl_rollout, tmp_
     assert verl_names == local_names, (verl_names ^ local_names)
     acc = read_history(verl_rollout["run_dir"] / "verl" / "s2lpo")["train/accuracy"][6]
     assert acc == pytest.approx(float((b.batch["rm_scores"].sum(-1) > 0).float().mean()))
+
+
+def test_a_restarted_manager_resumes_the_guidance_and_compute_state(verl_rollout):
+    """verl resumes from its checkpoint step; a new manager (a restarted run) takes the state of that step."""
+    import json
+
+    from s2lpo.verl_ext.manager import STATE_FILE, S2LPOAgentLoopManager
+
+    run_dir = verl_rollout["run_dir"]
+    states = json.loads((run_dir / "verl" / STATE_FILE).read_text())
+    side = read_history(run_dir / "verl" / "s2lpo")
+    assert states["2"]["cum"]["explorer/tokens"] == side["compute/explorer/tokens_cum"][2]
+    fresh = S2LPOAgentLoopManager(config=verl_rollout["v"], llm_client=None)  # no workers: state only
+    fresh._restore(3)  # the checkpoint was step 2: step 3 is trained again
+    assert fresh.cum == states["2"]["cum"] and fresh.guidance.state_dict() == states["2"]["guidance"]
+    assert fresh.guidance.length == side["train/guidance_length"][3]

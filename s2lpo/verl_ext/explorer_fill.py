@@ -48,13 +48,12 @@ def explorer_plan(v: DictConfig, dataset) -> dict[int, int]:
 
 def hf_generate(model_path: str, params: SamplingParams, batch_size: int):
     import torch
+    from transformers import AutoTokenizer
 
     from s2lpo.rollout.sampler import sample
     from s2lpo.trainer.local import load_model
 
     model = load_model(model_path, torch.device("cuda" if torch.cuda.is_available() else "cpu")).eval()
-    from transformers import AutoTokenizer
-
     tok = AutoTokenizer.from_pretrained(model_path)
 
     def generate(todo, seed: int) -> list[Sample]:

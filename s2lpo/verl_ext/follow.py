@@ -46,6 +46,7 @@ class Follower:
     def poll(self) -> int:
         """Log everything new; returns the number of records."""
         n = 0
+        before = dict(self._saved)
         for f in self._files():
             tail = self._tails.get(f.name)
             if tail is None:
@@ -57,6 +58,8 @@ class Follower:
                     self.tracker.log(int(rec["step"]), metrics)
                     n += 1
             self._saved[str(f.relative_to(self.dir))] = tail.offset
+        if self._saved == before:
+            return n
         tmp = self.dir / f".{OFFSETS}.tmp"
         tmp.write_text(json.dumps(self._saved))
         tmp.replace(self.dir / OFFSETS)

@@ -47,16 +47,13 @@ class S2LPOAgentLoopManager(AgentLoopManager):
         self.guidance = (make_guidance(gd["kind"], gd.get("initial_length"), int(gd["max_length"]), int(gd["period"]),
                                        int(s2["total_steps"])) if gd.get("enabled") else None)
         self.cum: dict[str, float] = {}
-        self._restored = False
+        self._states: dict[str, dict] | None = None  # step -> state, read from the run dir at the first step
 
     # -- state saved per step (a resumed run continues from verl's checkpoint step) --
-    def _states(self) -> dict:
-        path = self.dir / STATE_FILE if self.dir else None
-        return json.loads(path.read_text()) if path and path.exists() else {}
-
     def _restore(self, step: int) -> None:
-        self._restored = True
-        state = self._states().get(str(step - 1))
+        path = self.dir / STATE_FILE if self.dir else None
+        self._states = json.loads(path.read_text()) if path and path.exists() else {}
+        state = self._states.get(str(step - 1))
         if state:
             self.cum = dict(state["cum"])
             if self.guidance is not None and state.get("guidance"):
@@ -65,10 +62,10 @@ class S2LPOAgentLoopManager(AgentLoopManager):
     def _save(self, step: int) -> None:
         if self.dir is None:
             return
-        states = self._states()
-        states[str(step)] = {"cum": self.cum, "guidance": self.guidance.state_dict() if self.guidance else None}
+        self._states[str(step)] = {"cum": dict(self.cum),
+                                   "guidance": self.guidance.state_dict() if self.guidance else None}
         tmp = self.dir / f".{STATE_FILE}.{os.getpid()}"
-        tmp.write_text(json.dumps(states))
+        tmp.write_text(json.dumps(self._states))
         tmp.replace(self.dir / STATE_FILE)
 
     def _log(self, step: int, metrics: dict[str, float]) -> None:
@@ -89,7 +86,7 @@ class S2LPOAgentLoopManager(AgentLoopManager):
             n = int(self.config.actor_rollout_ref.rollout.val_kwargs.n)
             self._log(step, eval_metrics(out, uids, sources, n))
             return out
-        if not self._restored:
+        if self._states is None:
             self._restore(step)
         gd = s2.get("guidance") or {}
         glen = self.guidance.length if self.guidance is not None else 0

@@ -108,7 +108,7 @@ def train(cfg: DictConfig, progress: Callable[[int, int, dict], None] | None = N
     finally:
         follower.stop()
         hist = read_history(run_dir)
-        final = {k: v[max(v)] for k, v in hist.items() if k.startswith(("eval/", "compute/"))}
+        final = {k: h[max(h)] for k, h in hist.items() if k.startswith(("eval/", "compute/"))}
         manifest.update(status=status, final_metrics=final, ended_at=time.time())
         manifest.update(undelivered=tracker.close(status))
     return RunResult(rid, run_dir, status, final)
