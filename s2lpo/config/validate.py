@@ -143,6 +143,16 @@ def _check_verl(cfg: DictConfig, errs: list[str]) -> None:
     """The verl backend reads models and data from files (nothing is downloaded) and supports the
     local backend's settings except the shaping ablation."""
     a, d = cfg.algorithm, cfg.data
+    from importlib.metadata import version
+
+    from s2lpo.verl_ext.cpu import VERL_VERSION
+
+    if version("verl") != VERL_VERSION:
+        errs.append(f"verl {version('verl')} is installed; s2lpo's verl backend is built on verl {VERL_VERSION} (its "
+                    f"agent-loop, platform and rollout extension points): pip install verl=={VERL_VERSION}")
+    if str(cfg.trainer.device) not in ("cuda", "cpu"):
+        errs.append(f"trainer.device={cfg.trainer.device} with trainer=verl: use cuda (GPUs through Ray) or cpu "
+                    "(verl's trainer on CPU with a stand-in rollout server in vLLM's place)")
     rollout = cfg.trainer.verl.actor_rollout_ref.rollout
     if rollout.name != "vllm":
         errs.append(f"trainer.verl.actor_rollout_ref.rollout.name={rollout.name!r}: the explorer agent loop mirrors "

@@ -26,7 +26,7 @@ from s2lpo.algo.guidance import make_guidance
 from s2lpo.algo.plan import EXPLORER, GUIDED, LEARNER, plan_group
 from s2lpo.algo.schedule import alpha
 from s2lpo.eval.runner import evaluate, power_of_two_ks
-from s2lpo.models.family import param_count, weights_digest
+from s2lpo.models.family import weights_digest
 from s2lpo.models.tokenizer import load_tokenizer
 from s2lpo.rewards import get_reward_fn, token_scorer
 from s2lpo.rollout.explorer_cache import ExplorerCache
@@ -36,7 +36,7 @@ from s2lpo.tracking.sinks import make_tracker
 from s2lpo.trainer.batch import Row
 from s2lpo.trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from s2lpo.trainer.metrics import source_metrics
-from s2lpo.trainer.setup import RunResult, abspath, batch_indices, open_run, resolve, step_seed
+from s2lpo.trainer.setup import RunResult, abspath, batch_indices, model_params, open_run, resolve, step_seed
 from s2lpo.trainer.update import train_step
 
 PREEMPTING = threading.Event()  # set by the SLURM job's checkpoint hook (s2lpo.sweep.jobs.TrainJob)
@@ -75,13 +75,10 @@ def train(cfg: DictConfig, progress: Callable[[int, int, dict], None] | None = N
     tok = load_tokenizer(res.tokenizer_path)
     reward_fn = get_reward_fn(cfg.data.reward)
     learner = load_model(res.learner_path, device)
-    learner_params = param_count(learner)
+    learner_params = model_params(cfg, "learner", res.family)
     ref = copy.deepcopy(learner).eval().requires_grad_(False) if a.kl_coef > 0 else None
     cache = explorer_cache_for(cfg, res.explorer_path) if res.explorer_path else None
-    explorer_params = 0
-    if res.explorer_path is not None:
-        ex = cfg.explorer
-        explorer_params = res.family.manifest["models"][ex.size]["params"] if ex.family == "toy" else int(ex.params)
+    explorer_params = model_params(cfg, "explorer", res.family) if res.explorer_path is not None else 0
     opt = torch.optim.AdamW(learner.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(t.warmup_steps, 1)))
     aconf = grpo.actor_config(a.group_size, a.clip_ratio, loss_agg_mode=a.loss_agg_mode)

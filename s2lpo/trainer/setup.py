@@ -50,6 +50,31 @@ def abspath(p: str | Path) -> Path:
     return Path(p).expanduser().resolve()
 
 
+def model_params(cfg: DictConfig, role: str, family: Family | None = None) -> int:
+    """Parameters of the learner's or explorer's model, the same number for both backends (FLOPs metrics):
+    the toy family's manifest, else ``<role>.params``, else counted from the checkpoint's safetensors headers.
+    0 for ``explorer=none``."""
+    m = cfg[role]
+    if m.name == "none":
+        return 0
+    if m.family == "toy":
+        family = family or build_family(family_recipe(cfg), abspath(cfg.paths.cache_dir), log=lambda *_: None)
+        return int(family.manifest["models"][m.size]["params"])
+    if m.get("params"):
+        return int(float(m.params))
+    from safetensors import safe_open
+
+    total = 0
+    for f in sorted(abspath(m.path).glob("*.safetensors")):
+        with safe_open(str(f), framework="pt") as st:
+            for k in st.keys():
+                n = 1
+                for d in st.get_slice(k).get_shape():
+                    n *= int(d)
+                total += n
+    return total
+
+
 @dataclass
 class Resolved:
     family: Family | None

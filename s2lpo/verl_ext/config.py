@@ -31,6 +31,49 @@ def run_container(cfg: DictConfig) -> dict:
 
 
 AGENT_LOOPS = Path(__file__).with_name("agent_loops.yaml")
+TOY_PROMPT_LENGTH = 64
+
+
+def on_cpu(cfg: DictConfig) -> bool:
+    """``trainer=verl trainer.device=cpu``: verl's trainer on the CPU platform of ``s2lpo.verl_ext.cpu``."""
+    return str(cfg.trainer.device) == "cpu"
+
+
+def cpu_world_size(cfg: DictConfig) -> int:
+    """Ranks of a CPU run: ``learner.resources.gpus_per_node`` fake GPUs (at least one)."""
+    return max(1, int(cfg.learner.resources.gpus_per_node or 0))
+
+
+def cpu_values(world: int) -> dict:
+    """verl settings for the CPU platform: the stand-in rollout in vLLM's place (one rank per replica,
+    weights pushed in-process: checkpoint backend ``naive``), FSDP2 (FSDP1's ``sync_module_states`` needs GPU
+    parameters), fp32 compute, plain SDPA attention with padding kept (flash-attn and remove-padding need
+    CUDA kernels), no torch.compile, no gradient checkpointing, and as few extra processes as the run needs
+    (agent-loop workers one per rank, one reward worker, no dataloader workers)."""
+    from s2lpo.verl_ext.cpu import ROLLOUT
+
+    values: dict = {
+        "trainer.device": "cpu",
+        "trainer.nnodes": 1,
+        "trainer.n_gpus_per_node": world,
+        "actor_rollout_ref.rollout.name": ROLLOUT,
+        "actor_rollout_ref.rollout.tensor_model_parallel_size": 1,
+        "actor_rollout_ref.rollout.data_parallel_size": 1,
+        "actor_rollout_ref.rollout.pipeline_model_parallel_size": 1,
+        "actor_rollout_ref.rollout.checkpoint_engine.backend": "naive",
+        "actor_rollout_ref.rollout.agent.num_workers": world,
+        "actor_rollout_ref.model.use_remove_padding": False,
+        "actor_rollout_ref.model.enable_gradient_checkpointing": False,
+        "actor_rollout_ref.model.override_config.attn_implementation": "sdpa",
+        "reward.num_workers": 1,
+        "data.dataloader_num_workers": 0,
+    }
+    for role in ("actor", "ref"):
+        values.update({f"actor_rollout_ref.{role}.strategy": "fsdp2",
+                       f"actor_rollout_ref.{role}.use_torch_compile": False,
+                       f"actor_rollout_ref.{role}.fsdp_config.use_torch_compile": False,
+                       f"actor_rollout_ref.{role}.fsdp_config.dtype": "float32"})
+    return values
 
 
 def to_verl(cfg: DictConfig, run_dir: Path, rid: str, explorer_digest: str | None = None,
@@ -94,6 +137,10 @@ def to_verl(cfg: DictConfig, run_dir: Path, rid: str, explorer_digest: str | Non
         "reward.custom_reward_function.path": str(Path(__file__).with_name("reward.py")),
         "reward.custom_reward_function.name": "compute_score",
     }
+    if on_cpu(cfg):
+        values.update(cpu_values(cpu_world_size(cfg)))
+    if d.name == "toy":  # toy prompts are ~20 tokens: verl pads every row to prompt + response length
+        values["data.max_prompt_length"] = TOY_PROMPT_LENGTH
     for key, value in values.items():
         OmegaConf.update(v, key, value, force_add=True)
     explorer_on = int(a.t_mix) > 0
@@ -102,7 +149,7 @@ def to_verl(cfg: DictConfig, run_dir: Path, rid: str, explorer_digest: str | Non
         "run_dir": str(run_dir), "total_steps": int(t.total_steps),
         "t_mix": int(a.t_mix), "schedule": str(a.schedule), "group_size": int(a.group_size),
         "explorer": str(cfg.explorer.name) if explorer_on else None,
-        "explorer_cache_dir": str(cfg.paths.explorer_cache_dir), "explorer_digest": explorer_digest,
+        "explorer_cache_dir": str(Path(cfg.paths.explorer_cache_dir).expanduser().resolve()), "explorer_digest": explorer_digest,
         "explorer_sampling": {"temperature": float(a.temperature), "top_p": float(a.top_p), "top_k": int(a.top_k),
                               "max_new_tokens": int(d.max_new_tokens)},
         "learner_params": int(learner_params), "explorer_params": int(explorer_params),
@@ -113,5 +160,8 @@ def to_verl(cfg: DictConfig, run_dir: Path, rid: str, explorer_digest: str | Non
                      "max_length": int(gd.max_length), "period": int(gd.period),
                      "mask_guidance": bool(gd.mask_guidance)},
         "mask_guidance": bool(gd.mask_guidance),
+        "seed": int(cfg.seed),
+        # per-row sampling seeds (vLLM's per-request ``seed``): a resumed CPU run reproduces its rollouts
+        "row_seeds": on_cpu(cfg),
     }, force_add=True)
     return v

@@ -20,7 +20,8 @@ from s2lpo.rollout.explorer_cache import ExplorerCache
 from s2lpo.rollout.sampler import SamplingParams
 
 # extra_fields each generation server puts on its TokenOutput (verl 0.9.1), as the explorer loop fills them
-SERVER_EXTRA_FIELDS: dict[str, tuple[str, ...]] = {"vllm": ("global_steps", "num_cached_tokens")}
+SERVER_EXTRA_FIELDS: dict[str, tuple[str, ...]] = {"vllm": ("global_steps", "num_cached_tokens"),
+                                                   "s2lpo_hf": ("global_steps", "num_cached_tokens")}  # CPU stand-in
 
 
 def server_extra_fields(rollout_name: str, step: int) -> dict[str, Any]:

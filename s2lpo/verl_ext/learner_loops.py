@@ -1,8 +1,10 @@
 """The learner's agent loops for S2L-PO's baselines on verl.
 
-- ``s2lpo_learner``: verl's single-turn loop sampling at ``s2lpo.sample_temperature`` while the loss uses
-  ``rollout.temperature`` (1.0): token-level high-temperature GRPO with ``temperature_mode=sample_only``.
-  (verl's ``rollout.temperature`` divides the logits in the actor too, which is ``tempered``.)
+- ``s2lpo_learner``: verl's single-turn loop with the row's sampling settings from the manager: a temperature
+  (``s2lpo_temperature``) the loss does not use (``rollout.temperature`` stays 1.0): token-level
+  high-temperature GRPO with ``temperature_mode=sample_only`` (verl's ``rollout.temperature`` divides the
+  logits in the actor too, which is ``tempered``); and a per-row seed (``s2lpo_seed``, vLLM's per-request
+  ``seed``) so that a resumed run samples the same rows.
 - ``s2lpo_guided``: G²RPO-A. The completion starts with the first ``s2lpo_guidance_length`` tokens of the
   row's ``reference_solution`` (a dataset column, which verl hands to agent loops as a keyword); the server
   continues from there. The prefix is part of the response; with ``s2lpo.mask_guidance`` it is masked out of
@@ -19,18 +21,20 @@ from verl.experimental.agent_loop.single_turn_agent_loop import SingleTurnAgentL
 from verl.utils.profiler import simple_timer
 
 
-def learner_sampling(config, sampling_params: dict[str, Any]) -> dict[str, Any]:
-    """The learner's sampling parameters: with ``temperature_mode=sample_only`` (``s2lpo.learner_agent`` set)
-    it samples at ``s2lpo.sample_temperature`` while verl's ``rollout.temperature`` (the loss's) stays 1."""
-    s2 = config.s2lpo
-    if s2.get("learner_agent"):
-        return dict(sampling_params, temperature=float(s2.sample_temperature))
-    return dict(sampling_params)
+def learner_sampling(sampling_params: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
+    """The row's sampling parameters: the manager's per-row temperature and seed where set (>= 0)."""
+    out = dict(sampling_params)
+    t, seed = float(row.get("s2lpo_temperature", -1.0)), int(row.get("s2lpo_seed", -1))
+    if t >= 0:
+        out["temperature"] = t
+    if seed >= 0:
+        out["seed"] = seed
+    return out
 
 
-class SampleOnlyTemperatureLoop(SingleTurnAgentLoop):
+class LearnerAgentLoop(SingleTurnAgentLoop):
     async def run(self, sampling_params: dict[str, Any], **kwargs) -> AgentLoopOutput:
-        return await super().run(learner_sampling(self.config, sampling_params), **kwargs)
+        return await super().run(learner_sampling(sampling_params, kwargs), **kwargs)
 
 
 class GuidedAgentLoop(AgentLoopBase):
@@ -52,8 +56,7 @@ class GuidedAgentLoop(AgentLoopBase):
         metrics: dict[str, Any] = {}
         with simple_timer("generate_sequences", metrics):
             output = await self.server_manager.generate(request_id=uuid4().hex, prompt_ids=prompt_ids + prefix,
-                                                        sampling_params=learner_sampling(self.config,
-                                                                                         sampling_params))
+                                                        sampling_params=learner_sampling(sampling_params, kwargs))
         metrics["num_preempted"] = output.num_preempted if output.num_preempted is not None else -1
         cont = list(output.token_ids)
         response = (prefix + cont)[: self.response_length]

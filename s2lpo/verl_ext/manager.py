@@ -31,9 +31,11 @@ from s2lpo.algo.guidance import make_guidance
 from s2lpo.algo.schedule import alpha
 from s2lpo.tracking.journal import Journal
 from s2lpo.verl_ext.metrics import eval_metrics, step_metrics
-from s2lpo.verl_ext.routing import route
+from s2lpo.trainer.setup import step_seed
+from s2lpo.verl_ext.routing import LEARNER_AGENT, route
 
 STATE_FILE = "s2lpo_state.json"
+ROW_COLUMNS = ("s2lpo_slot", "s2lpo_step", "s2lpo_guidance_length", "s2lpo_temperature", "s2lpo_seed")
 
 
 class S2LPOAgentLoopManager(AgentLoopManager):
@@ -72,6 +74,20 @@ class S2LPOAgentLoopManager(AgentLoopManager):
         if self.journal is not None:
             self.journal.log(step, metrics)
 
+    def _seed_rows(self, nt: dict, step: int, salt: str | None, agents: list[str], temperature: float) -> None:
+        """Per-row agent loop, sampling temperature (-1: verl's) and seed (-1: none; else a pure function of
+        (run seed, step, row), as the local trainer seeds its draws)."""
+        n = len(agents)
+        nt["agent_name"] = np.array(agents, dtype=object)
+        nt["s2lpo_temperature"] = np.full(n, temperature, dtype=np.float64)
+        seeds = [step_seed(int(self.s2.get("seed", 0)), step, f"{salt}{i}") if salt else -1 for i in range(n)]
+        nt["s2lpo_seed"] = np.array(seeds, dtype=np.int64)
+
+    @staticmethod
+    def _drop_columns(out) -> None:
+        for key in ROW_COLUMNS:
+            out.non_tensor_batch.pop(key, None)
+
     @auto_await  # as verl's: callable from the trainer's synchronous loop and awaitable
     async def generate_sequences(self, prompts):
         s2 = self.s2
@@ -80,9 +96,14 @@ class S2LPOAgentLoopManager(AgentLoopManager):
         validate = bool(prompts.meta_info.get("validate", False))
         step = int(prompts.meta_info.get("global_steps", -1))
         uids = list(prompts.non_tensor_batch["uid"])
+        nt = prompts.non_tensor_batch
+        row_seeds = bool(s2.get("row_seeds"))
         if validate:
-            sources = list(prompts.non_tensor_batch["data_source"])
+            sources = list(nt["data_source"])
+            if row_seeds:
+                self._seed_rows(nt, step, "val", [LEARNER_AGENT] * len(prompts), -1.0)
             out = await super().generate_sequences(prompts)
+            self._drop_columns(out)
             n = int(self.config.actor_rollout_ref.rollout.val_kwargs.n)
             self._log(step, eval_metrics(out, uids, sources, n))
             return out
@@ -91,19 +112,19 @@ class S2LPOAgentLoopManager(AgentLoopManager):
         gd = s2.get("guidance") or {}
         glen = self.guidance.length if self.guidance is not None else 0
         default_agent = self.config.actor_rollout_ref.rollout.agent.get("default_agent_loop", "single_turn_agent")
+        sample_only = bool(s2.get("learner_agent"))
         r = route(step, len(prompts), int(s2["group_size"]), int(s2["t_mix"]), str(s2["schedule"]), default_agent,
                   n_guided=int(gd.get("k", 0)) if self.guidance is not None else 0, guidance_length=glen,
-                  learner_agent=s2.get("learner_agent"))
-        nt = prompts.non_tensor_batch
-        nt["agent_name"] = np.array(r.agent, dtype=object)
+                  learner_agent=LEARNER_AGENT if sample_only or row_seeds else None)
         nt["s2lpo_slot"] = np.array(r.slot, dtype=np.int64)
         nt["s2lpo_step"] = np.full(len(prompts), step, dtype=np.int64)
         nt["s2lpo_guidance_length"] = np.full(len(prompts), glen, dtype=np.int64)
+        self._seed_rows(nt, step, "row" if row_seeds else None, r.agent,
+                        float(s2["sample_temperature"]) if sample_only else -1.0)
         out = await super().generate_sequences(prompts)
         # verl forwards the input columns only without streamed rewards: set the source on the output itself
         out.non_tensor_batch["s2lpo_source"] = np.array(r.source, dtype=object)
-        for key in ("s2lpo_slot", "s2lpo_step", "s2lpo_guidance_length"):
-            out.non_tensor_batch.pop(key, None)
+        self._drop_columns(out)
         metrics = step_metrics(out, uids, r.source, r.plan, glen, int(s2.get("learner_params", 0)),
                                int(s2.get("explorer_params", 0)), self.cum)
         metrics.update({"train/alpha": float(alpha(step, int(s2["t_mix"]), str(s2["schedule"]))),

@@ -21,19 +21,17 @@ from s2lpo.config.validate import ConfigError, validate
 from s2lpo.tracking.journal import read_history
 from s2lpo.tracking.sinks import make_tracker
 from s2lpo.trainer.local import PREEMPTING
-from s2lpo.trainer.setup import RunResult, abspath, open_run
-from s2lpo.verl_ext.config import run_container, to_verl
+from s2lpo.trainer.setup import RunResult, abspath, model_params, open_run
+from s2lpo.verl_ext.config import on_cpu, run_container, to_verl
+from s2lpo.verl_ext.cpu import cpu_env
 from s2lpo.verl_ext.follow import Follower
 from s2lpo.verl_ext.toy import with_toy_files
 
 
-def model_params(m: DictConfig) -> int:
-    return int(float(m.get("params") or 0))
-
-
 def ray_init_kwargs(v: DictConfig, env: dict[str, str], address: str | None) -> dict:
     """verl's Ray settings plus its default runtime env and ours (env vars reach every actor). Joining a
-    running cluster takes no ``num_cpus`` (Ray refuses it)."""
+    running cluster takes no ``num_cpus`` (Ray refuses it). On the CPU platform a local Ray gets one fake GPU
+    per rank, which verl's placement bundles reserve."""
     from verl.trainer.constants_ppo import get_ppo_ray_runtime_env
 
     init = OmegaConf.to_container(v.ray_kwargs.get("ray_init", {}), resolve=True) or {}
@@ -44,7 +42,20 @@ def ray_init_kwargs(v: DictConfig, env: dict[str, str], address: str | None) -> 
     if address:
         init.pop("num_cpus", None)
         init["address"] = address
+    elif str(v.trainer.device) == "cpu":  # logical resources: verl's bundles take 3 CPUs and a GPU per rank
+        world = int(v.trainer.n_gpus_per_node) * int(v.trainer.nnodes)
+        init["num_gpus"] = world
+        init["num_cpus"] = max(int(init.get("num_cpus") or 0), 8 * world + 4)
     return {**init, "runtime_env": runtime_env}
+
+
+def latest_verl_step(run_dir) -> int:
+    """The step of this run's latest verl checkpoint (verl's ``latest_checkpointed_iteration.txt``), 0 if none."""
+    f = abspath(run_dir) / "verl_checkpoints" / "latest_checkpointed_iteration.txt"
+    try:
+        return int(f.read_text().strip())
+    except (OSError, ValueError):
+        return 0
 
 
 def check_with_verl(v: DictConfig) -> None:
@@ -90,13 +101,22 @@ def train(cfg: DictConfig, progress: Callable[[int, int, dict], None] | None = N
         from s2lpo.models.family import weights_digest
 
         digest = weights_digest(abspath(cfg.explorer.path))
-    v = to_verl(cfg, run_dir, rid, digest, model_params(cfg.learner), model_params(cfg.explorer))
+    v = to_verl(cfg, run_dir, rid, digest, model_params(cfg, "learner"),
+                model_params(cfg, "explorer") if cfg.algorithm.t_mix > 0 else 0)
+    # validation before training on a first start only: a resumed run keeps the first attempt's evaluation
+    OmegaConf.update(v, "trainer.val_before_train", latest_verl_step(run_dir) == 0, force_add=True)
     check_with_verl(v)
+    if cfg.algorithm.t_mix > 0:  # every explorer row verl will replay, generated once (a no-op when cached)
+        from s2lpo.verl_ext.explorer_fill import fill_verl_explorer_cache
+
+        fill_verl_explorer_cache(cfg, log=log)
     manifest.start(container, rid)
     tracker = make_tracker(container, run_dir, rid, warn=log, on_open=manifest.record_tracking)
     follower = Follower(run_dir, tracker, float(cfg.logger.delivery.interval_s))
     env = {"VERL_FILE_LOGGER_PATH": str(follower.verl_file(len(manifest.data["starts"]))),
            "TOKENIZERS_PARALLELISM": "false"}
+    if on_cpu(cfg):
+        env.update(cpu_env())
     follower.start()
     status = "failed"
     try:

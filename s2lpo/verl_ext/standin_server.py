@@ -19,7 +19,11 @@ from verl.workers.rollout.replica import TokenOutput
 
 
 class HFGenerationServer:
-    def __init__(self, model_path: str, max_tokens: int, seed: int = 0):
+    """One HF model answering verl's generation-server calls (``generate`` and the control calls a replica
+    makes: sleep/wake-up, cache and abort calls are no-ops here). ``load_weights`` takes the actor's weights
+    after each step (``s2lpo.verl_ext.standin_rollout``), so learner rows come from the updated policy."""
+
+    def __init__(self, model_path: str, max_tokens: int, seed: int = 0, prompt_length: int | None = None):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         torch.set_num_threads(1)
@@ -27,9 +31,11 @@ class HFGenerationServer:
         tok = AutoTokenizer.from_pretrained(model_path)
         self.eos, self.pad = tok.eos_token_id, tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         self.max_tokens = max_tokens
+        self.prompt_length = prompt_length
         self.seed = seed
         self.calls = 0
         self.global_steps = 0
+        self.weight_versions: list[int] = []  # global step of every weight update received
         self.requests: list[tuple[int, float]] = []  # (prompt length, temperature) of every request
 
     def set_global_steps(self, step: int) -> None:
@@ -38,21 +44,80 @@ class HFGenerationServer:
     def history(self) -> list[tuple[int, float]]:
         return list(self.requests)
 
-    def generate(self, prompt_ids: list[int], sampling_params: dict[str, Any]) -> TokenOutput:
+    def load_weights(self, named: dict[str, torch.Tensor], global_steps: int | None = None) -> None:
+        """The actor's full weights (HF names). Tied weights may be absent; any other mismatch is an error."""
+        missing, unexpected = self.model.load_state_dict({k: v.float() for k, v in named.items()}, strict=False)
+        tied = set(getattr(self.model, "_tied_weights_keys", None) or []) | {"lm_head.weight"}
+        if unexpected or set(missing) - tied:
+            raise ValueError(f"stand-in server: weights do not fit the model (missing {sorted(set(missing) - tied)}, "
+                             f"unexpected {sorted(unexpected)})")
+        if global_steps is not None:
+            self.global_steps = int(global_steps)
+        self.weight_versions.append(self.global_steps)
+
+    def state_digest(self) -> str:
+        import hashlib
+
+        h = hashlib.sha256()
+        for k, v in sorted(self.model.state_dict().items()):
+            h.update(k.encode())
+            h.update(v.detach().float().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    def generate(self, prompt_ids: list[int], sampling_params: dict[str, Any], request_id: str | None = None,
+                 **kwargs) -> TokenOutput:
+        """Sample one completion. A ``seed`` in ``sampling_params`` (vLLM's per-request seed) makes it a pure
+        function of the request; otherwise the server's seed and a call counter."""
         from s2lpo.rollout.sampler import SamplingParams, sample
 
         self.calls += 1
         t = float(sampling_params.get("temperature", 1.0))
         self.requests.append((len(prompt_ids), t))
+        budget = self.max_tokens
+        if self.prompt_length is not None:  # vLLM's default cap: the room left in prompt + response length
+            budget = min(budget, self.prompt_length + self.max_tokens - len(prompt_ids))
         params = SamplingParams(max(t, 1e-5), float(sampling_params.get("top_p", 1.0)),
                                 max(int(sampling_params.get("top_k", -1)), 0),
-                                int(sampling_params.get("max_tokens", self.max_tokens)))
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.calls)
+                                max(1, int(sampling_params.get("max_tokens", budget))))
+        seed = sampling_params.get("seed")
+        seed = int(seed) if seed is not None else self.seed * 1_000_003 + self.calls
+        gen = torch.Generator().manual_seed(seed)
         with torch.no_grad():
             s = sample(self.model, [list(prompt_ids)], params, self.eos, self.pad, gen)[0]
         return TokenOutput(token_ids=list(s.tokens), log_probs=list(s.logprobs) if sampling_params.get("logprobs")
                            else None, stop_reason="completed", num_preempted=0,
                            extra_fields={"global_steps": self.global_steps, "num_cached_tokens": 0})
+
+    # the control calls verl's replicas and checkpoint manager make (vLLM frees GPU memory here)
+    def wake_up(self, tags=None) -> None:
+        return None
+
+    def sleep(self) -> None:
+        return None
+
+    def clear_kv_cache(self) -> None:
+        return None
+
+    def release_kv_cache(self) -> None:
+        return None
+
+    def resume_kv_cache(self) -> None:
+        return None
+
+    def wait_for_requests_to_drain(self) -> None:
+        return None
+
+    def abort_all_requests(self, reset_prefix_cache: bool = True, reject_request: bool = False) -> dict[str, Any]:
+        return {"aborted_count": 0, "request_ids": []}
+
+    def resume_generation(self) -> None:
+        return None
+
+    def start_profile(self, **kwargs) -> None:
+        return None
+
+    def stop_profile(self) -> None:
+        return None
 
 
 class StandInClient(LLMServerClient):
