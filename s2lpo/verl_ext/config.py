@@ -72,7 +72,11 @@ def cpu_values(world: int) -> dict:
         values.update({f"actor_rollout_ref.{role}.strategy": "fsdp2",
                        f"actor_rollout_ref.{role}.use_torch_compile": False,
                        f"actor_rollout_ref.{role}.fsdp_config.use_torch_compile": False,
-                       f"actor_rollout_ref.{role}.fsdp_config.dtype": "float32"})
+                       f"actor_rollout_ref.{role}.fsdp_config.dtype": "float32",
+                       # offloading to the CPU pins memory, which needs an accelerator (and gains nothing here)
+                       f"actor_rollout_ref.{role}.fsdp_config.param_offload": False,
+                       f"actor_rollout_ref.{role}.fsdp_config.optimizer_offload": False,
+                       f"actor_rollout_ref.{role}.fsdp_config.offload_policy": False})
     return values
 
 
@@ -104,7 +108,8 @@ def to_verl(cfg: DictConfig, run_dir: Path, rid: str, explorer_digest: str | Non
         "actor_rollout_ref.rollout.agent.agent_loop_config_path": str(AGENT_LOOPS),
         "actor_rollout_ref.rollout.top_p": float(a.top_p),
         "actor_rollout_ref.rollout.top_k": int(a.top_k) or -1,
-        "actor_rollout_ref.rollout.val_kwargs.n": int(t.eval_samples),
+        # one sample count for every validation (verl has one): the final pass@k curve's, as the local backend's last
+        "actor_rollout_ref.rollout.val_kwargs.n": max(int(t.eval_samples), int(t.final_eval_samples)),
         "actor_rollout_ref.rollout.val_kwargs.temperature": float(t.eval_temperature),
         "actor_rollout_ref.rollout.val_kwargs.do_sample": True,
         "actor_rollout_ref.actor.clip_ratio": float(a.clip_ratio),
@@ -115,6 +120,8 @@ def to_verl(cfg: DictConfig, run_dir: Path, rid: str, explorer_digest: str | Non
         "actor_rollout_ref.actor.kl_loss_coef": float(a.kl_coef),
         "actor_rollout_ref.actor.kl_loss_type": str(a.kl_type),
         "actor_rollout_ref.actor.optim.lr": float(t.lr),
+        "actor_rollout_ref.actor.optim.weight_decay": float(t.weight_decay),
+        "actor_rollout_ref.actor.optim.lr_warmup_steps": int(t.warmup_steps),
         "actor_rollout_ref.actor.grad_clip": float(t.grad_clip),
         "actor_rollout_ref.actor.ppo_epochs": int(t.ppo_epochs),
         "actor_rollout_ref.actor.ppo_mini_batch_size": int(d.prompts_per_step) // int(t.mini_batches),
@@ -163,5 +170,6 @@ def to_verl(cfg: DictConfig, run_dir: Path, rid: str, explorer_digest: str | Non
         "seed": int(cfg.seed),
         # per-row sampling seeds (vLLM's per-request ``seed``): a resumed CPU run reproduces its rollouts
         "row_seeds": on_cpu(cfg),
+        "record_rollouts": bool(t.get("record_rollouts", False)),
     }, force_add=True)
     return v

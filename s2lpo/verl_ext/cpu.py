@@ -12,7 +12,8 @@ CPU runs only; a GPU run never imports it. On import it
 2. makes ``verl.utils.distributed.initialize_global_process_group_ray`` pass plain ``gloo``: verl builds
    ``cpu:gloo,<device>:<backend>`` = ``cpu:gloo,cpu:gloo``, which torch rejects ("Duplicate device type cpu")
    (verl/utils/distributed.py:89; ``verl.workers.engine_workers`` imports it by name, after this patch);
-3. registers the stand-in rollout ``s2lpo_hf`` (``s2lpo.verl_ext.standin_rollout``) in verl's
+3. gives the reference policy's FSDP2 CPU-offload policy unpinned memory (pinning needs an accelerator);
+4. registers the stand-in rollout ``s2lpo_hf`` (``s2lpo.verl_ext.standin_rollout``) in verl's
    ``_ROLLOUT_REGISTRY`` and ``RolloutReplicaRegistry``, in vLLM's place.
 
 The FSDP engine registers for ``cuda``/``npu`` only (verl/workers/engine/fsdp/transformer_impl.py:1143); the
@@ -204,6 +205,24 @@ def _patch_process_group() -> None:
     dist.initialize_global_process_group_ray = initialize_global_process_group_ray
 
 
+def _patch_offload_policy() -> None:
+    """verl wraps every forward-only model (the reference policy) in FSDP2's ``CPUOffloadPolicy(pin_memory=True)``
+    (verl/workers/engine/fsdp/transformer_impl.py:459); pinning needs an accelerator: pin nothing."""
+    import verl.workers.engine.fsdp.transformer_impl as impl
+
+    base = impl.CPUOffloadPolicy
+    if getattr(base, "_s2lpo", False):
+        return
+
+    class UnpinnedCPUOffloadPolicy(base):
+        _s2lpo = True
+
+        def __init__(self, pin_memory: bool = True):
+            super().__init__(pin_memory=False)
+
+    impl.CPUOffloadPolicy = UnpinnedCPUOffloadPolicy
+
+
 def _register_rollout() -> None:
     from verl.workers.rollout import base
     from verl.workers.rollout.replica import RolloutReplicaRegistry
@@ -222,6 +241,7 @@ def activate() -> None:
     """Register the platform, the process-group patch and the stand-in rollout (idempotent)."""
     _register()
     _patch_process_group()
+    _patch_offload_policy()
     _register_rollout()
 
 

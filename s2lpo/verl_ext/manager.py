@@ -30,8 +30,8 @@ from verl.utils.ray_utils import auto_await
 from s2lpo.algo.guidance import make_guidance
 from s2lpo.algo.schedule import alpha
 from s2lpo.tracking.journal import Journal
-from s2lpo.verl_ext.metrics import eval_metrics, step_metrics
 from s2lpo.trainer.setup import step_seed
+from s2lpo.verl_ext.metrics import eval_metrics, step_metrics
 from s2lpo.verl_ext.routing import LEARNER_AGENT, route
 
 STATE_FILE = "s2lpo_state.json"
@@ -83,6 +83,22 @@ class S2LPOAgentLoopManager(AgentLoopManager):
         seeds = [step_seed(int(self.s2.get("seed", 0)), step, f"{salt}{i}") if salt else -1 for i in range(n)]
         nt["s2lpo_seed"] = np.array(seeds, dtype=np.int64)
 
+    def _record(self, step: int, out, uids, sources, validate: bool = False) -> None:
+        """With ``s2lpo.record_rollouts``: every row of the step (prompt and response ids, source, reward) to
+        ``<run dir>/verl/s2lpo/rollouts.jsonl`` (tests and debugging; a resumed step is appended again)."""
+        if not self.s2.get("record_rollouts") or self.dir is None:
+            return
+        p = out.batch["prompts"].shape[1]
+        att, scores = out.batch["attention_mask"], out.batch["rm_scores"].sum(-1).tolist()
+        with open(self.dir / "s2lpo" / "rollouts.jsonl", "a") as f:
+            for i in range(len(out)):
+                n = int(att[i, p:].sum())
+                f.write(json.dumps({
+                    "step": step, "validate": validate, "row": i, "uid": str(uids[i]), "source": str(sources[i]),
+                    "prompt_ids": out.batch["prompts"][i][att[i, :p].bool()].tolist(),
+                    "response_ids": out.batch["responses"][i, :n].tolist(),
+                    "loss_tokens": int(out.batch["response_mask"][i, :n].sum()), "score": float(scores[i])}) + "\n")
+
     @staticmethod
     def _drop_columns(out) -> None:
         for key in ROW_COLUMNS:
@@ -104,6 +120,7 @@ class S2LPOAgentLoopManager(AgentLoopManager):
                 self._seed_rows(nt, step, "val", [LEARNER_AGENT] * len(prompts), -1.0)
             out = await super().generate_sequences(prompts)
             self._drop_columns(out)
+            self._record(step, out, uids, sources, validate=True)
             n = int(self.config.actor_rollout_ref.rollout.val_kwargs.n)
             self._log(step, eval_metrics(out, uids, sources, n))
             return out
@@ -125,6 +142,7 @@ class S2LPOAgentLoopManager(AgentLoopManager):
         # verl forwards the input columns only without streamed rewards: set the source on the output itself
         out.non_tensor_batch["s2lpo_source"] = np.array(r.source, dtype=object)
         self._drop_columns(out)
+        self._record(step, out, uids, r.source)
         metrics = step_metrics(out, uids, r.source, r.plan, glen, int(s2.get("learner_params", 0)),
                                int(s2.get("explorer_params", 0)), self.cum)
         metrics.update({"train/alpha": float(alpha(step, int(s2["t_mix"]), str(s2["schedule"]))),

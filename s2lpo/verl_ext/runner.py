@@ -25,6 +25,7 @@ from s2lpo.trainer.setup import RunResult, abspath, model_params, open_run
 from s2lpo.verl_ext.config import on_cpu, run_container, to_verl
 from s2lpo.verl_ext.cpu import cpu_env
 from s2lpo.verl_ext.follow import Follower
+from s2lpo.verl_ext.resume import needs_initial_validation, settle_resume
 from s2lpo.verl_ext.toy import with_toy_files
 
 
@@ -47,15 +48,6 @@ def ray_init_kwargs(v: DictConfig, env: dict[str, str], address: str | None) -> 
         init["num_gpus"] = world
         init["num_cpus"] = max(int(init.get("num_cpus") or 0), 8 * world + 4)
     return {**init, "runtime_env": runtime_env}
-
-
-def latest_verl_step(run_dir) -> int:
-    """The step of this run's latest verl checkpoint (verl's ``latest_checkpointed_iteration.txt``), 0 if none."""
-    f = abspath(run_dir) / "verl_checkpoints" / "latest_checkpointed_iteration.txt"
-    try:
-        return int(f.read_text().strip())
-    except (OSError, ValueError):
-        return 0
 
 
 def check_with_verl(v: DictConfig) -> None:
@@ -103,8 +95,6 @@ def train(cfg: DictConfig, progress: Callable[[int, int, dict], None] | None = N
         digest = weights_digest(abspath(cfg.explorer.path))
     v = to_verl(cfg, run_dir, rid, digest, model_params(cfg, "learner"),
                 model_params(cfg, "explorer") if cfg.algorithm.t_mix > 0 else 0)
-    # validation before training on a first start only: a resumed run keeps the first attempt's evaluation
-    OmegaConf.update(v, "trainer.val_before_train", latest_verl_step(run_dir) == 0, force_add=True)
     check_with_verl(v)
     if cfg.algorithm.t_mix > 0:  # every explorer row verl will replay, generated once (a no-op when cached)
         from s2lpo.verl_ext.explorer_fill import fill_verl_explorer_cache
@@ -117,7 +107,14 @@ def train(cfg: DictConfig, progress: Callable[[int, int, dict], None] | None = N
            "TOKENIZERS_PARALLELISM": "false"}
     if on_cpu(cfg):
         env.update(cpu_env())
-    follower.start()
+        if cfg.trainer.get("record_rollouts"):
+            from s2lpo.verl_ext.standin_server import RECORD_ENV
+
+            env[RECORD_ENV] = str(run_dir / "verl" / "standin")
+    follower.start()  # merges what an earlier start left unmerged, before the resume point is chosen
+    hist = read_history(run_dir)
+    settle_resume(run_dir, hist, log)
+    OmegaConf.update(v, "trainer.val_before_train", needs_initial_validation(hist), force_add=True)
     status = "failed"
     try:
         runner(v, env, log)

@@ -10,12 +10,28 @@ actors and s2lpo's manager and agent loops run unchanged around it. Sampling is 
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any
 
 import ray
 import torch
 from verl.workers.rollout.llm_server import LLMServerClient
 from verl.workers.rollout.replica import TokenOutput
+
+
+def state_digest(model: torch.nn.Module) -> str:
+    """A digest of a model's weights (fp32 bytes, by name): the same weights give the same digest."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().float().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+RECORD_ENV = "S2LPO_STANDIN_RECORD"  # a directory: the server appends the digest of every weight update
 
 
 class HFGenerationServer:
@@ -54,15 +70,14 @@ class HFGenerationServer:
         if global_steps is not None:
             self.global_steps = int(global_steps)
         self.weight_versions.append(self.global_steps)
+        record = os.environ.get(RECORD_ENV)
+        if record:  # which weights the server holds after each update (tests)
+            os.makedirs(record, exist_ok=True)
+            with open(os.path.join(record, "weights.jsonl"), "a") as f:
+                f.write(json.dumps({"global_steps": self.global_steps, "digest": self.state_digest()}) + "\n")
 
     def state_digest(self) -> str:
-        import hashlib
-
-        h = hashlib.sha256()
-        for k, v in sorted(self.model.state_dict().items()):
-            h.update(k.encode())
-            h.update(v.detach().float().numpy().tobytes())
-        return h.hexdigest()[:16]
+        return state_digest(self.model)
 
     def generate(self, prompt_ids: list[int], sampling_params: dict[str, Any], request_id: str | None = None,
                  **kwargs) -> TokenOutput:

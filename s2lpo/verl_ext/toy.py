@@ -50,7 +50,8 @@ def with_toy_files(cfg, log=print):
     family = build_family(family_recipe(cfg), abspath(cfg.paths.cache_dir), log=log)
     base = abspath(cfg.paths.cache_dir) / "verl_toy" / family.root.name
     splits = family.splits()
-    files = {"train": (splits.rl, "train"), "test": (splits.eval[: int(cfg.trainer.eval_problems)], "test")}
+    n_eval = min(int(cfg.trainer.eval_problems), len(splits.eval))
+    files = {"train": (splits.rl, "train"), f"test-{n_eval}": (splits.eval[:n_eval], "test")}
     for name, (problems, split) in files.items():
         path = base / f"{name}.parquet"
         if not path.exists():
@@ -65,5 +66,5 @@ def with_toy_files(cfg, log=print):
                 out[role].path = str(verl_view(family.model_dir(out[role].size), base / out[role].size))
         if out.data.train_file is None:
             out.data.train_file = str(base / "train.parquet")
-            out.data.eval_files = [str(base / "test.parquet")]
+            out.data.eval_files = [str(base / f"test-{n_eval}.parquet")]
     return out

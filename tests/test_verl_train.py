@@ -1,0 +1,141 @@
+"""verl's own training loop on CPU: ``trainer=verl trainer.device=cpu`` runs verl 0.9.1's ``main_ppo`` task runner
+and ``RayPPOTrainer.fit`` (FSDP2 actor and reference workers over gloo, verl's agent-loop and reward-loop Ray
+actors, checkpoints, ``resume_mode=auto``) with the toy family, a stand-in HF generation server in vLLM's place
+(it serves the actor's weights after every update), and our runner, manifest and journal around it.
+
+Every row of every step is recorded (``trainer.record_rollouts``) and every weight update the server receives
+(its digest), so the assertions read what verl really did."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from s2lpo.algo import grpo
+from s2lpo.algo.plan import plan_group
+from s2lpo.tracking.journal import read_history
+from s2lpo.tracking.run import Manifest
+from s2lpo_testing import CACHE, QUICK, ROOT, make_cfg
+
+pytestmark = pytest.mark.slow
+G, T_MIX, GLEN, PROMPTS, STEPS = 4, 3, 6, 2, 4
+BASE = [*QUICK, "trainer=verl", "trainer.device=cpu", "trainer.mini_batches=1", "trainer.lr=1e-4",
+        "trainer.record_rollouts=true",
+        "trainer.verl.actor_rollout_ref.actor.checkpoint.save_contents=[model,optimizer,extra,hf_model]"]
+# every row source at once: explorer rows (S2L-PO, T_mix 3), one guided row (G²RPO-A, masked prefix), learner rows
+# sampled at a temperature the loss does not use, KL to the reference policy (verl's ref worker runs)
+ALL_SOURCES = ["algorithm=g2rpo_a", f"algorithm.t_mix={T_MIX}", "algorithm.guidance.k=1",
+               f"algorithm.guidance.max_length={GLEN}", "algorithm.guidance.mask_guidance=true",
+               "algorithm.temperature_mode=sample_only",
+               "algorithm.temperature=0.8", "algorithm.kl_coef=0.01"]
+COMPUTED = ("verl/actor/pg_loss", "verl/actor/grad_norm", "verl/actor/kl_loss", "verl/actor/entropy",
+            "train/reward_mean", "rollout/learner/reward_mean", "eval/toy/pass@1")
+
+
+def verl_train(root: Path, *overrides: str):
+    from s2lpo.verl_ext.runner import train
+
+    return train(make_cfg(root, *BASE, *overrides), log=lambda *_: None)
+
+
+def rollouts(run_dir: Path, validate: bool = False) -> dict[int, list[dict]]:
+    """step -> that step's rows in batch order (the last attempt's, for a step trained twice)."""
+    out: dict[int, dict[int, dict]] = {}
+    for line in (run_dir / "verl" / "s2lpo" / "rollouts.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        if r["validate"] == validate:
+            out.setdefault(r["step"], {})[r["row"]] = r
+    return {s: [rows[i] for i in sorted(rows)] for s, rows in out.items()}
+
+
+def server_digests(run_dir: Path) -> dict[int, str]:
+    lines = (run_dir / "verl" / "standin" / "weights.jsonl").read_text().splitlines()
+    return {r["global_steps"]: r["digest"] for r in map(json.loads, lines)}
+
+
+@pytest.fixture(scope="module")
+def all_sources(tmp_path_factory, tiny_family):
+    root = tmp_path_factory.mktemp("verl_all")
+    t0 = time.time()
+    res = verl_train(root, *ALL_SOURCES)
+    return {"root": root, "res": res, "seconds": time.time() - t0, "cfg": make_cfg(root, *BASE, *ALL_SOURCES)}
+
+
+def test_every_row_source_trains_through_verls_loop(all_sources, tiny_family):
+    from transformers import AutoModelForCausalLM
+
+    from s2lpo.models.family import weights_digest
+    from s2lpo.models.tokenizer import load_tokenizer
+    from s2lpo.rollout.explorer_cache import ExplorerCache
+    from s2lpo.rollout.sampler import SamplingParams
+    from s2lpo.trainer.setup import model_params
+    from s2lpo.verl_ext.standin_server import state_digest
+
+    res, cfg = all_sources["res"], all_sources["cfg"]
+    assert res.status == "finished" and Manifest(res.run_dir).data["config"]["trainer"]["device"] == "cpu"
+    hist, steps = read_history(res.run_dir), rollouts(res.run_dir)
+    assert sorted(steps) == list(range(1, STEPS + 1)) and sorted(hist["verl/training/global_step"]) == sorted(steps)
+    cache = ExplorerCache(Path(cfg.paths.explorer_cache_dir).resolve(), weights_digest(tiny_family.model_dir("s")),
+                          SamplingParams(0.8, 1.0, 0, 24))
+    tok = load_tokenizer(tiny_family.tokenizer_dir)
+    solutions = {p.prompt: p.solution for p in tiny_family.splits().rl}
+    params = {"learner": model_params(cfg, "learner"), "explorer": model_params(cfg, "explorer")}
+    assert params["learner"] > params["explorer"] > 0
+    for step, rows in steps.items():
+        glen = int(hist["train/guidance_length"][step])
+        plan = plan_group(step, G, T_MIX, "linear", 1, glen)
+        assert [r["source"] for r in rows] == plan.sources * PROMPTS  # the schedule, per group
+        assert (hist["train/n_explorer"][step], hist["train/n_guided"][step]) == (plan.n_explorer, plan.n_guided)
+        generated = {"explorer": 0, "guided": 0, "learner": 0}
+        for i, r in enumerate(rows):
+            n = len(r["response_ids"])
+            if r["source"] == "explorer":  # replayed from the cache, token for token, with its reward
+                cached = cache.get(r["prompt_ids"], i % G)
+                assert r["response_ids"] == cached.tokens and r["score"] == pytest.approx(cached.reward)
+            if r["source"] == "guided":  # the reference prefix, masked out of the loss
+                prefix = tok(solutions[tok.decode(r["prompt_ids"])], add_special_tokens=False)["input_ids"][:glen]
+                assert r["response_ids"][:glen] == prefix and r["loss_tokens"] == n - glen
+            generated[r["source"]] += n - (glen if r["source"] == "guided" else 0)
+        for src, tokens in generated.items():  # FLOPs: 2 * params * generated tokens, as the local backend
+            p = params["explorer" if src == "explorer" else "learner"]
+            assert hist[f"compute/{src}/flops"][step] == pytest.approx(2.0 * p * tokens)
+        assert hist["compute/rollout_flops_cum"][step] > 0
+        # verl's advantages (its logged token statistics) are GRPO's over each combined group
+        mask = torch.zeros(len(rows), max(len(r["response_ids"]) for r in rows))
+        for i, r in enumerate(rows):
+            n = len(r["response_ids"])
+            mask[i, n - r["loss_tokens"]:n] = 1
+        adv = grpo.group_advantages(torch.tensor([r["score"] for r in rows]), mask, [r["uid"] for r in rows])
+        valid = adv[mask.bool()]
+        assert float(valid.max()) == pytest.approx(hist["verl/critic/advantages/max"][step], abs=1e-5)
+        assert float(valid.min()) == pytest.approx(hist["verl/critic/advantages/min"][step], abs=1e-5)
+        assert float(valid.mean()) == pytest.approx(hist["verl/critic/advantages/mean"][step], abs=1e-5)
+    assert max(hist["train/kl_loss"].values()) > 0  # the reference worker ran
+    # the server gets the learner's weights after every step: new ones whenever the step had a gradient
+    digests = server_digests(res.run_dir)
+    assert sorted(digests) == list(range(STEPS + 1))
+    for step in range(1, STEPS + 1):
+        assert (digests[step] != digests[step - 1]) == (hist["verl/actor/grad_norm"][step] > 0), step
+    assert len(set(digests.values())) >= 3
+    for step in (2, 4):  # the checkpoint's HF weights are what the server received after that step
+        hf = res.run_dir / "verl_checkpoints" / f"global_step_{step}" / "actor" / "huggingface"
+        assert state_digest(AutoModelForCausalLM.from_pretrained(hf, dtype=torch.float32)) == digests[step]
+    assert {0, 2, 4} <= set(hist["eval/toy/pass@1"]) and 4 in hist["eval/toy/pass@4"]
+
+
+def test_metric_names_equal_the_local_backends(all_sources, tmp_path):
+    from s2lpo.trainer.local import train
+
+    local = train(make_cfg(tmp_path, *QUICK, *ALL_SOURCES), log=lambda *_: None)
+    verl_names = {k for k in read_history(all_sources["res"].run_dir) if not k.startswith("verl/")}
+    local_names = set(read_history(local.run_dir))
+    assert verl_names == local_names, verl_names ^ local_names
