@@ -2,6 +2,7 @@
 
 import json
 import subprocess
+import sys
 import time
 
 import pytest
@@ -14,7 +15,7 @@ from s2lpo.sweep.submit import SweepManifest, submit_sweep
 from s2lpo.tracking.journal import read_history
 from s2lpo.tracking.wandb_files import offline_dirs
 from s2lpo.trainer.local import train
-from s2lpo_testing import CACHE, QUICK, make_cfg, mlflow_points
+from s2lpo_testing import CACHE, QUICK, ROOT, make_cfg, mlflow_points
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
@@ -151,3 +152,35 @@ def test_a_ray_cluster_over_the_allocations_tasks(tmp_path, slurm_cluster):
     res, joined = job.results()
     assert res["nodes"] == 2 and res["cpus"] >= 2 and len(res["hosts"]) == 1
     assert joined is None  # the joining task returned once the head stopped
+
+
+def test_a_verl_sweep_runs_end_to_end_on_slurm(tmp_path, tiny_family, slurm_cluster, mlflow_server):
+    """The cluster path as a user takes it, on CPU: ``s2lpo sweep submit <grid> trainer=verl trainer.device=cpu``
+    -> the explorer-cache job -> SLURM array jobs running verl's trainer -> the MLflow server -> ``s2lpo sweep
+    status`` all done -> ``analysis/regenerate.py`` writes the toy table from those runs."""
+    from s2lpo.cli import main
+
+    sweep = write_sweep(tmp_path / "verl.yaml", "verl", mlflow_server, seeds=(0, 1),
+                        common=["learner.resources.mem_gb=6", "launcher.array_parallelism=2"])
+    root = tmp_path / "root"
+    verl = ["trainer=verl", "trainer.device=cpu", "trainer.mini_batches=1", "trainer.lr=1e-4"]
+    assert main(["sweep", "submit", str(sweep.path), *verl, "--root", str(root)]) == 0
+    rows = wait_for(root, "verl", lambda rs: all(r.state == "failed" or r.slurm_state == "COMPLETED" for r in rs),
+                    timeout=900)
+    assert [r.state for r in rows] == ["done"] * 4, [(r.run_id, r.state, r.slurm_state) for r in rows]
+    client = MlflowClient(mlflow_server.uri)
+    for r in rows:
+        run_dir = root / "runs" / r.run_id
+        m = json.loads((run_dir / "manifest.json").read_text())
+        assert m["config"]["trainer"]["backend"] == "verl" and m["status"] == "finished"
+        assert sorted(read_history(run_dir)["verl/training/global_step"]) == [1, 2, 3, 4]  # verl's own loop
+        points = mlflow_points(client, m["tracking"]["mlflow"]["run_id"])
+        assert points == journal_points(run_dir)
+    assert main(["sweep", "status", "verl", "--root", str(root)]) == 0
+    out = tmp_path / "results"
+    done = subprocess.run([sys.executable, str(ROOT / "analysis" / "regenerate.py"), "--source",
+                           f"journal:{root}/runs", "--specs", str(ROOT / "analysis/specs/toy/table1_toy.yaml"),
+                           "--out", str(out), "--cache", str(tmp_path / "cache")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    table = (out / "table1_toy.csv").read_text()
+    assert "grpo" in table.lower() and "s2lpo" in table.lower().replace("-", "")

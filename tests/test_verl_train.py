@@ -139,3 +139,101 @@ def test_metric_names_equal_the_local_backends(all_sources, tmp_path):
     verl_names = {k for k in read_history(all_sources["res"].run_dir) if not k.startswith("verl/")}
     local_names = set(read_history(local.run_dir))
     assert verl_names == local_names, verl_names ^ local_names
+
+
+def test_tempered_temperature_and_unmasked_guidance_train(tmp_path):
+    """token-level temperature in verl's ``tempered`` sense (sampling and loss at T) and G²RPO-A with the
+    reference prefix kept in the loss."""
+    short = ["trainer.total_steps=2", "trainer.eval_every=2", "trainer.checkpoint_every=2"]
+    hot = verl_train(tmp_path / "hot", "algorithm=token_temp", "explorer=none", "algorithm.t_mix=0",
+                     "algorithm.temperature=1.5", "algorithm.temperature_mode=tempered", *short)
+    guided = verl_train(tmp_path / "guided", "algorithm=g2rpo_a", "explorer=none", "algorithm.t_mix=0",
+                        "algorithm.guidance.k=2", f"algorithm.guidance.max_length={GLEN}",
+                        "algorithm.guidance.mask_guidance=false", *short)
+    for res in (hot, guided):
+        assert res.status == "finished"
+        digests = server_digests(res.run_dir)
+        assert sorted(digests) == [0, 1, 2] and len(set(digests.values())) >= 2  # the learner trained
+    cfg = Manifest(hot.run_dir).data["config"]
+    assert cfg["trainer"]["verl"]["actor_rollout_ref"]["rollout"]["temperature"] == 1.0  # as composed ...
+    from s2lpo.verl_ext.config import to_verl
+
+    v = to_verl(make_cfg(tmp_path / "hot", *BASE, "algorithm=token_temp", "explorer=none", "algorithm.t_mix=0",
+                         "algorithm.temperature=1.5", "algorithm.temperature_mode=tempered"), tmp_path, "x")
+    assert v.actor_rollout_ref.rollout.temperature == 1.5 and v.s2lpo.learner_agent is None  # ... as verl runs it
+    for step, rows in rollouts(hot.run_dir).items():
+        assert [r["source"] for r in rows] == ["learner"] * G * PROMPTS
+    for step, rows in rollouts(guided.run_dir).items():
+        glen = int(read_history(guided.run_dir)["train/guidance_length"][step])
+        sources = [r["source"] for r in rows]
+        assert sources == plan_group(step, G, 0, "linear", 2, glen).sources * PROMPTS
+        assert all(r["loss_tokens"] == len(r["response_ids"]) for r in rows)  # nothing masked
+
+
+def test_world_size_two_matches_world_size_one(tmp_path):
+    """Two fake GPUs: FSDP2 shards the learner over gloo, two replicas, two agent-loop workers; the first step's
+    rollouts are the same rows (seeded per row) and its loss and gradient norm match world size 1's."""
+    grpo_run = ["algorithm=grpo", "explorer=none", "algorithm.t_mix=0", "trainer.total_steps=2",
+                "trainer.eval_every=2", "trainer.checkpoint_every=2"]
+    one = verl_train(tmp_path / "one", *grpo_run)
+    two = verl_train(tmp_path / "two", *grpo_run, "learner.resources.gpus_per_node=2")
+    assert one.status == two.status == "finished"
+    assert (two.run_dir / "verl_checkpoints" / "global_step_2" / "actor" / "model_world_size_2_rank_1.pt").exists()
+    updates = [json.loads(x)["global_steps"] for x in (two.run_dir / "verl/standin/weights.jsonl").read_text().splitlines()]
+    assert sorted(updates) == [0, 0, 1, 1, 2, 2]  # one server per rank, each updated every step
+    r1, r2 = rollouts(one.run_dir), rollouts(two.run_dir)
+    assert [r["response_ids"] for r in r1[1]] == [r["response_ids"] for r in r2[1]]
+    h1, h2 = read_history(one.run_dir), read_history(two.run_dir)
+    for key in ("verl/actor/pg_loss", "verl/actor/grad_norm", "train/reward_mean", "verl/critic/advantages/mean"):
+        assert h2[key][1] == pytest.approx(h1[key][1], rel=1e-4, abs=1e-6), key
+
+
+def kill_tree(pid: int) -> None:
+    import psutil
+
+    procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    for p in procs:
+        try:
+            p.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=30)
+
+
+def test_a_killed_verl_run_resumes_to_the_uninterrupted_history(all_sources, tmp_path):
+    """SIGKILL of the whole process tree (driver, Ray, verl's workers) at a random point after the step-2
+    checkpoint; the same command again resumes from verl's checkpoint into the same run dir, MLflow run and
+    W&B id, and every value computed from the restored state equals the uninterrupted run's."""
+    import mlflow
+
+    overrides = [o for o in (*BASE, *ALL_SOURCES) if not o.startswith("logger=")]
+    cmd = [sys.executable, str(ROOT / "experiments" / "train.py"), *overrides, "logger=default",
+           f"paths.root_dir={tmp_path}", f"paths.cache_dir={CACHE}",
+           f"logger.mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db"]
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
+    run_dir = tmp_path / "runs" / all_sources["res"].run_id
+    tracker = run_dir / "verl_checkpoints" / "latest_checkpointed_iteration.txt"
+    delay = random.Random().uniform(0.0, 2.0)
+    with open(tmp_path / "first.log", "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.time() + 400
+        while not (tracker.exists() and tracker.read_text().strip() == "2"):
+            assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+            assert time.time() < deadline, "no step-2 checkpoint"
+            time.sleep(0.05)
+        time.sleep(delay)
+        kill_tree(proc.pid)
+    assert Manifest(run_dir).data["status"] == "running"  # killed hard: nothing could mark it
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    m = Manifest(run_dir).data
+    assert m["status"] == "finished" and m["restarts"] == 1, f"killed {delay:.2f}s after the checkpoint"
+    hist, want = read_history(run_dir), read_history(all_sources["res"].run_dir)
+    for key in COMPUTED:
+        assert hist[key] == pytest.approx(want[key], rel=1e-6, abs=1e-9), (key, delay)
+    assert set(hist["verl/training/global_step"]) == set(range(1, STEPS + 1))
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    points = client.get_metric_history(m["tracking"]["mlflow"]["run_id"], "train/pg_loss")
+    assert sorted(p.step for p in points) == list(range(1, STEPS + 1))  # each step once, in one MLflow run
+    wandb_dirs = sorted((run_dir / "wandb").glob("offline-run-*"))  # offline-run-<time>-<id>, one per start
+    assert len(wandb_dirs) == 2 and {p.name.split("-", 3)[3] for p in wandb_dirs} == {all_sources["res"].run_id}

@@ -23,6 +23,7 @@ from s2lpo.config.validate import ConfigError, validate
 from s2lpo.sweep.grid import Sweep, SweepError
 from s2lpo.sweep.jobs import ExplorerCacheJob, TrainJob, compose, compose_many
 from s2lpo.tracking.run import run_id
+from s2lpo.verl_ext.config import run_container
 
 RESUBMIT = {"failed", "preempted", "not submitted"}
 
@@ -108,7 +109,7 @@ def plan_sweep(sweep: Sweep, root: Path) -> list[PlannedRun]:
         except Exception as e:  # noqa: BLE001 - Hydra's own errors name the override
             problems.setdefault(f"{' '.join(ov)}: {e}", []).append(i)
             continue
-        c = OmegaConf.to_container(cfg, resolve=True)
+        c = run_container(cfg)  # trainer.verl resolved as its own root (its interpolations are absolute)
         if c["launcher"]["name"] != "slurm":
             problems.setdefault(f"launcher={c['launcher']['name']}; sweeps go through SLURM: use launcher=slurm",
                                 []).append(i)
