@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup bench
+.PHONY: demo test setup bench gpu-smoke
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,5 +24,26 @@ test: $(STAMP)
 	$(PY) -m ruff check s2lpo experiments analysis benchmarks tests
 	$(PY) -m pytest
 
-bench: $(STAMP)
-	$(PY) benchmarks/bench_trainer_vs_trl.py
+# TRL (the benchmark's baseline) lives in a venv of its own: with any TRL installed, verl patches TRL's
+# value-head model when an actor starts, which TRL 1.x no longer has
+BENCH_VENV := .venv-bench
+$(BENCH_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(BENCH_VENV)/bin/python -m pip install -q -e '.[dev,bench]'
+	touch $@
+
+bench: $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/python benchmarks/bench_trainer_vs_trl.py
+
+# On a CUDA machine: a fresh venv with the gpu extra (vLLM, verl's FSDP extras), then the local trainer on CUDA,
+# the explorer-cache fill with vLLM and verl with vLLM on the toy family (benchmarks/gpu_smoke.py). Skips without CUDA.
+GPU_VENV := .venv-gpu
+gpu-smoke:
+	@if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi >/dev/null 2>&1; then \
+		echo "SKIP gpu-smoke: no CUDA device (nvidia-smi missing or failing)"; exit 0; fi; \
+	set -e; $(PYTHON) -m venv $(GPU_VENV); \
+	$(GPU_VENV)/bin/python -m pip install -q --upgrade pip; \
+	$(GPU_VENV)/bin/python -m pip install -q -e '.[gpu,dev]'; \
+	$(GPU_VENV)/bin/python benchmarks/gpu_smoke.py

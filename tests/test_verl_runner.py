@@ -183,3 +183,52 @@ def test_the_toy_family_runs_on_verl_without_any_file_of_its_own(tmp_path, tiny_
     assert tok.convert_tokens_to_ids("<|im_end|>") is not None  # verl's Qwen3 token builder needs it
     # the same weights as the local backend's, hence one explorer cache for both backends
     assert v.s2lpo.explorer_digest == weights_digest(tiny_family.model_dir("s"))
+
+
+def test_a_restart_resumes_from_the_latest_checkpoint_whose_step_was_logged(tmp_path):
+    """verl saves step k's checkpoint before it logs step k: a kill in between must not skip step k."""
+    from s2lpo.verl_ext.resume import TRACKER, latest_verl_step, needs_initial_validation, settle_resume
+
+    ckpts = tmp_path / "verl_checkpoints"
+    for step in (2, 4, 6):
+        (ckpts / f"global_step_{step}").mkdir(parents=True)
+    (ckpts / TRACKER).write_text("6")
+    logged = {"verl/training/global_step": {1: 1.0, 2: 2.0, 3: 3.0, 4: 4.0, 5: 5.0}, "eval/toy/pass@1": {0: 0.2, 4: 0.3}}
+    said = []
+    assert settle_resume(tmp_path, logged, said.append) == 4 and latest_verl_step(tmp_path) == 4
+    assert "step 6 was saved but its step was never logged" in said[0]
+    all_logged = {"verl/training/global_step": {i: float(i) for i in range(1, 7)}}
+    (ckpts / TRACKER).write_text("6")
+    assert settle_resume(tmp_path, all_logged, said.append) == 6 and len(said) == 1  # nothing to change
+    (ckpts / TRACKER).write_text("2")
+    assert settle_resume(tmp_path, {"verl/training/global_step": {1: 1.0}}, said.append) == 0
+    assert not (ckpts / TRACKER).exists()  # nothing logged at a checkpoint step: from the start
+    assert needs_initial_validation({"eval/toy/pass@1": {2: 0.1}}) and not needs_initial_validation(logged)
+
+
+def test_the_gpu_smoke_skips_cleanly_without_cuda():
+    import subprocess
+    import sys
+
+    from s2lpo_testing import ROOT
+
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is here: make gpu-smoke runs the real thing")
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_smoke.py")], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.startswith("SKIP gpu-smoke: no CUDA device")
+
+
+def test_no_extra_a_training_machine_installs_brings_trl():
+    """verl patches TRL's value-head model at actor start whenever TRL is importable; TRL 1.x lacks it, so an
+    actor would fail to start. TRL (the benchmark's baseline) lives in the ``bench`` extra, in a venv of its own."""
+    import importlib.util
+    import tomllib
+
+    from s2lpo_testing import ROOT
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for extra in ("dev", "gpu"):
+        assert not any(d.startswith("trl") for d in project["optional-dependencies"][extra]), extra
+    assert not any(d.startswith("trl") for d in project["dependencies"])
+    assert importlib.util.find_spec("trl") is None  # what `make test` installed (verl's actors start in these tests)

@@ -154,14 +154,13 @@ def test_tempered_temperature_and_unmasked_guidance_train(tmp_path):
         assert res.status == "finished"
         digests = server_digests(res.run_dir)
         assert sorted(digests) == [0, 1, 2] and len(set(digests.values())) >= 2  # the learner trained
-    cfg = Manifest(hot.run_dir).data["config"]
-    assert cfg["trainer"]["verl"]["actor_rollout_ref"]["rollout"]["temperature"] == 1.0  # as composed ...
     from s2lpo.verl_ext.config import to_verl
 
     v = to_verl(make_cfg(tmp_path / "hot", *BASE, "algorithm=token_temp", "explorer=none", "algorithm.t_mix=0",
                          "algorithm.temperature=1.5", "algorithm.temperature_mode=tempered"), tmp_path, "x")
-    assert v.actor_rollout_ref.rollout.temperature == 1.5 and v.s2lpo.learner_agent is None  # ... as verl runs it
-    for step, rows in rollouts(hot.run_dir).items():
+    # verl samples at T and divides the actor's logits by T (tempered); no sample-only override per row
+    assert v.actor_rollout_ref.rollout.temperature == 1.5 and v.s2lpo.learner_agent is None
+    for rows in rollouts(hot.run_dir).values():
         assert [r["source"] for r in rows] == ["learner"] * G * PROMPTS
     for step, rows in rollouts(guided.run_dir).items():
         glen = int(read_history(guided.run_dir)["train/guidance_length"][step])

@@ -17,8 +17,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 from s2lpo.config.validate import ConfigError, validate
 from s2lpo.sweep.grid import Sweep, SweepError
 from s2lpo.sweep.jobs import ExplorerCacheJob, TrainJob, compose, compose_many
