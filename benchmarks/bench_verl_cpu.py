@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -27,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from s2lpo_testing import CACHE, QUICK  # noqa: E402
+from s2lpo_testing import CACHE, QUICK, kill_tree  # noqa: E402
 
 
 def overrides(args, root: Path, backend: str) -> list[str]:
@@ -41,8 +40,6 @@ def overrides(args, root: Path, backend: str) -> list[str]:
 
 
 def timed_run(args, root: Path, backend: str, kill_after_checkpoint: int | None = None) -> tuple[float, Path]:
-    import psutil
-
     cmd = [sys.executable, str(ROOT / "experiments" / "train.py"), *overrides(args, root, backend)]
     t0 = time.time()
     with open(root / f"{backend}-{int(t0)}.log", "w") as out:
@@ -56,13 +53,7 @@ def timed_run(args, root: Path, backend: str, kill_after_checkpoint: int | None 
                 if proc.poll() is not None:
                     raise RuntimeError(f"the run ended before its step-{kill_after_checkpoint} checkpoint")
                 time.sleep(0.05)
-            procs = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
-            for p in procs:
-                try:
-                    p.send_signal(signal.SIGKILL)
-                except psutil.NoSuchProcess:
-                    pass
-            psutil.wait_procs(procs, timeout=30)
+            kill_tree(proc.pid)
         elif proc.wait() != 0:
             raise RuntimeError(f"{backend} run failed: see {out.name}")
     [run_dir] = [p.parent for p in (root / "runs").glob("*/manifest.json")]

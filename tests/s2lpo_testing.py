@@ -30,6 +30,21 @@ def make_cfg(tmp_path: Path, *overrides: str):
 
 
 
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process and every descendant (a run's driver, its Ray services and workers), then reap them."""
+    import signal
+
+    import psutil
+
+    procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    for p in procs:
+        try:
+            p.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=30)
+
+
 def free_port() -> int:
     import socket
 

@@ -232,3 +232,18 @@ def test_no_extra_a_training_machine_installs_brings_trl():
         assert not any(d.startswith("trl") for d in project["optional-dependencies"][extra]), extra
     assert not any(d.startswith("trl") for d in project["dependencies"])
     assert importlib.util.find_spec("trl") is None  # what `make test` installed (verl's actors start in these tests)
+
+
+def test_another_verl_or_device_is_refused_before_anything_starts(tmp_path, monkeypatch):
+    import importlib.metadata
+
+    from s2lpo.config.validate import validate
+
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version", lambda n: "0.10.0" if n == "verl" else real(n))
+    cfg = make_cfg(tmp_path, *QUICK, "trainer=verl", "trainer.device=cpu", "trainer.mini_batches=1")
+    with pytest.raises(ConfigError, match=r"verl 0\.10\.0 is installed.*pip install verl==0\.9\.1"):
+        validate(cfg)
+    monkeypatch.setattr(importlib.metadata, "version", real)
+    with pytest.raises(ConfigError, match="trainer.device=auto with trainer=verl: use cuda .* or cpu"):
+        validate(make_cfg(tmp_path, *QUICK, "trainer=verl", "trainer.device=auto", "trainer.mini_batches=1"))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from s2lpo.algo import grpo
 from s2lpo.algo.plan import plan_group
 from s2lpo.tracking.journal import read_history
 from s2lpo.tracking.run import Manifest
-from s2lpo_testing import CACHE, QUICK, ROOT, make_cfg
+from s2lpo_testing import CACHE, QUICK, ROOT, kill_tree, make_cfg
 
 pytestmark = pytest.mark.slow
 G, T_MIX, GLEN, PROMPTS, STEPS = 4, 3, 6, 2, 4
@@ -185,18 +184,6 @@ def test_world_size_two_matches_world_size_one(tmp_path):
     h1, h2 = read_history(one.run_dir), read_history(two.run_dir)
     for key in ("verl/actor/pg_loss", "verl/actor/grad_norm", "train/reward_mean", "verl/critic/advantages/mean"):
         assert h2[key][1] == pytest.approx(h1[key][1], rel=1e-4, abs=1e-6), key
-
-
-def kill_tree(pid: int) -> None:
-    import psutil
-
-    procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
-    for p in procs:
-        try:
-            p.send_signal(signal.SIGKILL)
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(procs, timeout=30)
 
 
 def test_a_killed_verl_run_resumes_to_the_uninterrupted_history(all_sources, tmp_path):

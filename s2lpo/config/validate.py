@@ -18,6 +18,7 @@ ALGORITHMS = ("grpo", "s2lpo", "token_temp", "g2rpo_a")
 TEMPERATURE_MODES = ("tempered", "sample_only")
 LOSS_AGG_MODES = ("token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 FAMILIES = ("toy", "qwen3")
+VERL_VERSION = "0.9.1"  # the verl release whose extension points s2lpo.verl_ext uses (pinned in pyproject.toml)
 
 
 class ConfigError(ValueError):
@@ -144,8 +145,6 @@ def _check_verl(cfg: DictConfig, errs: list[str]) -> None:
     local backend's settings except the shaping ablation."""
     a, d = cfg.algorithm, cfg.data
     from importlib.metadata import version
-
-    from s2lpo.verl_ext.cpu import VERL_VERSION
 
     if version("verl") != VERL_VERSION:
         errs.append(f"verl {version('verl')} is installed; s2lpo's verl backend is built on verl {VERL_VERSION} (its "

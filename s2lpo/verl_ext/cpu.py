@@ -32,7 +32,6 @@ import torch
 
 PLATFORM = "s2lpo_cpu"
 ROLLOUT = "s2lpo_hf"
-VERL_VERSION = "0.9.1"  # the verl lines this module leans on are those of this release
 
 
 def cpu_env(plugin: str = __name__) -> dict[str, str]:
