@@ -37,13 +37,17 @@ $(BENCH_VENV)/.installed: pyproject.toml
 bench: $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/python benchmarks/bench_trainer_vs_trl.py
 
-# On a CUDA machine: a fresh venv with the gpu extra (vLLM, verl's FSDP extras), then the local trainer on CUDA,
+# On a CUDA machine: a fresh venv with the gpu extra (vLLM, verl's FSDP extras; verl[fsdp] pins torch 2.11.0 and
+# flash-attn 2.8.3, an sdist that imports torch to build: torch first, flash-attn without build isolation),
+# then the local trainer on CUDA,
 # the explorer-cache fill with vLLM and verl with vLLM on the toy family (benchmarks/gpu_smoke.py). Skips without CUDA.
 GPU_VENV := .venv-gpu
 gpu-smoke:
 	@if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi >/dev/null 2>&1; then \
 		echo "SKIP gpu-smoke: no CUDA device (nvidia-smi missing or failing)"; exit 0; fi; \
 	set -e; $(PYTHON) -m venv $(GPU_VENV); \
-	$(GPU_VENV)/bin/python -m pip install -q --upgrade pip; \
+	$(GPU_VENV)/bin/python -m pip install -q --upgrade pip setuptools wheel packaging ninja psutil; \
+	$(GPU_VENV)/bin/python -m pip install -q torch==2.11.0 torchvision==0.26.0 torchaudio==2.11.0; \
+	$(GPU_VENV)/bin/python -m pip install -q --no-build-isolation flash-attn==2.8.3; \
 	$(GPU_VENV)/bin/python -m pip install -q -e '.[gpu,dev]'; \
 	$(GPU_VENV)/bin/python benchmarks/gpu_smoke.py

@@ -140,24 +140,31 @@ def test_metric_names_equal_the_local_backends(all_sources, tmp_path):
     assert verl_names == local_names, verl_names ^ local_names
 
 
-def test_tempered_temperature_and_unmasked_guidance_train(tmp_path):
+SHORT = ["trainer.total_steps=2", "trainer.eval_every=2", "trainer.checkpoint_every=2"]
+HOT = ["algorithm=token_temp", "explorer=none", "algorithm.t_mix=0", "algorithm.temperature=1.5",
+       "algorithm.temperature_mode=tempered", *SHORT]
+
+
+@pytest.fixture(scope="module")
+def hot(tmp_path_factory):
+    """Token-level temperature in verl's ``tempered`` sense (sampling and loss at T), world size 1."""
+    return verl_train(tmp_path_factory.mktemp("verl_hot"), *HOT)
+
+
+def test_tempered_temperature_and_unmasked_guidance_train(hot, tmp_path):
     """token-level temperature in verl's ``tempered`` sense (sampling and loss at T) and G²RPO-A with the
     reference prefix kept in the loss."""
-    short = ["trainer.total_steps=2", "trainer.eval_every=2", "trainer.checkpoint_every=2"]
-    hot = verl_train(tmp_path / "hot", "algorithm=token_temp", "explorer=none", "algorithm.t_mix=0",
-                     "algorithm.temperature=1.5", "algorithm.temperature_mode=tempered", *short)
+    from s2lpo.verl_ext.config import to_verl
+
     guided = verl_train(tmp_path / "guided", "algorithm=g2rpo_a", "explorer=none", "algorithm.t_mix=0",
                         "algorithm.guidance.k=2", f"algorithm.guidance.max_length={GLEN}",
-                        "algorithm.guidance.mask_guidance=false", *short)
+                        "algorithm.guidance.mask_guidance=false", *SHORT)
     for res in (hot, guided):
         assert res.status == "finished"
         digests = server_digests(res.run_dir)
         assert sorted(digests) == [0, 1, 2] and len(set(digests.values())) >= 2  # the learner trained
-    from s2lpo.verl_ext.config import to_verl
-
-    v = to_verl(make_cfg(tmp_path / "hot", *BASE, "algorithm=token_temp", "explorer=none", "algorithm.t_mix=0",
-                         "algorithm.temperature=1.5", "algorithm.temperature_mode=tempered"), tmp_path, "x")
     # verl samples at T and divides the actor's logits by T (tempered); no sample-only override per row
+    v = to_verl(make_cfg(tmp_path / "hot", *BASE, *HOT), tmp_path, "x")
     assert v.actor_rollout_ref.rollout.temperature == 1.5 and v.s2lpo.learner_agent is None
     for rows in rollouts(hot.run_dir).values():
         assert [r["source"] for r in rows] == ["learner"] * G * PROMPTS
@@ -168,20 +175,17 @@ def test_tempered_temperature_and_unmasked_guidance_train(tmp_path):
         assert all(r["loss_tokens"] == len(r["response_ids"]) for r in rows)  # nothing masked
 
 
-def test_world_size_two_matches_world_size_one(tmp_path):
+def test_world_size_two_matches_world_size_one(hot, tmp_path):
     """Two fake GPUs: FSDP2 shards the learner over gloo, two replicas, two agent-loop workers; the first step's
     rollouts are the same rows (seeded per row) and its loss and gradient norm match world size 1's."""
-    grpo_run = ["algorithm=grpo", "explorer=none", "algorithm.t_mix=0", "trainer.total_steps=2",
-                "trainer.eval_every=2", "trainer.checkpoint_every=2"]
-    one = verl_train(tmp_path / "one", *grpo_run)
-    two = verl_train(tmp_path / "two", *grpo_run, "learner.resources.gpus_per_node=2")
-    assert one.status == two.status == "finished"
+    two = verl_train(tmp_path / "two", *HOT, "learner.resources.gpus_per_node=2")
+    assert two.status == "finished"
     assert (two.run_dir / "verl_checkpoints" / "global_step_2" / "actor" / "model_world_size_2_rank_1.pt").exists()
-    updates = [json.loads(x)["global_steps"] for x in (two.run_dir / "verl/standin/weights.jsonl").read_text().splitlines()]
-    assert sorted(updates) == [0, 0, 1, 1, 2, 2]  # one server per rank, each updated every step
-    r1, r2 = rollouts(one.run_dir), rollouts(two.run_dir)
+    lines = (two.run_dir / "verl" / "standin" / "weights.jsonl").read_text().splitlines()
+    assert sorted(json.loads(x)["global_steps"] for x in lines) == [0, 0, 1, 1, 2, 2]  # a server per rank
+    r1, r2 = rollouts(hot.run_dir), rollouts(two.run_dir)
     assert [r["response_ids"] for r in r1[1]] == [r["response_ids"] for r in r2[1]]
-    h1, h2 = read_history(one.run_dir), read_history(two.run_dir)
+    h1, h2 = read_history(hot.run_dir), read_history(two.run_dir)
     for key in ("verl/actor/pg_loss", "verl/actor/grad_norm", "train/reward_mean", "verl/critic/advantages/mean"):
         assert h2[key][1] == pytest.approx(h1[key][1], rel=1e-4, abs=1e-6), key
 
@@ -196,7 +200,8 @@ def test_a_killed_verl_run_resumes_to_the_uninterrupted_history(all_sources, tmp
     cmd = [sys.executable, str(ROOT / "experiments" / "train.py"), *overrides, "logger=default",
            f"paths.root_dir={tmp_path}", f"paths.cache_dir={CACHE}",
            f"logger.mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db"]
-    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}  # this process's W&B service is not the run's
+    env.update(WANDB_MODE="offline", PYTHONUNBUFFERED="1")
     run_dir = tmp_path / "runs" / all_sources["res"].run_id
     tracker = run_dir / "verl_checkpoints" / "latest_checkpointed_iteration.txt"
     delay = random.Random().uniform(0.0, 2.0)
@@ -222,4 +227,4 @@ def test_a_killed_verl_run_resumes_to_the_uninterrupted_history(all_sources, tmp
     points = client.get_metric_history(m["tracking"]["mlflow"]["run_id"], "train/pg_loss")
     assert sorted(p.step for p in points) == list(range(1, STEPS + 1))  # each step once, in one MLflow run
     wandb_dirs = sorted((run_dir / "wandb").glob("offline-run-*"))  # offline-run-<time>-<id>, one per start
-    assert len(wandb_dirs) == 2 and {p.name.split("-", 3)[3] for p in wandb_dirs} == {all_sources["res"].run_id}
+    assert len(wandb_dirs) >= 2 and {p.name.split("-", 3)[3] for p in wandb_dirs} == {all_sources["res"].run_id}

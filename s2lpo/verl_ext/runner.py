@@ -47,6 +47,10 @@ def ray_init_kwargs(v: DictConfig, env: dict[str, str], address: str | None) -> 
         world = int(v.trainer.n_gpus_per_node) * int(v.trainer.nnodes)
         init["num_gpus"] = world
         init["num_cpus"] = max(int(init.get("num_cpus") or 0), 8 * world + 4)
+        # a small machine: no dashboard, and no idle workers prestarted for those logical CPUs (each would
+        # import Ray on the real cores while verl's own actors start)
+        init.setdefault("include_dashboard", False)
+        init["_system_config"] = {"enable_worker_prestart": False, "prestart_worker_first_driver": False}
     return {**init, "runtime_env": runtime_env}
 
 
