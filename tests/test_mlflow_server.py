@@ -44,8 +44,8 @@ def wandb_points(run_dir, rid) -> dict[str, list[tuple[int, float]]]:
     out: dict[str, list[tuple[int, float]]] = {}
     for d in offline_dirs(run_dir, rid):
         run = read_offline_run(d)
-        if not list(d.glob("*.wandb")):
-            continue  # a start killed before W&B flushed its first record
+        if not list(d.glob("*.wandb")) or (not run.run_id and not run.rows):
+            continue  # a start killed before W&B flushed its first record (or its run record)
         assert run.run_id == rid
         for step, m in run.rows:
             for k, v in m.items():
