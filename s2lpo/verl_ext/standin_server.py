@@ -51,7 +51,6 @@ class HFGenerationServer:
         self.seed = seed
         self.calls = 0
         self.global_steps = 0
-        self.weight_versions: list[int] = []  # global step of every weight update received
         self.requests: list[tuple[int, float]] = []  # (prompt length, temperature) of every request
 
     def set_global_steps(self, step: int) -> None:
@@ -69,7 +68,6 @@ class HFGenerationServer:
                              f"unexpected {sorted(unexpected)})")
         if global_steps is not None:
             self.global_steps = int(global_steps)
-        self.weight_versions.append(self.global_steps)
         record = os.environ.get(RECORD_ENV)
         if record:  # which weights the server holds after each update (tests)
             os.makedirs(record, exist_ok=True)
