@@ -99,23 +99,34 @@ def pick_generator(model_path: str, params: SamplingParams, batch_size: int, log
 
 
 def fill_verl_explorer_cache(cfg: DictConfig, log=print, generate=None) -> int:
-    from transformers import AutoConfig, AutoTokenizer
-    from verl.trainer.ppo.utils import create_rl_dataset
-    from verl.utils.tokenizer.continuous_token_wiring import create_continuous_token_builder
-
+    """The explorer-cache job: validate, map the run config onto verl's, fill (see ``fill_mapped``)."""
     from s2lpo.config.validate import validate
     from s2lpo.models.family import weights_digest
     from s2lpo.trainer.setup import abspath
     from s2lpo.verl_ext.config import to_verl
-    from s2lpo.verl_ext.reward import compute_score
     from s2lpo.verl_ext.toy import with_toy_files
 
     if cfg.algorithm.t_mix == 0:
         return 0
     validate(cfg)
     cfg = with_toy_files(cfg, log=log)
-    path = str(abspath(cfg.explorer.path))
     v = to_verl(cfg, abspath(cfg.paths.runs_dir), "explorer-cache", weights_digest(abspath(cfg.explorer.path)))
+    return fill_mapped(cfg, v, log, generate)
+
+
+def fill_mapped(cfg: DictConfig, v: DictConfig, log=print, generate=None) -> int:
+    """Generate the explorer samples verl will replay for ``cfg`` (toy files already filled in) as ``v`` (its
+    verl config, explorer digest included) describes them; returns how many were generated."""
+    from transformers import AutoConfig, AutoTokenizer
+    from verl.trainer.ppo.utils import create_rl_dataset
+    from verl.utils.tokenizer.continuous_token_wiring import create_continuous_token_builder
+
+    from s2lpo.trainer.setup import abspath
+    from s2lpo.verl_ext.reward import compute_score
+
+    if cfg.algorithm.t_mix == 0:
+        return 0
+    path = str(abspath(cfg.explorer.path))
     tok = AutoTokenizer.from_pretrained(path)
     dataset = create_rl_dataset(v.data.train_files, v.data, tok, None, is_train=True)
     need = explorer_plan(v, dataset)

@@ -18,10 +18,11 @@ from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopOutp
 
 from s2lpo.rollout.explorer_cache import ExplorerCache
 from s2lpo.rollout.sampler import SamplingParams
+from s2lpo.verl_ext.cpu import ROLLOUT
 
 # extra_fields each generation server puts on its TokenOutput (verl 0.9.1), as the explorer loop fills them
-SERVER_EXTRA_FIELDS: dict[str, tuple[str, ...]] = {"vllm": ("global_steps", "num_cached_tokens"),
-                                                   "s2lpo_hf": ("global_steps", "num_cached_tokens")}  # CPU stand-in
+SERVER_EXTRA_FIELDS: dict[str, tuple[str, ...]] = {name: ("global_steps", "num_cached_tokens")
+                                                   for name in ("vllm", ROLLOUT)}  # ROLLOUT: the CPU stand-in
 
 
 def server_extra_fields(rollout_name: str, step: int) -> dict[str, Any]:

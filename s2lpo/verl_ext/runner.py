@@ -101,9 +101,9 @@ def train(cfg: DictConfig, progress: Callable[[int, int, dict], None] | None = N
                 model_params(cfg, "explorer") if cfg.algorithm.t_mix > 0 else 0)
     check_with_verl(v)
     if cfg.algorithm.t_mix > 0:  # every explorer row verl will replay, generated once (a no-op when cached)
-        from s2lpo.verl_ext.explorer_fill import fill_verl_explorer_cache
+        from s2lpo.verl_ext.explorer_fill import fill_mapped
 
-        fill_verl_explorer_cache(cfg, log=log)
+        fill_mapped(cfg, v, log=log)  # this run's mapping: the explorer's weights are hashed once
     manifest.start(container, rid)
     tracker = make_tracker(container, run_dir, rid, warn=log, on_open=manifest.record_tracking)
     follower = Follower(run_dir, tracker, float(cfg.logger.delivery.interval_s))
