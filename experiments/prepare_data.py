@@ -1,6 +1,7 @@
 """Prepare local copies of the public datasets in verl's parquet schema (nothing is downloaded):
 
     python experiments/prepare_data.py dapo_math ~/data/dapo-math-17k.parquet   [--out data/processed]
+    python experiments/prepare_data.py dapo_math ~/data/dapo-math-17k.parquet --solutions ~/data/solutions.jsonl
     python experiments/prepare_data.py aime24 ~/data/aime_2024/train.parquet
     python experiments/prepare_data.py aime25 ~/data/aime2025.jsonl
     python experiments/prepare_data.py math500 ~/data/MATH-500/test.jsonl
@@ -25,14 +26,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("input", type=Path, help="the local file (.parquet, .jsonl or .json)")
     p.add_argument("--out", type=Path, default=Path("data/processed"))
     p.add_argument("--split", help="split name written to extra_info and the file name (default per dataset)")
+    p.add_argument("--solutions", type=Path, help="join reference solutions (G²RPO-A's guidance) by question text "
+                   "from this file (question/problem + solution columns); rows without one are dropped")
     args = p.parse_args(argv)
     try:
-        path, read, written = prepare(args.dataset, args.input, args.out, args.split)
+        path, read, written = prepare(args.dataset, args.input, args.out, args.split, args.solutions)
     except DataError as e:
         console.print(f"[red]error: {e}[/red]")
         return 2
     console.print(f"{args.dataset}: {read} rows read, {written} written -> {path}"
-                  + (f" ({read - written} duplicate questions dropped)" if read != written else ""), soft_wrap=True)
+                  + (f" ({read - written} {'duplicate or unsolved' if args.solutions else 'duplicate'} questions "
+                     "dropped)" if read != written else ""), soft_wrap=True)
     return 0
 
 

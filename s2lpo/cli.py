@@ -46,13 +46,26 @@ def _sweep_submit(args: argparse.Namespace) -> int:
     from s2lpo.sweep.grid import SweepError, load_sweep
     from s2lpo.sweep.submit import submit_sweep
 
-    console = _console()
+    console = _console(stderr=args.json)  # --json: stdout carries the JSON lines only
+    if args.json and not args.dry_run:
+        console.print("[red]--json lists a plan: use it with --dry-run[/red]")
+        return 2
     try:
         sweep = load_sweep(args.file, args.overrides)
         rep = submit_sweep(sweep, _root(args), dry_run=args.dry_run)
     except SweepError as e:
         console.print(f"[red]{e}[/red]")
         return 2
+    if args.json:
+        from s2lpo.sweep.plan_view import plan_json_lines
+
+        for line in plan_json_lines(rep.planned):
+            print(line)
+        return 0
+    if args.dry_run:
+        from s2lpo.sweep.plan_view import print_plan
+
+        print_plan(console, rep.planned)
     verb = "would submit" if args.dry_run else "submitted"
     console.print(f"sweep {rep.sweep}: {verb} {len(rep.submitted)} run(s) and {len(rep.cache_jobs)} explorer-cache "
                   f"job(s) in {rep.seconds:.2f}s; {len(rep.skipped)} skipped "
@@ -100,10 +113,10 @@ def _cluster(args: argparse.Namespace) -> int:
     return cluster.main([args.action])
 
 
-def _console():
+def _console(stderr: bool = False):
     from rich.console import Console
 
-    return Console(width=140 if not sys.stdout.isatty() else None)
+    return Console(width=160 if not sys.stdout.isatty() else None, stderr=stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,7 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("file", type=Path, help="sweeps/<name>.yaml")
     p.add_argument("overrides", nargs="*", help="Hydra overrides for every run, e.g. trainer.total_steps=100")
     p.add_argument("--root", help="project root for runs/ and sweeps/ (default: $S2LPO_ROOT or .)")
-    p.add_argument("--dry-run", action="store_true", help="validate and list what would be submitted")
+    p.add_argument("--dry-run", action="store_true",
+                   help="plan every run (settings, explorer-cache jobs, cost) and submit nothing; missing model and "
+                        "data files are warnings here, errors in a submit")
+    p.add_argument("--json", action="store_true", help="with --dry-run: one JSON object per run on stdout "
+                   "(run_id, overrides, config, verl, cost, warnings), nothing else")
     p.set_defaults(func=_sweep_submit)
     p = sw.add_parser("status", help="per-run state from SLURM accounting and the run manifests")
     p.add_argument("sweep", help="sweep name or its sweeps/<name>.yaml")

@@ -51,7 +51,9 @@ def test_every_layout_round_trips_to_the_verl_schema(fixtures, tmp_path):
         out[name] = load_prepared(path)
         for i, row in enumerate(out[name]):
             assert set(row) == {"data_source", "prompt", "ability", "reward_model", "extra_info", "reference_solution"}
-            assert row["data_source"] == name and row["prompt"][0]["role"] == "user"
+            # DAPO-Math-17k keeps its own data_source: verl scores math_dapo rows with its DAPO scorer
+            assert row["data_source"] == ("math_dapo" if name == "dapo_math" else name)
+            assert row["prompt"][0]["role"] == "user"
             assert row["reward_model"]["style"] == "rule" and row["extra_info"]["index"] == i
     assert [r["reward_model"]["ground_truth"] for r in out["dapo_math"]] == ["2", "5", "1/2"]  # deduplicated
     assert out["dapo_math"][0]["prompt"][0]["content"].endswith("after \"Answer:\".")

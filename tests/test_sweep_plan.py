@@ -19,8 +19,9 @@ def test_the_toy_grid_expands_with_only_for():
     assert ("family=toy", "learner=toy_l", "explorer=toy_m", "algorithm=s2lpo", "algorithm.t_mix=30", "seed=2",
             "sweep=toy") in s.runs
     paper = load_sweep(ROOT / "sweeps/paper.yaml")
-    # learner 2 x (3 baselines + s2lpo x explorer 2 x T_mix 2) x seeds 3
-    assert len(paper.runs) == 2 * (3 + 2 * 2) * 3
+    rows = sorted(p.name[:-5] for p in (ROOT / "conf/experiment/paper").glob("qwen3_*.yaml"))
+    assert len(rows) == 9 and len(paper.runs) == 9 * 3  # every paper row x 3 seeds
+    assert {r[0] for r in paper.runs} == {f"experiment=paper/{x}" for x in rows}
 
 
 @pytest.mark.parametrize(("spec", "msg"), [

@@ -40,16 +40,78 @@ def _check_model(cfg: DictConfig, role: str, errs: list[str]) -> None:
     elif m.family == "toy" and m.size not in cfg.family.sizes:
         errs.append(f"{role}.size={m.size!r} is not in family.sizes ({', '.join(cfg.family.sizes)}); "
                     f"pick {role}=toy_<size>")
-    elif m.family != "toy" and not Path(str(m.path)).exists():
-        errs.append(f"{role}.path={m.path} does not exist; put a local copy there or set paths.models_dir "
-                    "(nothing is downloaded)")
-    if m.tokenizer is not None and not Path(str(m.tokenizer)).exists():
-        errs.append(f"{role}.tokenizer={m.tokenizer} does not exist; set it to a tokenizer directory or null")
 
 
-def validate(cfg: DictConfig, this_machine: bool = True) -> None:
+SOLUTIONS_FIX = ("join solutions by question text: python experiments/prepare_data.py <dataset> <file> --solutions "
+                 "<file with question and solution columns> (rows left without one are dropped), or prepare a "
+                 "dataset that has them (MATH-style solution)")
+
+
+def _check_solutions(path: Path, errs: list[str]) -> None:
+    """G²RPO-A starts rollouts from reference solutions: every training row needs one."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    if "reference_solution" not in pq.read_schema(str(path)).names:
+        errs.append(f"algorithm.guidance needs reference solutions but {path} has no reference_solution column; "
+                    + SOLUTIONS_FIX)
+        return
+    col = pq.read_table(str(path), columns=["reference_solution"]).column(0)
+    missing = col.null_count + int(pc.sum(pc.equal(pc.utf8_trim_whitespace(col.fill_null("x")), "")).as_py() or 0)
+    if missing:
+        errs.append(f"algorithm.guidance needs a reference solution for every training row but {missing} of "
+                    f"{len(col)} rows of {path} have none; " + SOLUTIONS_FIX)
+
+
+def _check_explorer_sampling(cfg: DictConfig, errs: list[str]) -> None:
+    s, G = cfg.explorer.get("sampling"), cfg.algorithm.group_size
+    if s is None:
+        errs.append(f"explorer={cfg.explorer.name} has no sampling block; add explorer.sampling {{temperature, top_p, "
+                    "top_k, samples_per_prompt, max_new_tokens}} (see conf/explorer/qwen3_1_7b.yaml)")
+        return
+    n = s.samples_per_prompt
+    if not isinstance(n, int) or (isinstance(G, int) and n < G):
+        errs.append(f"explorer.sampling.samples_per_prompt={n!r} must be an integer >= algorithm.group_size={G}: "
+                    "step 1 draws the whole group from the explorer's cached samples")
+    if not _num(s.temperature) or s.temperature <= 0:
+        errs.append(f"explorer.sampling.temperature={s.temperature!r} must be > 0")
+    if not _num(s.top_p) or not 0 < s.top_p <= 1:
+        errs.append(f"explorer.sampling.top_p={s.top_p!r} must be in (0, 1]")
+    if not isinstance(s.max_new_tokens, int) or s.max_new_tokens < 1:
+        errs.append(f"explorer.sampling.max_new_tokens={s.max_new_tokens!r} must be an integer >= 1")
+
+
+def file_problems(cfg: DictConfig) -> list[str]:
+    """Models and data files the run reads that are not on disk (or, for G²RPO-A, lack reference solutions);
+    one line each, naming the field, the path and the fix."""
+    errs: list[str] = []
+    d = cfg.data
+    for role in ("learner", "explorer"):
+        m = cfg[role]
+        if role == "explorer" and (m.name == "none" or m.family != cfg.learner.family):
+            continue  # a foreign explorer is reported as such
+        if m.family not in ("toy", None) and (m.path is None or not Path(str(m.path)).exists()):
+            errs.append(f"{role}.path={m.path} does not exist; put a local copy there or set paths.models_dir "
+                        "(nothing is downloaded)")
+        if m.tokenizer is not None and not Path(str(m.tokenizer)).exists():
+            errs.append(f"{role}.tokenizer={m.tokenizer} does not exist; set it to a tokenizer directory or null")
+    if d.train_file is not None and not Path(str(d.train_file)).exists():
+        errs.append(f"data.train_file={d.train_file} does not exist; prepare it first (python "
+                    "experiments/prepare_data.py <dataset> <local file>) or set data.train_file=null for the toy task")
+    elif cfg.algorithm.guidance.enabled and d.train_file is not None:
+        _check_solutions(Path(str(d.train_file)), errs)
+    if cfg.trainer.backend == "verl":
+        for f in d.get("eval_files") or []:
+            if not Path(str(f)).exists():
+                errs.append(f"data.eval_files: {f} does not exist; prepare it first (python "
+                            "experiments/prepare_data.py <dataset> <local file>)")
+    return errs
+
+
+def validate(cfg: DictConfig, this_machine: bool = True, files: bool = True) -> None:
     """Raise :class:`ConfigError` listing every invalid field of the resolved config. With
-    ``this_machine=False`` (a job being submitted elsewhere) the devices of this machine are not checked."""
+    ``this_machine=False`` (a job being submitted elsewhere) the devices of this machine are not checked;
+    with ``files=False`` neither are the model and data files (a dry run reports them as warnings)."""
     errs: list[str] = []
     a, t, d = cfg.algorithm, cfg.trainer, cfg.data
     if a.name not in ALGORITHMS:
@@ -70,6 +132,8 @@ def validate(cfg: DictConfig, this_machine: bool = True) -> None:
     if isinstance(a.t_mix, int) and a.t_mix > 0 and cfg.explorer.name == "none":
         errs.append(f"algorithm.t_mix={a.t_mix} needs an explorer but explorer=none; pick e.g. explorer=toy_s "
                     "or set algorithm.t_mix=0")
+    if isinstance(a.t_mix, int) and a.t_mix > 0 and cfg.explorer.name != "none":
+        _check_explorer_sampling(cfg, errs)
     if a.name == "s2lpo" and a.t_mix == 0:
         errs.append("algorithm=s2lpo with algorithm.t_mix=0 is plain GRPO; set t_mix>=2 or use algorithm=grpo")
     if not _num(a.temperature) or a.temperature <= 0:
@@ -107,17 +171,23 @@ def validate(cfg: DictConfig, this_machine: bool = True) -> None:
                 "ppo_epochs", "mini_batches", "gen_batch_size"):
         if not isinstance(t[key], int) or t[key] < 1:
             errs.append(f"trainer.{key}={t[key]!r} must be an integer >= 1")
-    if isinstance(d.prompts_per_step, int) and isinstance(t.mini_batches, int) and d.prompts_per_step % max(t.mini_batches, 1):
+    mbs = t.get("mini_batch_size")
+    if mbs is not None:
+        if not isinstance(mbs, int) or mbs < 1:
+            errs.append(f"trainer.mini_batch_size={mbs!r} must be an integer >= 1 (prompts per optimizer step) or null")
+        elif isinstance(d.prompts_per_step, int) and d.prompts_per_step % mbs:
+            errs.append(f"data.prompts_per_step={d.prompts_per_step} must be divisible by trainer.mini_batch_size={mbs}")
+    elif isinstance(d.prompts_per_step, int) and isinstance(t.mini_batches, int) and d.prompts_per_step % max(t.mini_batches, 1):
         errs.append(f"data.prompts_per_step={d.prompts_per_step} must be divisible by trainer.mini_batches={t.mini_batches}")
+    micro = t.get("micro_batch_size_per_gpu")
+    if micro is not None and (not isinstance(micro, int) or micro < 1):
+        errs.append(f"trainer.micro_batch_size_per_gpu={micro!r} must be an integer >= 1 or null (packed by tokens)")
     if not isinstance(d.prompts_per_step, int) or d.prompts_per_step < 1:
         errs.append(f"data.prompts_per_step={d.prompts_per_step!r} must be an integer >= 1")
     if not isinstance(d.max_new_tokens, int) or d.max_new_tokens < 1:
         errs.append(f"data.max_new_tokens={d.max_new_tokens!r} must be an integer >= 1")
     if d.reward not in REWARDS:
         errs.append(f"data.reward={d.reward!r} is unknown; registered: {', '.join(sorted(REWARDS))}")
-    if d.train_file is not None and not Path(str(d.train_file)).exists():
-        errs.append(f"data.train_file={d.train_file} does not exist; prepare it first (python "
-                    "experiments/prepare_data.py <dataset> <local file>) or set data.train_file=null for the toy task")
     if t.precision not in ("fp32", "bf16"):
         errs.append(f"trainer.precision={t.precision!r} is unknown; use fp32 or bf16 (bf16 autocast, fp32 weights)")
     if this_machine and t.backend == "local" and str(t.device).startswith("cuda"):  # verl: GPUs are Ray's
@@ -131,6 +201,8 @@ def validate(cfg: DictConfig, this_machine: bool = True) -> None:
                     "S2L-PO needs an explorer of the learner's family (same tokenizer)")
     else:
         _check_model(cfg, "explorer", errs)
+    if files:
+        errs += file_problems(cfg)
     _check_logger(cfg.logger, errs)
     if cfg.trainer.backend == "verl":
         _check_verl(cfg, errs)
@@ -167,16 +239,6 @@ def _check_verl(cfg: DictConfig, errs: list[str]) -> None:
     if d.train_file is None and d.name != "toy":
         errs.append(f"data.train_file is not set for data={d.name}: the verl backend reads parquet files in verl's "
                     "schema; write them with experiments/prepare_data.py and use e.g. data=dapo_math")
-    for f in d.get("eval_files") or []:
-        if not Path(str(f)).exists():
-            errs.append(f"data.eval_files: {f} does not exist; prepare it first (python experiments/prepare_data.py "
-                        "<dataset> <local file>)")
-    if a.guidance.enabled and d.train_file is not None and Path(str(d.train_file)).exists():
-        import pyarrow.parquet as pq
-
-        if "reference_solution" not in pq.read_schema(str(d.train_file)).names:
-            errs.append(f"algorithm.guidance needs a reference_solution column in {d.train_file}; prepare a dataset "
-                        "that has solutions (experiments/prepare_data.py)")
 
 
 SINKS = ("journal", "mlflow", "wandb")

@@ -43,13 +43,23 @@ class Dataset:
 
 
 DATASETS = {
-    "dapo_math": Dataset("dapo_math", "dapo_math", "math", "math", "train"),
+    # data_source as DAPO-Math-17k ships it: verl routes math_dapo rows to its DAPO scorer (our ``dapo`` reward)
+    "dapo_math": Dataset("dapo_math", "math_dapo", "math", "dapo", "train"),
     "aime24": Dataset("aime24", "aime24", "math", "math", "test"),
     "aime25": Dataset("aime25", "aime25", "math", "math", "test"),
     "math500": Dataset("math500", "math500", "math", "math", "test"),
     "csqa": Dataset("csqa", "csqa", "commonsense", "mcq", "validation"),
     "toy": Dataset("toy", "toy", "arithmetic", "toy_arith", "test"),  # written by toy_rows, not read from files
 }
+
+
+BY_SOURCE = {d.data_source: d for d in DATASETS.values()}
+
+
+def reward_for_source(data_source: str) -> str:
+    """The reward registry's name for a row's ``data_source`` (``math`` for sources we did not prepare)."""
+    ds = BY_SOURCE.get(str(data_source))
+    return ds.reward if ds else "math"
 
 
 def toy_rows(problems, split: str = "test") -> list[dict]:
@@ -114,6 +124,7 @@ def convert(name: str, rows: list[dict], path: Path, split: str | None = None) -
             if question in seen:  # DAPO-Math-17k repeats each question many times
                 continue
             prompt = [{"role": m["role"], "content": m["content"]} for m in msgs] if question else None
+            ref = _first(row, "solution", "reference_solution")
         elif name == "csqa":
             if not {"question", "choices", "answerKey"} <= cols:
                 raise DataError(f"{path}: not the CommonsenseQA layout (columns {sorted(cols)}; expected question, "
@@ -150,10 +161,54 @@ def write_parquet(rows: list[dict], path: Path) -> Path:
     return path
 
 
-def prepare(name: str, src: Path, out_dir: Path, split: str | None = None) -> tuple[Path, int, int]:
-    """Convert one dataset file; returns (output path, rows read, rows written)."""
+_DAPO_HEAD = "Solve the following math problem step by step."
+_DAPO_TAIL = "\n\nRemember to put your answer on its own line after"
+
+
+def question_key(text: str) -> str:
+    """A question as solution files name it: DAPO-Math-17k's instruction wrapper removed, whitespace collapsed."""
+    text = str(text)
+    if text.startswith(_DAPO_HEAD) and "\n\n" in text:
+        text = text.split("\n\n", 1)[1]
+    if _DAPO_TAIL in text:
+        text = text[: text.rindex(_DAPO_TAIL)]
+    return " ".join(text.split())
+
+
+def join_solutions(rows: list[dict], path: Path) -> tuple[list[dict], int]:
+    """Give every row the solution its question has in ``path`` (columns ``problem``/``question``/``prompt`` and
+    ``solution``/``reference_solution``, any layout ``read_rows`` reads); rows left without one are dropped,
+    G²RPO-A cannot guide them. Returns (rows kept, rows dropped)."""
+    sols = read_rows(path)
+    table: dict[str, str] = {}
+    for i, r in enumerate(sols):
+        q = _first(r, "problem", "Problem", "question", "Question", "prompt")
+        s = _first(r, "solution", "Solution", "reference_solution")
+        if isinstance(q, list) and q:  # chat messages
+            q = q[-1].get("content")
+        if q is None or s is None:
+            raise DataError(f"{path}: row {i} needs a question (problem/question/prompt) and a solution "
+                            f"(solution/reference_solution); columns are {sorted(r)}")
+        table[question_key(q)] = str(s)
+    kept = []
+    for r in rows:
+        ref = r.get("reference_solution") or table.get(question_key(r["prompt"][-1]["content"]))
+        if ref:
+            kept.append({**r, "reference_solution": ref, "extra_info": {**r["extra_info"], "index": len(kept)}})
+    return kept, len(rows) - len(kept)
+
+
+def prepare(name: str, src: Path, out_dir: Path, split: str | None = None,
+            solutions: Path | None = None) -> tuple[Path, int, int]:
+    """Convert one dataset file (joining reference solutions from ``solutions`` by question text, rows without
+    one dropped); returns (output path, rows read, rows written)."""
     rows = read_rows(src)
     converted = convert(name, rows, src, split)
+    if solutions is not None:
+        converted, _ = join_solutions(converted, solutions)
+        if not converted:
+            raise DataError(f"{solutions}: no question of {src} has a solution there; check that both files "
+                            "hold the same questions")
     ds = DATASETS[name]
     path = write_parquet(converted, Path(out_dir) / name / f"{split or ds.default_split}.parquet")
     return path, len(rows), len(converted)

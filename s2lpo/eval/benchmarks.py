@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from s2lpo.data.prepare import DATASETS, load_prepared
+from s2lpo.data.prepare import load_prepared, reward_for_source
 from s2lpo.eval.runner import EvalResult, evaluate, power_of_two_ks
 from s2lpo.rewards import get_reward_fn
 from s2lpo.rollout.sampler import SamplingParams
@@ -58,8 +58,7 @@ def load_benchmark(path: str | Path, tok, preset: str, limit: int | None = None)
     if not rows:
         raise EvalError(f"{path}: no rows")
     source = rows[0]["data_source"]
-    ds = DATASETS.get(source)
-    reward = ds.reward if ds else "math"
+    reward = reward_for_source(source)
     problems = [Problem(render_prompt(r["prompt"], tok, preset), str(r["reward_model"]["ground_truth"]))
                 for r in rows[:limit]]
     return Benchmark(source, reward, problems)

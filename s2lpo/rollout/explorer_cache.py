@@ -43,6 +43,13 @@ SCHEMA = pa.schema(
 )
 
 
+def explorer_sampling(cfg) -> tuple[SamplingParams, int]:
+    """The explorer's own sampling (``explorer.sampling``) and its samples per prompt (the cache's pool)."""
+    s = cfg.explorer.sampling
+    return (SamplingParams(float(s.temperature), float(s.top_p), int(s.top_k), int(s.max_new_tokens)),
+            int(s.samples_per_prompt))
+
+
 def prompt_key(prompt_ids: list[int]) -> str:
     return hashlib.sha256(json.dumps(list(prompt_ids)).encode()).hexdigest()[:20]
 

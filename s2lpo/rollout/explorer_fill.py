@@ -9,13 +9,15 @@ from omegaconf import DictConfig
 from s2lpo.algo.schedule import split_group
 from s2lpo.models.tokenizer import load_tokenizer
 from s2lpo.rewards import token_scorer
+from s2lpo.rollout.explorer_cache import explorer_sampling
 from s2lpo.trainer.local import explorer_cache_for, load_model
 from s2lpo.trainer.setup import batch_indices, resolve, step_seed
 
 
 def fill_explorer_cache(cfg: DictConfig, log=print) -> int:
-    """Generate exactly the explorer samples a run of ``cfg`` will ask for (the prompts each step
-    ``<= t_mix`` draws, times that step's explorer rows); returns how many were generated."""
+    """Generate the explorer samples a run of ``cfg`` can draw from: ``explorer.sampling.samples_per_prompt``
+    for every prompt a step ``<= t_mix`` draws (a group takes its explorer rows from them, ``s2lpo.algo.draw``);
+    returns how many were generated."""
     a = cfg.algorithm
     if a.t_mix == 0:
         return 0
@@ -26,11 +28,12 @@ def fill_explorer_cache(cfg: DictConfig, log=print) -> int:
     res = resolve(cfg, log=log)
     tok = load_tokenizer(res.tokenizer_path)
     cache = explorer_cache_for(cfg, res.explorer_path)
-    slots: dict[int, int] = {}  # prompt index -> explorer rows needed
+    pool = explorer_sampling(cfg)[1]
+    slots: dict[int, int] = {}  # prompt index -> samples to cache
     for step in range(1, min(a.t_mix, cfg.trainer.total_steps) + 1):
-        n_explorer = split_group(step, a.group_size, a.t_mix, a.schedule)[0]
-        for i in batch_indices(len(res.train), cfg.data.prompts_per_step, step, cfg.seed):
-            slots[i] = max(slots.get(i, 0), n_explorer)
+        if split_group(step, a.group_size, a.t_mix, a.schedule)[0]:
+            for i in batch_indices(len(res.train), cfg.data.prompts_per_step, step, cfg.seed):
+                slots[i] = pool
     prompts = {i: tok(res.train[i].prompt, add_special_tokens=False)["input_ids"] for i in slots}
     by_n: dict[int, list[int]] = {}
     for i, n in slots.items():

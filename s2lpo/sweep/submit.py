@@ -17,7 +17,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from s2lpo.config.validate import ConfigError, validate
+from s2lpo.config.validate import ConfigError, file_problems, validate
+from s2lpo.sweep.cost import RunCost, run_cost
 from s2lpo.sweep.grid import Sweep, SweepError
 from s2lpo.sweep.jobs import ExplorerCacheJob, TrainJob, compose, compose_many
 from s2lpo.tracking.run import run_id
@@ -38,6 +39,26 @@ class PlannedRun:
     logger: dict = field(default_factory=dict)  # the run's logger config
     cache_key: str | None = None  # explorer-cache group, None without an explorer
     explorer_request: dict | None = None
+    config: dict = field(default_factory=dict)  # the resolved run config
+    warnings: list[str] = field(default_factory=list)  # files missing now (a dry run plans anyway)
+
+    @property
+    def cost(self) -> RunCost:
+        return run_cost(self.config)
+
+    def verl(self) -> dict | None:
+        """The mapped verl config of a verl run, resolved (what verl's trainer will read)."""
+        if self.config["trainer"]["backend"] != "verl":
+            return None
+        from omegaconf import OmegaConf
+
+        from s2lpo.verl_ext.config import to_verl
+
+        cfg = OmegaConf.create(self.config)
+        return OmegaConf.to_container(to_verl(cfg, self.run_dir, self.run_id,
+                                              learner_params=int(self.config["learner"].get("params") or 0),
+                                              explorer_params=int(self.config["explorer"].get("params") or 0)),
+                                      resolve=True)
 
 
 @dataclass
@@ -47,6 +68,7 @@ class SubmitReport:
     submitted: list[str] = field(default_factory=list)  # run ids queued now
     skipped: dict[str, str] = field(default_factory=dict)  # run id -> state that kept it
     cache_jobs: list[str] = field(default_factory=list)
+    planned: list[PlannedRun] = field(default_factory=list)  # every run of the grid, as planned
     seconds: float = 0.0
 
 
@@ -82,8 +104,9 @@ def _runs(ix: list[int], sweep: Sweep) -> str:
     return f"{len(ix)} runs ({', '.join(map(str, ix[:8]))}{', …' if len(ix) > 8 else ''})"
 
 
-def plan_sweep(sweep: Sweep, root: Path) -> list[PlannedRun]:
-    """Compose and validate every run of the sweep; one error lists every bad run."""
+def plan_sweep(sweep: Sweep, root: Path, dry_run: bool = False) -> list[PlannedRun]:
+    """Compose and validate every run of the sweep; one error lists every bad run. In a dry run, models and
+    data files not on disk are warnings on the run (``PlannedRun.warnings``), not errors."""
     root = Path(root).resolve()
     planned, problems = [], {}  # problem -> indices of the runs that have it
     all_overrides = []
@@ -99,7 +122,8 @@ def plan_sweep(sweep: Sweep, root: Path) -> list[PlannedRun]:
     for i, (ov, overrides, cfg) in enumerate(zip(sweep.runs, all_overrides, cfgs)):
         try:
             cfg = cfg if cfg is not None else compose(overrides)
-            validate(cfg, this_machine=False)  # jobs run on compute nodes: no GPU check on this one
+            # jobs run on compute nodes: no GPU check on this one
+            validate(cfg, this_machine=False, files=not dry_run)
         except ConfigError as e:
             for p in e.problems:
                 problems.setdefault(p, []).append(i)
@@ -115,9 +139,10 @@ def plan_sweep(sweep: Sweep, root: Path) -> list[PlannedRun]:
         rid = run_id(c)
         a = c["algorithm"]
         run = PlannedRun(overrides, rid, Path(c["paths"]["runs_dir"]).resolve() / rid, a["name"], int(c["seed"]),
-                         int(c["trainer"]["total_steps"]), _request(c["launcher"], c["launcher"]), c["logger"])
+                         int(c["trainer"]["total_steps"]), _request(c["launcher"], c["launcher"]), c["logger"],
+                         config=c, warnings=file_problems(cfg) if dry_run else [])
         if a["t_mix"]:
-            key = json.dumps([c["explorer"]["name"], c["family"], c["data"], a["temperature"], a["top_p"], a["top_k"],
+            key = json.dumps([c["explorer"]["name"], c["family"], c["data"], c["explorer"]["sampling"],
                               c["paths"]["explorer_cache_dir"]], sort_keys=True, default=str)
             run.cache_key = hashlib.sha256(key.encode()).hexdigest()[:12]
             run.explorer_request = _request(c["launcher"]["explorer_job"], c["launcher"])
@@ -168,9 +193,9 @@ def submit_sweep(sweep: Sweep, root: Path, dry_run: bool = False) -> SubmitRepor
 
     t0 = time.perf_counter()
     root = Path(root).resolve()
-    planned = plan_sweep(sweep, root)
+    planned = plan_sweep(sweep, root, dry_run)
     manifest = SweepManifest(root, sweep.name)
-    report = SubmitReport(sweep.name, manifest.path)
+    report = SubmitReport(sweep.name, manifest.path, planned=planned)
     for run in planned:  # record the plan first: status knows every run even before its first job
         entry = manifest.data["runs"].setdefault(run.run_id, {"jobs": []})
         entry.update(overrides=run.overrides, run_dir=str(run.run_dir), method=run.method, seed=run.seed,
@@ -193,7 +218,9 @@ def submit_sweep(sweep: Sweep, root: Path, dry_run: bool = False) -> SubmitRepor
         last = (manifest.data["cache_jobs"].get(key) or [None])[-1]
         if last in live:
             dep[key] = last
-        elif not dry_run:
+        elif dry_run:
+            report.cache_jobs.append(f"(dry run) {key}")
+        else:
             ex = _executor(folder, runs[0].explorer_request, f"s2lpo-{sweep.name}-explorer", [])
             job = ex.submit(ExplorerCacheJob(), [r.overrides for r in runs])
             dep[key] = job.job_id

@@ -22,6 +22,7 @@ from transformers import AutoModelForCausalLM
 from transformers.utils import logging as hf_logging
 
 from s2lpo.algo import grpo
+from s2lpo.algo.draw import draw_slots
 from s2lpo.algo.guidance import make_guidance
 from s2lpo.algo.plan import EXPLORER, GUIDED, LEARNER, plan_group
 from s2lpo.algo.schedule import alpha
@@ -29,7 +30,7 @@ from s2lpo.eval.runner import evaluate, power_of_two_ks
 from s2lpo.models.family import weights_digest
 from s2lpo.models.tokenizer import load_tokenizer
 from s2lpo.rewards import get_reward_fn, token_scorer
-from s2lpo.rollout.explorer_cache import ExplorerCache
+from s2lpo.rollout.explorer_cache import ExplorerCache, explorer_sampling, prompt_key
 from s2lpo.rollout.sampler import SamplingParams, sample
 from s2lpo.tracking.journal import read_history
 from s2lpo.tracking.sinks import make_tracker
@@ -53,7 +54,7 @@ def load_model(path: Path, device: torch.device):
 
 
 def explorer_cache_for(cfg: DictConfig, explorer_path: Path) -> ExplorerCache:
-    return ExplorerCache(abspath(cfg.paths.explorer_cache_dir), weights_digest(explorer_path), sampling_params(cfg))
+    return ExplorerCache(abspath(cfg.paths.explorer_cache_dir), weights_digest(explorer_path), explorer_sampling(cfg)[0])
 
 
 def train(cfg: DictConfig, progress: Callable[[int, int, dict], None] | None = None, log=print) -> RunResult:
@@ -110,7 +111,8 @@ def train(cfg: DictConfig, progress: Callable[[int, int, dict], None] | None = N
                      cfg.data.max_new_tokens), step_seed(cfg.seed, step, "eval"), t.gen_batch_size)
         return {f"eval/{bench}/pass@{k}": v for k, v in r.curve(power_of_two_ks(n)).items()}
 
-    rollout = Rollout(res, tok, prompt_ids, ref_ids, cache, sp, score, cfg.seed, t.gen_batch_size)
+    rollout = Rollout(res, tok, prompt_ids, ref_ids, cache, sp, score, cfg.seed, t.gen_batch_size,
+                      explorer_sampling(cfg)[1] if cache is not None else 0)
     status = "failed"
     # a run killed after its last checkpoint but before it was marked finished has nothing left to train:
     # its final metrics are the journal's last values
@@ -171,9 +173,10 @@ class Rollout:
     with explorer rows first."""
 
     def __init__(self, res, tok, prompt_ids, ref_ids, cache: ExplorerCache | None, params: SamplingParams,
-                 score: Callable[[list[int], str], float], seed: int, batch_size: int):
+                 score: Callable[[list[int], str], float], seed: int, batch_size: int, pool: int = 0):
         self.res, self.tok, self.prompt_ids, self.ref_ids = res, tok, prompt_ids, ref_ids
         self.cache, self.params, self.score, self.seed, self.batch_size = cache, params, score, seed, batch_size
+        self.pool = pool  # cached explorer samples per prompt; a group draws its explorer rows from them
         self.explorer = None  # loaded on the first cache miss only
 
     def collect(self, step: int, plan, idx: list[int], guidance_length: int, learner) -> tuple[list[Row], int]:
@@ -182,14 +185,14 @@ class Rollout:
         misses = 0
         if plan.n_explorer:
             need = [self.prompt_ids[i] for i in idx]
-            if self.cache.missing(need, plan.n_explorer):
+            if self.cache.missing(need, self.pool):
                 if self.explorer is None:
                     self.explorer = load_model(self.res.explorer_path, device).eval()
                 misses = self.cache.fill(self.explorer, need, [str(self.res.train[i].answer) for i in idx],
-                                         plan.n_explorer, self.score, tok.eos_token_id, tok.pad_token_id,
+                                         self.pool, self.score, tok.eos_token_id, tok.pad_token_id,
                                          step_seed(self.seed, step, "explorer"), self.batch_size)
             for g, i in enumerate(idx):
-                for j in range(plan.n_explorer):
+                for j in draw_slots(self.seed, step, prompt_key(self.prompt_ids[i]), plan.n_explorer, self.pool):
                     s = self.cache.get(self.prompt_ids[i], j)
                     rows.append(Row(g, EXPLORER, self.prompt_ids[i], s.tokens, s.logprobs, 0, s.finish_reason))
         ctx, meta = [], []

@@ -31,7 +31,21 @@ def run_container(cfg: DictConfig) -> dict:
 
 
 AGENT_LOOPS = Path(__file__).with_name("agent_loops.yaml")
-TOY_PROMPT_LENGTH = 64
+
+
+def mini_batch_size(cfg: DictConfig) -> int:
+    """Prompts per optimizer step: ``trainer.mini_batch_size``, else ``prompts_per_step / mini_batches``."""
+    t = cfg.trainer
+    if t.get("mini_batch_size") is not None:
+        return int(t.mini_batch_size)
+    return int(cfg.data.prompts_per_step) // int(t.mini_batches)
+
+
+def explorer_sampling(cfg: DictConfig) -> dict:
+    """The explorer's own offline sampling (``explorer.sampling``), as the cache keys it."""
+    from s2lpo.rollout.explorer_cache import explorer_sampling as params
+
+    return params(cfg)[0].as_dict()
 
 
 def on_cpu(cfg: DictConfig) -> bool:
@@ -124,7 +138,10 @@ def to_verl(cfg: DictConfig, run_dir: Path, rid: str, explorer_digest: str | Non
         "actor_rollout_ref.actor.optim.lr_warmup_steps": int(t.warmup_steps),
         "actor_rollout_ref.actor.grad_clip": float(t.grad_clip),
         "actor_rollout_ref.actor.ppo_epochs": int(t.ppo_epochs),
-        "actor_rollout_ref.actor.ppo_mini_batch_size": int(d.prompts_per_step) // int(t.mini_batches),
+        "actor_rollout_ref.actor.ppo_mini_batch_size": mini_batch_size(cfg),
+        "actor_rollout_ref.actor.entropy_coeff": float(a.get("entropy_coef", 0.0)),
+        # truncated IS needs the sampler's own log-probs of every row (explorer rows: the cached ones)
+        "actor_rollout_ref.rollout.calculate_log_probs": a.offpolicy_correction == "truncated_is",
         "actor_rollout_ref.model.path": str(cfg.learner.path),
         "data.train_files": str(d.train_file),
         "data.val_files": [str(f) for f in d.get("eval_files") or []],
@@ -143,11 +160,18 @@ def to_verl(cfg: DictConfig, run_dir: Path, rid: str, explorer_digest: str | Non
         "trainer.logger": ["console", "file"],  # the file is merged into our journal (s2lpo.verl_ext.follow)
         "reward.custom_reward_function.path": str(Path(__file__).with_name("reward.py")),
         "reward.custom_reward_function.name": "compute_score",
+        "reward.custom_reward_function.reward_kwargs": {"train_reward": str(d.reward)},
     }
     if on_cpu(cfg):
         values.update(cpu_values(cpu_world_size(cfg)))
-    if d.name == "toy":  # toy prompts are ~20 tokens: verl pads every row to prompt + response length
-        values["data.max_prompt_length"] = TOY_PROMPT_LENGTH
+    if d.get("max_prompt_length") is not None:  # verl pads every row to prompt + response length
+        values["data.max_prompt_length"] = int(d.max_prompt_length)
+    micro = t.get("micro_batch_size_per_gpu")
+    if micro is not None:  # fixed micro-batches (the paper's): no packing by tokens
+        values.update({"actor_rollout_ref.actor.use_dynamic_bsz": False,
+                       "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu": int(micro),
+                       "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu": int(micro),
+                       "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu": int(micro)})
     for key, value in values.items():
         OmegaConf.update(v, key, value, force_add=True)
     explorer_on = int(a.t_mix) > 0
@@ -157,8 +181,8 @@ def to_verl(cfg: DictConfig, run_dir: Path, rid: str, explorer_digest: str | Non
         "t_mix": int(a.t_mix), "schedule": str(a.schedule), "group_size": int(a.group_size),
         "explorer": str(cfg.explorer.name) if explorer_on else None,
         "explorer_cache_dir": str(Path(cfg.paths.explorer_cache_dir).expanduser().resolve()), "explorer_digest": explorer_digest,
-        "explorer_sampling": {"temperature": float(a.temperature), "top_p": float(a.top_p), "top_k": int(a.top_k),
-                              "max_new_tokens": int(d.max_new_tokens)},
+        "explorer_sampling": explorer_sampling(cfg) if explorer_on else None,
+        "explorer_samples": int(cfg.explorer.sampling.samples_per_prompt) if explorer_on else 0,
         "learner_params": int(learner_params), "explorer_params": int(explorer_params),
         "learner_agent": LEARNER_AGENT if sample_only else None,
         "sample_temperature": float(a.temperature),

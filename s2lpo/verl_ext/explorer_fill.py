@@ -3,7 +3,8 @@
 Which prompts: verl's own dataset class and sampler (``create_rl_dataset``/``create_rl_sampler`` with the
 run's ``data`` config and seed) are iterated the way verl's trainer iterates them (batches of
 ``train_batch_size``, ``drop_last``, a new pass per epoch), for the steps ``<= t_mix``; each prompt drawn
-at step ``i`` needs that step's ``n_explorer`` samples. Prompt ids: verl's Continuous Token builder for the
+at a step with explorer rows gets the explorer's ``samples_per_prompt`` samples (its offline sampling, the
+published 32), from which each step draws its ``G_w`` (``s2lpo.algo.draw``). Prompt ids: verl's Continuous Token builder for the
 explorer's model type with the data config's chat-template arguments, capped to ``rollout.prompt_length``
 as the agent loop caps them, so the explorer agent loop finds them (it checks the ids on every replay).
 Generation: vLLM where it is installed and a GPU is visible (``n`` samples per prompt, seeded, log-probs of
@@ -23,7 +24,8 @@ from s2lpo.rollout.sampler import Sample, SamplingParams
 
 
 def explorer_plan(v: DictConfig, dataset) -> dict[int, int]:
-    """dataset index -> explorer samples needed, replaying verl's sampler over steps ``1..t_mix``."""
+    """dataset index -> explorer samples to cache (``explorer.sampling.samples_per_prompt`` for every prompt
+    drawn at a step with explorer rows), replaying verl's sampler over steps ``1..t_mix``."""
     from verl.trainer.ppo.utils import create_rl_sampler
 
     s2 = v.s2lpo
@@ -38,9 +40,9 @@ def explorer_plan(v: DictConfig, dataset) -> dict[int, int]:
             step += 1
             if step > last:
                 break
-            n = split_group(step, int(s2.group_size), int(s2.t_mix), str(s2.schedule))[0]
-            for i in order[b * bs:(b + 1) * bs]:
-                need[int(i)] = max(need.get(int(i), 0), n)
+            if split_group(step, int(s2.group_size), int(s2.t_mix), str(s2.schedule))[0]:
+                for i in order[b * bs:(b + 1) * bs]:
+                    need[int(i)] = int(s2.explorer_samples)  # the pool a group draws from (s2lpo.algo.draw)
         if len(order) < bs:
             raise ValueError(f"{len(order)} training prompts are fewer than one batch of {bs}")
     return need

@@ -1,7 +1,8 @@
 """The explorer agent loop: replays cached explorer samples inside verl's agent-loop workers.
 
 Prompt ids are built exactly as verl's default single-turn loop builds them (its Continuous Token
-builder), then looked up in the explorer cache by (prompt ids, slot); a miss is an error naming the
+builder), then looked up in the explorer cache by (prompt ids, the sample the row's slot draws:
+``s2lpo.algo.draw``); a miss is an error naming the
 command that fills the cache (and the usual cause: prompt ids built another way). The output has the
 single-turn loop's schema *and the generation server's* ``extra_fields`` keys (``response_logprobs``
 when ``rollout.calculate_log_probs`` is on; vLLM's ``global_steps``/``num_cached_tokens``): verl
@@ -16,7 +17,9 @@ from typing import Any
 
 from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopOutput
 
-from s2lpo.rollout.explorer_cache import ExplorerCache
+from s2lpo.algo.draw import draw_slots
+from s2lpo.algo.schedule import split_group
+from s2lpo.rollout.explorer_cache import ExplorerCache, prompt_key
 from s2lpo.rollout.sampler import SamplingParams
 from s2lpo.verl_ext.cpu import ROLLOUT
 
@@ -54,7 +57,10 @@ class ExplorerAgentLoop(AgentLoopBase):
     async def run(self, sampling_params: dict[str, Any], **kwargs) -> AgentLoopOutput:
         messages = list(kwargs["raw_prompt"])
         prompt_ids = list(await self.ct_build_initial_tokens(messages))
-        slot = int(kwargs["s2lpo_slot"])
+        step = int(kwargs["s2lpo_step"])
+        s2 = self.config.s2lpo
+        n = split_group(step, int(s2.group_size), int(s2.t_mix), str(s2.schedule))[0]
+        slot = draw_slots(int(s2.seed), step, prompt_key(prompt_ids), n, int(s2.explorer_samples))[int(kwargs["s2lpo_slot"])]
         sample = self.cache.get(prompt_ids, slot)
         if sample is None:
             self.cache.reload()  # a cache job may have added shards since this worker started
