@@ -92,3 +92,30 @@ def test_the_command_line(fixtures, tmp_path):
     assert "4 rows read, 3 written" in done.stderr and "(1 duplicate questions dropped)" in done.stderr
     bad = subprocess.run([*cmd[:3], str(tmp_path / "missing.parquet")], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "missing.parquet: no such file" in bad.stderr
+
+
+def test_guided_runs_need_solutions_and_prepare_joins_them(fixtures, tmp_path):
+    """DAPO-Math-17k has no solutions: a G²RPO-A run on it is refused before anything loads, naming the file and
+    the fix; ``--solutions`` joins them by question text (DAPO's instruction wrapper ignored) and drops the rest."""
+    from s2lpo.config.validate import ConfigError, validate
+    from s2lpo_testing import make_cfg
+
+    plain, _, _ = prepare("dapo_math", fixtures["dapo_math"], tmp_path / "plain")
+    guided = ["algorithm=g2rpo_a", "explorer=none", "data=dapo_math", "data.prompts_per_step=1"]
+    with pytest.raises(ConfigError) as e:
+        validate(make_cfg(tmp_path, *guided, f"data.train_file={plain}"))
+    assert [p for p in e.value.problems if "reference solution" in p] == [
+        f"algorithm.guidance needs a reference solution for every training row but 3 of 3 rows of {plain} have "
+        "none; join solutions by question text: python experiments/prepare_data.py <dataset> <file> --solutions "
+        "<file with question and solution columns> (rows left without one are dropped), or prepare a dataset that "
+        "has them (MATH-style solution)"]
+    sols = write(tmp_path / "sols.jsonl", [{"problem": " What is 1+1? ", "solution": "1 + 1 = 2."},
+                                           {"question": "Half of 1?", "solution": "It is 1/2."}])
+    path, read, written = prepare("dapo_math", fixtures["dapo_math"], tmp_path / "joined", solutions=sols)
+    rows = load_prepared(path)
+    assert (read, written) == (4, 2) and [r["reference_solution"] for r in rows] == ["1 + 1 = 2.", "It is 1/2."]
+    assert [r["extra_info"]["index"] for r in rows] == [0, 1]
+    validate(make_cfg(tmp_path, *guided, f"data.train_file={path}"))  # every row can be guided
+    with pytest.raises(DataError, match="needs a question .* and a solution"):
+        prepare("dapo_math", fixtures["dapo_math"], tmp_path / "bad",
+                solutions=write(tmp_path / "bad.jsonl", [{"problem": "What is 1+1?"}]))

@@ -35,7 +35,7 @@ BASE = [*QUICK, "trainer=verl", "trainer.device=cpu", "trainer.mini_batches=1", 
 ALL_SOURCES = ["algorithm=g2rpo_a", f"algorithm.t_mix={T_MIX}", "algorithm.guidance.k=1",
                f"algorithm.guidance.max_length={GLEN}", "algorithm.guidance.mask_guidance=true",
                "algorithm.temperature_mode=sample_only",
-               "algorithm.temperature=0.8", "algorithm.kl_coef=0.01"]
+               "algorithm.temperature=0.8", "algorithm.kl_coef=0.01", "algorithm.offpolicy_correction=truncated_is"]
 COMPUTED = ("verl/actor/pg_loss", "verl/actor/grad_norm", "verl/actor/kl_loss", "verl/actor/entropy",
             "train/reward_mean", "rollout/learner/reward_mean", "eval/toy/pass@1")
 
@@ -72,10 +72,10 @@ def all_sources(tmp_path_factory, tiny_family):
 def test_every_row_source_trains_through_verls_loop(all_sources, tiny_family):
     from transformers import AutoModelForCausalLM
 
+    from s2lpo.algo.draw import draw_slots
     from s2lpo.models.family import weights_digest
     from s2lpo.models.tokenizer import load_tokenizer
-    from s2lpo.rollout.explorer_cache import ExplorerCache
-    from s2lpo.rollout.sampler import SamplingParams
+    from s2lpo.rollout.explorer_cache import ExplorerCache, explorer_sampling, prompt_key
     from s2lpo.trainer.setup import model_params
     from s2lpo.verl_ext.standin_server import state_digest
 
@@ -83,8 +83,9 @@ def test_every_row_source_trains_through_verls_loop(all_sources, tiny_family):
     assert res.status == "finished" and Manifest(res.run_dir).data["config"]["trainer"]["device"] == "cpu"
     hist, steps = read_history(res.run_dir), rollouts(res.run_dir)
     assert sorted(steps) == list(range(1, STEPS + 1)) and sorted(hist["verl/training/global_step"]) == sorted(steps)
+    sampling, pool = explorer_sampling(cfg)  # the explorer's own (toy: T 1, a pool of G samples per prompt)
     cache = ExplorerCache(Path(cfg.paths.explorer_cache_dir).resolve(), weights_digest(tiny_family.model_dir("s")),
-                          SamplingParams(0.8, 1.0, 0, 24))
+                          sampling)
     tok = load_tokenizer(tiny_family.tokenizer_dir)
     solutions = {p.prompt: p.solution for p in tiny_family.splits().rl}
     params = {"learner": model_params(cfg, "learner"), "explorer": model_params(cfg, "explorer")}
@@ -98,8 +99,10 @@ def test_every_row_source_trains_through_verls_loop(all_sources, tiny_family):
         for i, r in enumerate(rows):
             n = len(r["response_ids"])
             if r["source"] == "explorer":  # replayed from the cache, token for token, with its reward
-                cached = cache.get(r["prompt_ids"], i % G)
+                slot = draw_slots(cfg.seed, step, prompt_key(r["prompt_ids"]), plan.n_explorer, pool)[i % G]
+                cached = cache.get(r["prompt_ids"], slot)
                 assert r["response_ids"] == cached.tokens and r["score"] == pytest.approx(cached.reward)
+                assert r["log_probs"] == pytest.approx(cached.logprobs, abs=1e-6)  # truncated IS: the explorer's
             if r["source"] == "guided":  # the reference prefix, masked out of the loss
                 prefix = tok(solutions[tok.decode(r["prompt_ids"])], add_special_tokens=False)["input_ids"][:glen]
                 assert r["response_ids"][:glen] == prefix and r["loss_tokens"] == n - glen
@@ -119,6 +122,10 @@ def test_every_row_source_trains_through_verls_loop(all_sources, tiny_family):
         assert float(valid.min()) == pytest.approx(hist["verl/critic/advantages/min"][step], abs=1e-5)
         assert float(valid.mean()) == pytest.approx(hist["verl/critic/advantages/mean"][step], abs=1e-5)
     assert max(hist["train/kl_loss"].values()) > 0  # the reference worker ran
+    # truncated IS: the rows carry their sampler's log-probs (explorer rows: the cached ones), verl weighs the
+    # policy loss by min(pi_learner / pi_sampler, cap) per token (its rollout_corr metrics)
+    assert hist["verl/rollout_corr/rollout_is_mean"][1] != pytest.approx(1.0, abs=1e-3)  # step 1: explorer rows
+    assert all("log_probs" in r and len(r["log_probs"]) == len(r["response_ids"]) for r in steps[1])
     # the server gets the learner's weights after every step: new ones whenever the step had a gradient
     digests = server_digests(res.run_dir)
     assert sorted(digests) == list(range(STEPS + 1))
@@ -228,3 +235,66 @@ def test_a_killed_verl_run_resumes_to_the_uninterrupted_history(all_sources, tmp
     assert sorted(p.step for p in points) == list(range(1, STEPS + 1))  # each step once, in one MLflow run
     wandb_dirs = sorted((run_dir / "wandb").glob("offline-run-*"))  # offline-run-<time>-<id>, one per start
     assert len(wandb_dirs) >= 2 and {p.name.split("-", 3)[3] for p in wandb_dirs} == {all_sources["res"].run_id}
+
+
+def test_tables_1_and_2_fill_from_verl_trained_runs(all_sources, hot, tmp_path, tiny_family):
+    """The paper's evaluation path on two verl-trained toy runs: verl's model merger turns each run's last FSDP
+    checkpoint into a Hugging Face folder, ``experiments/evaluate.py eval.run_dir=…`` evaluates it with the
+    released prompts and scorer on AIME-, AIME 25- and CSQA-layout files (toy problems, prepared by
+    prepare_data) into ``kind: eval`` runs linked to the trained run, and Table 1 and Table 2 regenerate
+    from those runs."""
+    import shutil
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from transformers import AutoModelForCausalLM
+
+    from s2lpo.analysis.regenerate import regenerate
+    from s2lpo.data.prepare import prepare
+    from s2lpo.eval.driver import evaluate_model
+    from s2lpo.eval.trained import latest_verl_checkpoint
+    from s2lpo_testing import CACHE, CONF
+
+    probs = tiny_family.splits().eval[:4]
+    src = tmp_path / "src"
+    src.mkdir()
+    layouts = {
+        "aime24": [{"ID": i, "Problem": p.prompt, "Answer": p.answer} for i, p in enumerate(probs)],
+        "aime25": [{"problem": p.prompt, "answer": str(p.answer)} for p in probs],
+        "csqa": [{"id": str(i), "question": p.prompt, "answerKey": "C",
+                  "choices": {"label": list("ABCDE"), "text": [str(int(p.answer) + d) for d in (-2, -1, 0, 1, 2)]}}
+                 for i, p in enumerate(probs)]}
+    files = []
+    for name, rows in layouts.items():
+        (src / f"{name}.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+        files.append(str(prepare(name, src / f"{name}.jsonl", tmp_path / "data")[0]))
+    trained = {"g2rpo_a": all_sources["res"].run_dir, "token_temp": hot.run_dir}
+    for run_dir in trained.values():
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+            cfg = compose("evaluate", overrides=[f"paths.root_dir={tmp_path}", f"paths.cache_dir={CACHE}", *QUICK,
+                                                 f"eval.run_dir={run_dir}", f"eval.benchmarks=[{','.join(files)}]",
+                                                 "eval.n=2", "eval.max_new_tokens=16", "trainer.device=cpu"])
+        out = evaluate_model(cfg, log=lambda *_: None)
+        assert {"eval/aime24/pass@1", "eval/aime25/pass@1", "eval/csqa/pass@1"} <= set(out)
+        # verl's merger wrote the last checkpoint's weights (in its bf16) beside it
+        actor = latest_verl_checkpoint(run_dir) / "actor"
+        merged = AutoModelForCausalLM.from_pretrained(actor / "merged_hf", dtype=torch.float32).state_dict()
+        hf = AutoModelForCausalLM.from_pretrained(actor / "huggingface", dtype=torch.float32).state_dict()
+        assert all(torch.equal(merged[k], hf[k].to(torch.bfloat16).float()) for k in hf)
+    evals = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("eval-*/manifest.json")]
+    assert sorted(m["evaluated_run"] for m in evals) == sorted(Manifest(d).data["run_id"] for d in trained.values())
+    for m in evals:  # the eval run carries its trained run's method, explorer, learner and seed
+        assert m["config"]["kind"] == "eval" and m["config"]["eval"]["scorer"] == "released"
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    for name in ("table1_math", "table2_csqa"):
+        shutil.copy(ROOT / "analysis" / "specs" / "paper" / f"{name}.yaml", specs)
+    regenerate([f"journal:{tmp_path / 'runs'}"], specs, tmp_path / "out", tmp_path / "cache", warn=lambda *_: None)
+    for name, cols in (("table1_math", ["AIME 24", "AIME 25"]), ("table2_csqa", ["CommonsenseQA"])):
+        csv = (tmp_path / "out" / f"{name}.csv").read_text().splitlines()
+        assert csv[0] == "learner,method,explorer,column,mean,std,n,delta,reference"
+        cells = {(r[0], r[1], r[2], r[3]): r[4] for r in (line.split(",") for line in csv[1:])}
+        assert set(cells) == {("toy-l", m, x, c) for m, x in (("g2rpo_a", "toy-s"), ("token_temp", "none")) for c in cols}
+        assert all(v != "" for v in cells.values()), csv  # every cell has its eval run's value
+        assert "eval.scorer=released" in (tmp_path / "out" / f"{name}.md").read_text()  # the caption names it

@@ -49,15 +49,14 @@ SOLUTIONS_FIX = ("join solutions by question text: python experiments/prepare_da
 
 def _check_solutions(path: Path, errs: list[str]) -> None:
     """G²RPO-A starts rollouts from reference solutions: every training row needs one."""
-    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     if "reference_solution" not in pq.read_schema(str(path)).names:
         errs.append(f"algorithm.guidance needs reference solutions but {path} has no reference_solution column; "
                     + SOLUTIONS_FIX)
         return
-    col = pq.read_table(str(path), columns=["reference_solution"]).column(0)
-    missing = col.null_count + int(pc.sum(pc.equal(pc.utf8_trim_whitespace(col.fill_null("x")), "")).as_py() or 0)
+    col = pq.read_table(str(path), columns=["reference_solution"]).column(0).to_pylist()
+    missing = sum(1 for s in col if not (isinstance(s, str) and s.strip()))
     if missing:
         errs.append(f"algorithm.guidance needs a reference solution for every training row but {missing} of "
                     f"{len(col)} rows of {path} have none; " + SOLUTIONS_FIX)

@@ -1,9 +1,14 @@
 """Evaluation on prepared benchmarks (verl parquet files): n samples per problem, pass@k for k ≤ n and
 mean@n (the paper's Pass@1 over 16 samples), per benchmark, logged through the tracking layer.
 
-Sampling presets as in the released evaluation code: ``nothink`` (T 0.7, top-p 0.8, top-k 20,
-presence penalty 1.5) and ``think`` (T 0.6, top-p 0.95, top-k 20, no penalty). Backends: ``hf`` (this
-package's KV-cached sampler on CPU or one GPU) and ``vllm`` (the GPU extra).
+As the released evaluation code does it (``eval.prompts=released``, ``eval.scorer=released``): sampling
+presets ``nothink`` (T 0.7, top-p 0.8, top-k 20, presence penalty 1.5) and ``think`` (T 0.6, top-p 0.95,
+top-k 20, no penalty); a response limit per benchmark (AIME 38,912 tokens, MATH-500 32,768, CommonsenseQA
+8,192; ``eval.max_new_tokens`` overrides); the question with " /no_think" (or " /think") as the only user
+message, CSQA with its choices and "Answer with only the letter (A, B, C, D, or E)."; answers extracted and
+compared by ``s2lpo.rewards.released``. ``eval.prompts=prepared`` keeps the prepared files' prompts (the
+training prompt's "reason step by step … \boxed{}"), ``eval.scorer=math_verify`` scores by math-verify.
+Backends: ``hf`` (this package's KV-cached sampler on CPU or one GPU) and ``vllm`` (the GPU extra).
 """
 
 from __future__ import annotations
@@ -24,6 +29,14 @@ PRESETS = {
 }
 
 
+# the released evaluation's response limits (its BENCHMARK_MAX_TOKENS; CSQA: its own script's 8,192)
+BENCHMARK_MAX_TOKENS = {"aime24": 38912, "aime25": 38912, "math500": 32768, "csqa": 8192}
+DEFAULT_MAX_TOKENS = 32768
+RELEASED_CSQA = "\n\nAnswer with only the letter (A, B, C, D, or E)."
+SCORERS = {"released": {"mcq": "released_mcq"}, "math_verify": {"mcq": "mcq"}}  # else: released_math / math
+PROMPTS = ("released", "prepared")
+
+
 class EvalError(ValueError):
     pass
 
@@ -39,18 +52,50 @@ class Benchmark:
     name: str
     reward: str
     problems: list[Problem]
+    max_new_tokens: int = DEFAULT_MAX_TOKENS
 
 
-def render_prompt(messages: list[dict], tok, preset: str) -> str:
-    """The chat template when the tokenizer has one (Qwen3's: ``enable_thinking`` off for ``nothink``),
-    else the messages' text as is (base models without a template, the toy family)."""
+def released_messages(messages: list[dict], source: str, preset: str) -> list[dict]:
+    """The released evaluation's user message for a prepared row: the bare question (our training suffix
+    removed), CSQA's letter instruction, and Qwen3's " /no_think" (or " /think") switch."""
+    from s2lpo.data.prepare import CSQA_SUFFIX, MATH_SUFFIX
+
+    text = messages[-1]["content"]
+    if source == "csqa":
+        text = text.removesuffix(CSQA_SUFFIX) + RELEASED_CSQA
+    else:
+        text = text.removesuffix(MATH_SUFFIX)
+    return [{"role": "user", "content": f"{text} {'/think' if preset == 'think' else '/no_think'}"}]
+
+
+def reward_name(source: str, scorer: str) -> str:
+    if scorer not in SCORERS:
+        raise EvalError(f"eval.scorer={scorer!r} is unknown; use released (the paper's extraction) or math_verify")
+    base = reward_for_source(source)
+    if base in ("math", "dapo"):
+        return "released_math" if scorer == "released" else "math"
+    return SCORERS[scorer].get(base, base)
+
+
+def render_prompt(messages: list[dict], tok, preset: str, released: bool = False) -> str:
+    """The chat template when the tokenizer has one, else the messages' text as is (base models without a
+    template, the toy family). Released prompts switch thinking in the message (" /no_think") and call the
+    template with its defaults, as the released code does; prepared ones set Qwen3's ``enable_thinking``."""
     if getattr(tok, "chat_template", None):
+        if released:
+            return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
                                        enable_thinking=preset == "think")
     return "\n\n".join(m["content"] for m in messages)
 
 
-def load_benchmark(path: str | Path, tok, preset: str, limit: int | None = None) -> Benchmark:
+def load_benchmark(path: str | Path, tok, preset: str, limit: int | None = None, scorer: str = "released",
+                   prompts: str = "released", max_new_tokens: int | None = None,
+                   default_tokens: int = DEFAULT_MAX_TOKENS) -> Benchmark:
+    """A prepared file as a benchmark: its prompts (released or prepared), reward (by ``scorer``) and response
+    limit (``max_new_tokens``, else the released one for its source, else ``default_tokens``)."""
+    if prompts not in PROMPTS:
+        raise EvalError(f"eval.prompts={prompts!r} is unknown; use released or prepared")
     path = Path(path)
     if not path.exists():
         raise EvalError(f"benchmark file {path} does not exist; prepare it with experiments/prepare_data.py")
@@ -58,10 +103,12 @@ def load_benchmark(path: str | Path, tok, preset: str, limit: int | None = None)
     if not rows:
         raise EvalError(f"{path}: no rows")
     source = rows[0]["data_source"]
-    reward = reward_for_source(source)
-    problems = [Problem(render_prompt(r["prompt"], tok, preset), str(r["reward_model"]["ground_truth"]))
+    released = prompts == "released" and source in BENCHMARK_MAX_TOKENS
+    problems = [Problem(render_prompt(released_messages(r["prompt"], source, preset) if released else r["prompt"],
+                                      tok, preset, released), str(r["reward_model"]["ground_truth"]))
                 for r in rows[:limit]]
-    return Benchmark(source, reward, problems)
+    limit_tokens = int(max_new_tokens) if max_new_tokens else BENCHMARK_MAX_TOKENS.get(source, int(default_tokens))
+    return Benchmark(source, reward_name(source, scorer), problems, limit_tokens)
 
 
 def sampling(preset: str, max_new_tokens: int, overrides: dict | None = None) -> SamplingParams:
@@ -102,6 +149,8 @@ def metrics(name: str, res: EvalResult) -> dict[str, float]:
     return out
 
 
-def eval_run_id(model_name: str, weights: str, benchmarks: list[str], n: int, preset: str, seed: int) -> str:
-    h = hashlib.sha256(json.dumps([model_name, weights, sorted(benchmarks), n, preset, seed]).encode()).hexdigest()
+def eval_run_id(model_name: str, weights: str, benchmarks: list[str], n: int, preset: str, seed: int,
+                extra: list | None = None) -> str:
+    key = [model_name, weights, sorted(benchmarks), n, preset, seed] + ([extra] if extra else [])
+    h = hashlib.sha256(json.dumps(key, default=str).encode()).hexdigest()
     return f"eval-{model_name}-{preset}-n{n}-s{seed}-{h[:8]}".replace("/", "_")

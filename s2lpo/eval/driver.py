@@ -1,5 +1,6 @@
-"""``experiments/evaluate.py``: evaluate a model of a family, or a trained run's last checkpoint, on
-prepared benchmarks; log ``eval/<benchmark>/pass@<k>`` and ``mean@<n>`` to an eval run (tag
+"""``experiments/evaluate.py``: evaluate a model of a family, or a trained run's last checkpoint (local
+``.pt`` or verl's, merged by verl's model merger), on prepared benchmarks (a trained run's default: its
+``data.eval_files`` and ``data.ood_files``, so CSQA is evaluated for every trained run); log ``eval/<benchmark>/pass@<k>`` and ``mean@<n>`` to an eval run (tag
 ``kind: eval``, linked to the trained run by ``evaluated_run``) through the tracking layer, and keep
 the per-problem correct counts (``counts.json``) beside its journal."""
 
@@ -13,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from s2lpo.config.validate import validate
 from s2lpo.eval.benchmarks import EvalError, eval_run_id, load_benchmark, metrics, run_benchmark, sampling
+from s2lpo.eval.trained import TrainedRun, TrainedRunError, load_trained
 from s2lpo.models.family import build_family, weights_digest
 from s2lpo.models.tokenizer import load_tokenizer
 from s2lpo.tracking.run import Manifest
@@ -30,49 +32,64 @@ def _model(cfg: DictConfig, log) -> tuple[Path, Path]:
     return path, abspath(cfg.learner.tokenizer) if cfg.learner.tokenizer else path
 
 
+def _run_config(cfg: DictConfig, trained: TrainedRun | None) -> dict:
+    """The eval run's config: a trained run's own (its method, explorer, learner and seed tag the eval run, so
+    tables group it with its training run) with this evaluation's ``eval``, paths and logger."""
+    mine = OmegaConf.to_container(cfg, resolve=True)
+    if trained is None:
+        return {**mine, "kind": "eval"}
+    return {**trained.config, "eval": mine["eval"], "paths": mine["paths"], "logger": mine["logger"],
+            "sweep": trained.config.get("sweep"), "kind": "eval", "evaluated_run": trained.run_id}
+
+
 def evaluate_model(cfg: DictConfig, log=print) -> dict[str, float]:
     e = cfg.eval
     validate(cfg)
-    if not e.benchmarks:
+    trained = None
+    if e.run_dir:
+        try:
+            trained = load_trained(abspath(e.run_dir), log)
+        except TrainedRunError as err:
+            raise EvalError(str(err)) from None
+    files = [str(b) for b in e.benchmarks]
+    if not files and trained is not None:  # the trained run's own benchmarks, in domain and out (CSQA)
+        d = trained.config["data"]
+        files = [str(f) for f in (d.get("eval_files") or []) + (d.get("ood_files") or [])]
+    if not files:
         raise EvalError("eval.benchmarks is empty; list prepared files, e.g. eval.benchmarks=[data/processed/aime24/"
                         "test.parquet]")
-    params = sampling(e.preset, int(e.max_new_tokens), dict(e.get("sampling") or {}))
-    for b in e.benchmarks:
-        if not Path(str(b)).exists():
+    for b in files:
+        if not Path(b).exists():
             raise EvalError(f"benchmark file {b} does not exist; prepare it with experiments/prepare_data.py")
-    weights, tok_dir = _model(cfg, log)
+    model_cfg = OmegaConf.create(trained.config) if trained is not None else cfg
+    weights, tok_dir = _model(model_cfg, log)
+    if trained is not None and trained.hf_dir is not None:
+        weights = trained.hf_dir
     tok = load_tokenizer(tok_dir)
-    benches = [load_benchmark(b, tok, e.preset, e.limit) for b in e.benchmarks]
-    trained, step, state = None, 0, None
-    if e.run_dir:
-        from s2lpo.trainer.checkpoint import latest_checkpoint, load_checkpoint
-
-        run_dir = abspath(e.run_dir)
-        ckpt = latest_checkpoint(run_dir)
-        if ckpt is None:
-            raise EvalError(f"eval.run_dir={run_dir} has no checkpoint to evaluate")
-        state = load_checkpoint(ckpt)
-        trained, step = Manifest(run_dir).data.get("run_id", run_dir.name), int(state["step"])
-    ident = f"{trained}@{step}" if trained else weights_digest(weights)
-    rid = eval_run_id(cfg.learner.name, ident, [b.name for b in benches], int(e.n), e.preset, int(cfg.seed))
+    limit = e.max_new_tokens if e.max_new_tokens is not None else None
+    benches = [load_benchmark(b, tok, e.preset, e.limit, e.get("scorer", "released"), e.get("prompts", "released"),
+                              limit, int(model_cfg.data.max_new_tokens)) for b in files]
+    step = trained.step if trained is not None else 0
+    ident = f"{trained.run_id}@{step}" if trained else weights_digest(weights)
+    rid = eval_run_id(str(model_cfg.learner.name), ident, [b.name for b in benches], int(e.n), e.preset, int(cfg.seed),
+                      [e.get("scorer", "released"), e.get("prompts", "released"), e.max_new_tokens])
     run_dir = abspath(cfg.paths.runs_dir) / rid
     run_dir.mkdir(parents=True, exist_ok=True)
-    container = OmegaConf.to_container(cfg, resolve=True)
-    container["kind"] = "eval"
+    container = _run_config(cfg, trained)
     manifest = Manifest(run_dir)
     if manifest.status == "finished":
         log(f"evaluation {rid} already done: {run_dir}")
         return manifest.data.get("final_metrics", {})
     manifest.start(container, rid)
-    manifest.update(evaluated_run=trained, evaluated_step=step)
+    manifest.update(evaluated_run=trained.run_id if trained else None, evaluated_step=step)
     if e.backend == "vllm":
         model = weights  # vLLM loads the weights itself
     else:
         from s2lpo.trainer.local import load_model
 
         model = load_model(weights, pick_device(cfg.trainer.device)).eval()
-        if state is not None:
-            model.load_state_dict(state["model"])
+        if trained is not None and trained.state is not None:
+            model.load_state_dict(trained.state["model"])
     tracker = make_tracker(container, run_dir, rid, warn=log, on_open=manifest.record_tracking)
     out: dict[str, float] = {}
     counts = {}
@@ -80,6 +97,7 @@ def evaluate_model(cfg: DictConfig, log=print) -> dict[str, float]:
     try:
         for bench in benches:
             t0 = time.time()
+            params = sampling(e.preset, bench.max_new_tokens, dict(e.get("sampling") or {}))
             res = run_benchmark(model, tok, bench, int(e.n), params, step_seed(cfg.seed, step, f"eval-{bench.name}"),
                                 int(e.batch_size), e.backend)
             m = metrics(bench.name, res)
@@ -87,7 +105,7 @@ def evaluate_model(cfg: DictConfig, log=print) -> dict[str, float]:
             counts[bench.name] = {"n": res.n, "correct": res.correct}
             out.update(m)
             log(f"{bench.name}: pass@1 {100 * m[f'eval/{bench.name}/pass@1']:.1f}% over {len(res.correct)} problems, "
-                f"n={res.n}")
+                f"n={res.n} ({bench.reward}, <= {bench.max_new_tokens} tokens)")
         (run_dir / "counts.json").write_text(json.dumps(counts, sort_keys=True))
         tracker.log(step, out)
         status = "finished"

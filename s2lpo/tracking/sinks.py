@@ -54,6 +54,8 @@ def run_tags(cfg: dict, rid: str) -> dict[str, str]:
         "correction": a["offpolicy_correction"],
         "sweep": str(cfg.get("sweep") or ""), "git_commit": git_commit(), "backend": cfg["trainer"]["backend"],
         "kind": str(cfg.get("kind") or "train"),
+        **({"evaluated_run": str(cfg.get("evaluated_run") or ""), "scorer": str(cfg["eval"].get("scorer", ""))}
+           if cfg.get("kind") == "eval" and cfg.get("eval") else {}),
     }
 
 

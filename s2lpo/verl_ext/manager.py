@@ -90,14 +90,17 @@ class S2LPOAgentLoopManager(AgentLoopManager):
             return
         p = out.batch["prompts"].shape[1]
         att, scores = out.batch["attention_mask"], out.batch["rm_scores"].sum(-1).tolist()
+        lps = out.batch["rollout_log_probs"] if "rollout_log_probs" in out.batch.keys() else None
         with open(self.dir / "s2lpo" / "rollouts.jsonl", "a") as f:
             for i in range(len(out)):
                 n = int(att[i, p:].sum())
-                f.write(json.dumps({
-                    "step": step, "validate": validate, "row": i, "uid": str(uids[i]), "source": str(sources[i]),
-                    "prompt_ids": out.batch["prompts"][i][att[i, :p].bool()].tolist(),
-                    "response_ids": out.batch["responses"][i, :n].tolist(),
-                    "loss_tokens": int(out.batch["response_mask"][i, :n].sum()), "score": float(scores[i])}) + "\n")
+                row = {"step": step, "validate": validate, "row": i, "uid": str(uids[i]), "source": str(sources[i]),
+                       "prompt_ids": out.batch["prompts"][i][att[i, :p].bool()].tolist(),
+                       "response_ids": out.batch["responses"][i, :n].tolist(),
+                       "loss_tokens": int(out.batch["response_mask"][i, :n].sum()), "score": float(scores[i])}
+                if lps is not None:  # the sampler's own log-probs (rollout.calculate_log_probs: truncated IS)
+                    row["log_probs"] = lps[i, :n].tolist()
+                f.write(json.dumps(row) + "\n")
 
     @staticmethod
     def _drop_columns(out) -> None:
