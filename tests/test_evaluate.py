@@ -51,6 +51,21 @@ def test_logged_pass_at_k_is_the_estimator_on_the_recorded_counts(tmp_path, tiny
     [linked] = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("eval-*/manifest.json")
                 if json.loads(p.read_text()).get("evaluated_run") == trained.run_id]
     assert linked["evaluated_step"] == 4 and set(out2) >= {"eval/toy/pass@1", "eval/toy/pass@4", "eval/toy/mean@4"}
+    assert linked["config"]["algorithm"]["name"] == "grpo"  # the eval run is tagged with its trained run's method
+    # eval.backend=vllm loads weights from disk: a local run's checkpoint is written as a Hugging Face folder
+    import torch
+    from omegaconf import OmegaConf
+    from transformers import AutoModelForCausalLM
+
+    from s2lpo.eval.driver import _model
+    from s2lpo.eval.trained import export_hf, load_trained
+    from s2lpo.models.tokenizer import load_tokenizer
+
+    t = load_trained(trained.run_dir)
+    base, tok_dir = _model(OmegaConf.create(t.config), lambda *_: None)
+    folder = export_hf(t, base, load_tokenizer(tok_dir))
+    exported = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).state_dict()
+    assert all(torch.equal(exported[k], v) for k, v in t.state["model"].items())
 
 
 def test_presets_and_bad_input():

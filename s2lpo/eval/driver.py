@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from s2lpo.config.validate import validate
 from s2lpo.eval.benchmarks import EvalError, eval_run_id, load_benchmark, metrics, run_benchmark, sampling
-from s2lpo.eval.trained import TrainedRun, TrainedRunError, load_trained
+from s2lpo.eval.trained import TrainedRun, TrainedRunError, export_hf, load_trained
 from s2lpo.models.family import build_family, weights_digest
 from s2lpo.models.tokenizer import load_tokenizer
 from s2lpo.tracking.run import Manifest
@@ -82,8 +82,8 @@ def evaluate_model(cfg: DictConfig, log=print) -> dict[str, float]:
         return manifest.data.get("final_metrics", {})
     manifest.start(container, rid)
     manifest.update(evaluated_run=trained.run_id if trained else None, evaluated_step=step)
-    if e.backend == "vllm":
-        model = weights  # vLLM loads the weights itself
+    if e.backend == "vllm":  # vLLM loads a Hugging Face folder itself: a local run's state is written as one
+        model = export_hf(trained, weights, tok) if trained is not None and trained.state is not None else weights
     else:
         from s2lpo.trainer.local import load_model
 

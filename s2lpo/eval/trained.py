@@ -69,3 +69,20 @@ def load_trained(run_dir: Path, log=print) -> TrainedRun:
         raise TrainedRunError(f"eval.run_dir={run_dir} has no checkpoint to evaluate")
     state = load_checkpoint(ckpt)
     return TrainedRun(rid, run_dir, cfg, int(state["step"]), state=state)
+
+
+def export_hf(trained: TrainedRun, base_weights: Path, tok) -> Path:
+    """A local run's checkpoint as a Hugging Face folder (``<run dir>/hf_step_<k>``), for backends that load
+    weights from disk (vLLM)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    out = trained.run_dir / f"hf_step_{trained.step}"
+    if not (out / "config.json").exists():
+        model = AutoModelForCausalLM.from_pretrained(base_weights, dtype=torch.float32)
+        model.load_state_dict(trained.state["model"])
+        tmp = out.with_name(out.name + ".tmp")
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        tmp.rename(out)
+    return out
