@@ -60,6 +60,8 @@ def test_every_paper_row_reaches_verl_with_the_published_values(tmp_path, row):
     assert v["reward"]["custom_reward_function"]["reward_kwargs"] == {"train_reward": "dapo"}
     s2 = v["s2lpo"]
     assert s2["group_size"] == G and s2["guidance"]["enabled"] == guided
+    if guided:  # G²RPO-A: k guided rows per group, the released trainer's 3072-token maximum guidance
+        assert s2["guidance"]["k"] == 2 and s2["guidance"]["max_length"] == 3072 and s2["guidance"]["kind"] == "adaptive"
     if name == "s2lpo":  # the explorer: its own offline sampling, 32 samples per prompt, annealed over T_mix
         assert s2["t_mix"] == t_mix and s2["explorer"] == {"qwen3_1_7b": "Qwen3-1.7B-Base",
                                                            "qwen3_4b": "Qwen3-4B-Base"}[row.split("_s2lpo_")[1]]

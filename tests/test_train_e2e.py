@@ -41,8 +41,12 @@ def test_s2lpo_source_counts_follow_the_schedule(tmp_path, tiny_family):
         assert h["rollout/learner/count"][step] == nl * P
         assert h["compute/explorer/tokens"][step] > 0 if ne else h["compute/explorer/tokens"][step] == 0
     assert [h["train/n_explorer"][s] for s in range(1, 6)] == [4, 2, 0, 0, 0]
-    # a fresh cache is filled on first use ...
-    assert [h["compute/explorer/cache_misses"][s] for s in (1, 2, 3)] == [4 * P, 2 * P, 0]
+    # a fresh cache is filled on first use, the explorer's whole pool (samples_per_prompt = G here) per new prompt
+    from s2lpo.trainer.setup import batch_indices
+
+    drawn = [set(batch_indices(len(tiny_family.splits().rl), P, s, cfg.seed)) for s in (1, 2)]
+    pool = cfg.explorer.sampling.samples_per_prompt
+    assert [h["compute/explorer/cache_misses"][s] for s in (1, 2, 3)] == [pool * P, pool * len(drawn[1] - drawn[0]), 0]
     # ... and another run over the same explorer and prompts (another seed of a sweep) reuses it
     _, h2, _ = run(tmp_path / "again", *ov, f"trainer.lr={cfg.trainer.lr * 2}")
     assert sum(h2["compute/explorer/cache_misses"].values()) == 0

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import torch
 
+from s2lpo.algo.draw import draw_slots
 from s2lpo.algo.plan import plan_group
 from s2lpo.models.tokenizer import load_tokenizer
 from s2lpo.rewards import token_scorer
-from s2lpo.rollout.explorer_cache import ExplorerCache
+from s2lpo.rollout.explorer_cache import ExplorerCache, prompt_key
 from s2lpo.rollout.sampler import SamplingParams
 from s2lpo.tracking.journal import read_history
 from s2lpo.trainer.local import load_model
@@ -94,7 +95,9 @@ def test_rows_follow_the_schedule_and_concatenate(verl_rollout):
                 resp_len = int(att[i, P:].sum())
                 src = out.non_tensor_batch["s2lpo_source"][i]
                 if src == "explorer":
-                    cached = cache.get(prompt_ids[g], i - g * G)
+                    s2 = verl_rollout["v"].s2lpo  # the cached sample this row's slot draws (s2lpo.algo.draw)
+                    slot = draw_slots(s2.seed, step, prompt_key(prompt_ids[g]), plan.n_explorer, s2.explorer_samples)
+                    cached = cache.get(prompt_ids[g], slot[i - g * G])
                     assert out.batch["responses"][i, :resp_len].tolist() == cached.tokens
                     assert float(out.batch["rm_scores"][i].sum()) == pytest.approx(cached.reward)
                 mask = out.batch["response_mask"][i]
