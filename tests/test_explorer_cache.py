@@ -43,3 +43,17 @@ def test_generated_once_and_reused_from_disk(tmp_path, tiny_family):
     # other sampling parameters are another cache
     assert len(ExplorerCache(tmp_path, weights_digest(path), SamplingParams(temperature=0.7))) == 0
     assert cache.get(prompts[0], 99) is None
+
+
+def test_a_group_draws_its_explorer_rows_from_the_cached_pool():
+    """``draw_slots``: G_w distinct samples of the pool, a pure function of (seed, step, prompt), fresh per step."""
+    from s2lpo.algo.draw import draw_slots
+
+    a = draw_slots(0, 1, "p", 16, 32)
+    assert len(set(a)) == 16 and all(0 <= i < 32 for i in a) and a == draw_slots(0, 1, "p", 16, 32)
+    assert draw_slots(0, 1, "p", 8, 32) == a[:8]  # fewer explorer rows later in the annealing: a prefix
+    others = [draw_slots(0, 2, "p", 16, 32), draw_slots(1, 1, "p", 16, 32), draw_slots(0, 1, "q", 16, 32)]
+    assert all(o != a for o in others)
+    assert sorted(draw_slots(3, 5, "p", 32, 32)) == list(range(32)) and draw_slots(0, 1, "p", 0, 32) == []
+    with pytest.raises(ValueError, match="raise explorer.sampling.samples_per_prompt"):
+        draw_slots(0, 1, "p", 17, 16)

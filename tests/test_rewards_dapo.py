@@ -91,3 +91,15 @@ def test_where_math_verify_and_the_dapo_scorer_disagree():
     assert dapo(*CASES[8]) == 1.0 and math(*CASES[8]) == 0.0
     assert dapo(*CASES[51]) == 0.0 and dapo(*CASES[50]) == 1.0
     assert {3, 4, 12, 13, 32} <= disagree and all(math(*CASES[i]) == 1.0 for i in (3, 4, 12, 13, 32))
+
+
+def test_math_equals_verls_math_verify_scorer_on_boxed_answers():
+    """verl's ``math_verify.compute_score`` parses the whole completion (any number, any expression), ours the
+    final answer only (the last box, else the last ``Answer:`` line); on boxed final answers they agree."""
+    from verl.utils.reward_score import math_verify as verl_math_verify
+
+    math = get_reward_fn("math")
+    boxed = [(c, t) for c, t in CASES if "\\boxed" in c and "Answer" not in c]
+    assert len(boxed) >= 4
+    for c, t in boxed:
+        assert math(c, t) == float(verl_math_verify.compute_score(c, t) > 0), c
