@@ -62,6 +62,19 @@ REJECTIONS = [
     (["algorithm.top_p=1.5"], "algorithm.top_p=1.5"),
     (["explorer.tokenizer=/no/tok"], "explorer.tokenizer=/no/tok does not exist"),
     (["trainer.device=cuda"], "no CUDA device"),
+    # values that used to pass silently: a negative clip is gradient ascent, a negative cap flips IS weights
+    (["trainer.grad_clip=-1"], "trainer.grad_clip=-1 must be a number > 0"),
+    (["algorithm.offpolicy_correction=truncated_is", "algorithm.is_cap=-1"], "algorithm.is_cap=-1 must be a number > 0"),
+    (["trainer.weight_decay=-1"], "trainer.weight_decay=-1 must be a number >= 0"),
+    (["trainer.warmup_steps=-5"], "trainer.warmup_steps=-5 must be an integer >= 0"),
+    (["trainer.threads=-1"], "trainer.threads=-1 must be null"),
+    (["trainer.eval_temperature=0"], "trainer.eval_temperature=0 must be a number > 0"),
+    (["seed=abc"], "seed='abc' must be an integer"),
+    (["+algorithm.tmix=5"], "algorithm.tmix is not a setting of the algorithm group and would be ignored; did you "
+                            "mean algorithm.t_mix?"),
+    (["+trainer.learning_rate=1e-5"], "trainer.learning_rate is not a setting of the trainer group"),
+    (["+explorer.sampling.temp=0.5"], "explorer.sampling.temp is not a setting of the explorer group"),
+    (["data.max_new_tokens=1000"], "data.max_new_tokens=1000 does not fit the positions of learner=toy-l and explorer=toy-m (128"),
 ]
 
 

@@ -111,7 +111,9 @@ def validate(cfg: DictConfig, this_machine: bool = True, files: bool = True) -> 
     """Raise :class:`ConfigError` listing every invalid field of the resolved config. With
     ``this_machine=False`` (a job being submitted elsewhere) the devices of this machine are not checked;
     with ``files=False`` neither are the model and data files (a dry run reports them as warnings)."""
-    errs: list[str] = []
+    from s2lpo.config.domains import domain_problems, position_problems, unknown_key_problems
+
+    errs: list[str] = unknown_key_problems(cfg) + domain_problems(cfg) + position_problems(cfg)
     a, t, d = cfg.algorithm, cfg.trainer, cfg.data
     if a.name not in ALGORITHMS:
         errs.append(f"algorithm.name={a.name!r} is unknown; choose one of {', '.join(ALGORITHMS)}")
