@@ -78,7 +78,7 @@ def test_bad_input_names_the_file_and_row(fixtures, tmp_path):
     with pytest.raises(DataError, match=r"not the CommonsenseQA layout"):
         prepare("csqa", fixtures["aime24"], tmp_path / "out")
     bad = write(tmp_path / "bad.jsonl", [{"problem": "ok", "answer": "1"}, {"problem": "no answer", "answer": ""}])
-    with pytest.raises(DataError, match=r"bad.jsonl: row 1 has no answer"):
+    with pytest.raises(DataError, match=r"bad.jsonl: row 2 has no answer"):  # rows are counted from 1
         prepare("math500", bad, tmp_path / "out")
     with pytest.raises(DataError, match="unknown dataset 'gsm8k'"):
         prepare("gsm8k", bad, tmp_path / "out")
@@ -119,3 +119,39 @@ def test_guided_runs_need_solutions_and_prepare_joins_them(fixtures, tmp_path):
     with pytest.raises(DataError, match="needs a question .* and a solution"):
         prepare("dapo_math", fixtures["dapo_math"], tmp_path / "bad",
                 solutions=write(tmp_path / "bad.jsonl", [{"problem": "What is 1+1?"}]))
+
+
+def _dapo_row(**kw):
+    row = {"data_source": "math_dapo", "prompt": [{"role": "user", "content": "What is 1+1?"}], "ability": "MATH",
+           "reward_model": {"ground_truth": "2", "style": "rule"}, "extra_info": {"index": "0"}}
+    return {**row, **kw}
+
+
+@pytest.mark.parametrize(("name", "content", "message"), [
+    ("dapo_math", b"", "the file is empty"),
+    ("dapo_math", b"PAR1 garbage", "not a readable parquet file"),
+    ("aime25", b"\xff\xfe\x00garbage", "not UTF-8 text (byte 0)"),
+    ("aime25", "5", "holds int; expected a list of rows"),
+    ("aime25", '{"problem": "x"', "not JSON"),
+    ("aime25", "[1, 2]", "row 1 is a int, not an object"),
+    ("dapo_math", [_dapo_row(reward_model="2")], "row 1: reward_model is a str; expected {ground_truth"),
+    ("dapo_math", [_dapo_row(), _dapo_row(prompt=[{"role": "user"}])], "row 2: prompt must be a list of messages"),
+    ("aime25", [{"problem": "x", "answer": {"value": 3}}], "row 1: the answer is a dict"),
+    ("csqa", [{"id": "q", "question": "Where?", "answerKey": "Z",
+               "choices": {"label": ["A", "B"], "text": ["here", "there"]}}], "row 1: answerKey 'Z' is not one of"),
+])
+def test_every_malformed_input_is_one_error_naming_file_and_row(tmp_path, name, content, message):
+    suffix = {"dapo_math": ".parquet", "aime25": ".json", "csqa": ".jsonl"}[name]
+    if isinstance(content, list):
+        path = write(tmp_path / f"in{suffix}", content) if suffix != ".json" else tmp_path / "in.json"
+        if suffix == ".json":
+            path.write_text(json.dumps(content))
+    else:
+        path = tmp_path / f"in{suffix}"
+        path.write_bytes(content.encode() if isinstance(content, str) else content)
+    with pytest.raises(DataError) as e:
+        prepare(name, path, tmp_path / "out")
+    assert str(e.value).startswith(f"{path}: ") and message in str(e.value), str(e.value)
+    assert not (tmp_path / "out").exists()  # nothing written on error
+    with pytest.raises(DataError, match="is a directory"):
+        prepare(name, tmp_path, tmp_path / "out")

@@ -69,25 +69,53 @@ def toy_rows(problems, split: str = "test") -> list[dict]:
              "reference_solution": p.solution} for i, p in enumerate(problems)]
 
 
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text (byte {e.start}); is it the right file?") from None
+
+
 def read_rows(path: Path) -> list[dict]:
+    """The rows of a dataset file; one DataError naming the file (and the 1-based line or row) otherwise."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file; put a local copy of the dataset there (nothing is downloaded)")
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory; pass the dataset file itself (.parquet, .jsonl or .json)")
+    if path.suffix not in (".parquet", ".jsonl", ".json"):
+        raise DataError(f"{path}: unknown file type {path.suffix!r}; use .parquet, .jsonl or .json")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty; download or copy it again")
     if path.suffix == ".parquet":
-        return pq.read_table(path).to_pylist()
-    if path.suffix == ".jsonl":
+        try:
+            rows = pq.read_table(path).to_pylist()
+        except (pa.ArrowException, OSError) as e:
+            raise DataError(f"{path}: not a readable parquet file ({str(e).strip().splitlines()[0]}); "
+                            "download or copy it again") from None
+    elif path.suffix == ".jsonl":
         rows = []
-        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+        for i, line in enumerate(_text(path).splitlines()):
             if line.strip():
                 try:
                     rows.append(json.loads(line))
                 except json.JSONDecodeError as e:
                     raise DataError(f"{path}: line {i + 1} is not JSON ({e.msg})") from None
-        return rows
-    if path.suffix == ".json":
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return data if isinstance(data, list) else data.get("data", data.get("rows", []))
-    raise DataError(f"{path}: unknown file type {path.suffix!r}; use .parquet, .jsonl or .json")
+    else:
+        try:
+            data = json.loads(_text(path))
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}: not JSON ({e.msg}, line {e.lineno})") from None
+        if isinstance(data, dict):
+            data = data.get("data", data.get("rows"))
+        if not isinstance(data, list):
+            raise DataError(f"{path}: holds {type(data).__name__ if data is not None else 'no rows'}; expected a list "
+                            "of rows (objects), or {\"data\": [...]}")
+        rows = data
+    for i, r in enumerate(rows):
+        if not isinstance(r, dict):
+            raise DataError(f"{path}: row {i + 1} is a {type(r).__name__}, not an object with the dataset's columns")
+    return rows
 
 
 def _first(row: dict, *names: str):
@@ -118,9 +146,16 @@ def convert(name: str, rows: list[dict], path: Path, split: str | None = None) -
             if not {"prompt", "reward_model"} <= cols:
                 raise DataError(f"{path}: not the DAPO-Math-17k layout (columns {sorted(cols)}; expected prompt, "
                                 "reward_model)")
-            msgs = row["prompt"]
-            question = msgs[-1]["content"] if isinstance(msgs, list) and msgs else None
-            truth = (row.get("reward_model") or {}).get("ground_truth")
+            msgs, rm = row["prompt"], row.get("reward_model")
+            if not (isinstance(msgs, list) and msgs and all(isinstance(m, dict) and isinstance(m.get("content"), str)
+                                                            and m.get("role") for m in msgs)):
+                raise DataError(f"{path}: row {i + 1}: prompt must be a list of messages with role and content "
+                                f"(got {str(msgs)[:60]!r}); fix or drop that row")
+            if not isinstance(rm, dict):
+                raise DataError(f"{path}: row {i + 1}: reward_model is a {type(rm).__name__}; expected "
+                                "{ground_truth: ...}")
+            question = msgs[-1]["content"]
+            truth = rm.get("ground_truth")
             if question in seen:  # DAPO-Math-17k repeats each question many times
                 continue
             prompt = [{"role": m["role"], "content": m["content"]} for m in msgs] if question else None
@@ -131,6 +166,9 @@ def convert(name: str, rows: list[dict], path: Path, split: str | None = None) -
                                 "choices, answerKey)")
             question, truth = row.get("question"), row.get("answerKey")
             ch = row.get("choices") or {}
+            if not isinstance(ch, dict) or truth not in (ch.get("label") or []):
+                raise DataError(f"{path}: row {i + 1}: answerKey {truth!r} is not one of its choices' labels "
+                                f"{(ch.get('label') if isinstance(ch, dict) else None)!r}; fix or drop that row")
             options = "\n".join(f"{lab}. {txt}" for lab, txt in zip(ch.get("label", []), ch.get("text", [])))
             prompt = _messages(f"{question}\n\n{options}{CSQA_SUFFIX}") if question else None
         else:
@@ -142,9 +180,12 @@ def convert(name: str, rows: list[dict], path: Path, split: str | None = None) -
             ref = _first(row, "Solution", "solution")
             prompt = _messages(f"{question}{MATH_SUFFIX}") if question else None
         if question is None or prompt is None:
-            raise DataError(f"{path}: row {i} has no question; fix or drop that row")
+            raise DataError(f"{path}: row {i + 1} has no question; fix or drop that row")
         if truth is None or str(truth).strip() == "":
-            raise DataError(f"{path}: row {i} has no answer; fix or drop that row")
+            raise DataError(f"{path}: row {i + 1} has no answer; fix or drop that row")
+        if not isinstance(truth, str | int | float) or isinstance(truth, bool):
+            raise DataError(f"{path}: row {i + 1}: the answer is a {type(truth).__name__} ({str(truth)[:40]}); expected "
+                            "a string or a number")
         seen.add(question)
         out.append({"data_source": ds.data_source, "prompt": prompt, "ability": ds.ability,
                     "reward_model": {"style": "rule", "ground_truth": str(truth).strip()},
@@ -187,7 +228,7 @@ def join_solutions(rows: list[dict], path: Path) -> tuple[list[dict], int]:
         if isinstance(q, list) and q:  # chat messages
             q = q[-1].get("content")
         if q is None or s is None:
-            raise DataError(f"{path}: row {i} needs a question (problem/question/prompt) and a solution "
+            raise DataError(f"{path}: row {i + 1} needs a question (problem/question/prompt) and a solution "
                             f"(solution/reference_solution); columns are {sorted(r)}")
         table[question_key(q)] = str(s)
     kept = []
