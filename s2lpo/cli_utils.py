@@ -65,7 +65,11 @@ def exit_on_config_error(fn):
 
 @exit_on_config_error
 def run_training(cfg: DictConfig) -> float | None:
-    """Train and return the last pass@1 (for sweepers); a bad config exits with its error list."""
+    """Train and return the last pass@1 (for sweepers); a bad config exits with its error list before anything is
+    built or drawn (a progress bar sized by a bad ``total_steps`` would raise first)."""
+    from s2lpo.config.validate import validate
+
+    validate(cfg)
     result = train_with_progress(cfg)
     console.print(f"run {result.run_id}: {result.status} -> {result.run_dir}")
     return result.final_metrics.get(f"eval/{cfg.data.benchmark}/pass@1")

@@ -118,10 +118,11 @@ def test_bad_config_exits_before_loading_models(tmp_path):
     from s2lpo_testing import ROOT
 
     r = subprocess.run([sys.executable, str(ROOT / "experiments/train.py"), f"paths.root_dir={tmp_path}",
-                        f"paths.cache_dir={tmp_path}/cache", "algorithm.t_mix=1", "trainer.lr=-1"],
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2
+                        f"paths.cache_dir={tmp_path}/cache", "algorithm.t_mix=1", "trainer.lr=-1",
+                        "trainer.total_steps=abc"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr  # validated before the progress bar is drawn
     assert "algorithm.t_mix=1" in r.stderr and "trainer.lr=-1" in r.stderr
+    assert "trainer.total_steps='abc' must be an integer" in r.stderr
     assert not (tmp_path / "cache").exists()
 
 
