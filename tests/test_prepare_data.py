@@ -101,7 +101,7 @@ def test_guided_runs_need_solutions_and_prepare_joins_them(fixtures, tmp_path):
     from s2lpo_testing import make_cfg
 
     plain, _, _ = prepare("dapo_math", fixtures["dapo_math"], tmp_path / "plain")
-    guided = ["algorithm=g2rpo_a", "explorer=none", "data=dapo_math", "data.prompts_per_step=1"]
+    guided = ["algorithm=g2rpo_a", "explorer=none", "data=dapo_math", "data.prompts_per_step=1", "data.max_new_tokens=32"]
     with pytest.raises(ConfigError) as e:
         validate(make_cfg(tmp_path, *guided, f"data.train_file={plain}"))
     assert [p for p in e.value.problems if "reference solution" in p] == [
