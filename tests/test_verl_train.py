@@ -233,8 +233,10 @@ def test_a_killed_verl_run_resumes_to_the_uninterrupted_history(all_sources, tmp
     client = mlflow.tracking.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     points = client.get_metric_history(m["tracking"]["mlflow"]["run_id"], "train/pg_loss")
     assert sorted(p.step for p in points) == list(range(1, STEPS + 1))  # each step once, in one MLflow run
-    wandb_dirs = sorted((run_dir / "wandb").glob("offline-run-*"))  # offline-run-<time>-<id>, one per start
-    assert len(wandb_dirs) >= 2 and {p.name.split("-", 3)[3] for p in wandb_dirs} == {all_sources["res"].run_id}
+    # offline-run-<time>-<id>, one per start that got as far as wandb.init (on a loaded 2-core machine the killed
+    # start may not have): every one carries the run's id, and the journal replays what a start did not send
+    wandb_dirs = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert len(wandb_dirs) >= 1 and {p.name.split("-", 3)[3] for p in wandb_dirs} == {all_sources["res"].run_id}
 
 
 def test_tables_1_and_2_fill_from_verl_trained_runs(all_sources, hot, tmp_path, tiny_family):
