@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from s2lpo.algo.correction import CORRECTIONS
 from s2lpo.algo.schedule import SCHEDULES
+from s2lpo.config.domains import _num, domain_problems, position_problems, unknown_key_problems
 from s2lpo.rewards.registry import REWARDS
 
 ALGORITHMS = ("grpo", "s2lpo", "token_temp", "g2rpo_a")
@@ -25,10 +26,6 @@ class ConfigError(ValueError):
     def __init__(self, problems: list[str]):
         self.problems = problems
         super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
-
-
-def _num(x) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool)
 
 
 def _check_model(cfg: DictConfig, role: str, errs: list[str]) -> None:
@@ -111,8 +108,6 @@ def validate(cfg: DictConfig, this_machine: bool = True, files: bool = True) -> 
     """Raise :class:`ConfigError` listing every invalid field of the resolved config. With
     ``this_machine=False`` (a job being submitted elsewhere) the devices of this machine are not checked;
     with ``files=False`` neither are the model and data files (a dry run reports them as warnings)."""
-    from s2lpo.config.domains import domain_problems, position_problems, unknown_key_problems
-
     errs: list[str] = unknown_key_problems(cfg) + domain_problems(cfg) + position_problems(cfg)
     a, t, d = cfg.algorithm, cfg.trainer, cfg.data
     if a.name not in ALGORITHMS:

@@ -39,7 +39,7 @@ def _run_config(cfg: DictConfig, trained: TrainedRun | None) -> dict:
     if trained is None:
         return {**mine, "kind": "eval"}
     return {**trained.config, "eval": mine["eval"], "paths": mine["paths"], "logger": mine["logger"],
-            "sweep": trained.config.get("sweep"), "kind": "eval", "evaluated_run": trained.run_id}
+            "kind": "eval", "evaluated_run": trained.run_id}
 
 
 def evaluate_model(cfg: DictConfig, log=print) -> dict[str, float]:
@@ -66,9 +66,8 @@ def evaluate_model(cfg: DictConfig, log=print) -> dict[str, float]:
     if trained is not None and trained.hf_dir is not None:
         weights = trained.hf_dir
     tok = load_tokenizer(tok_dir)
-    limit = e.max_new_tokens if e.max_new_tokens is not None else None
     benches = [load_benchmark(b, tok, e.preset, e.limit, e.get("scorer", "released"), e.get("prompts", "released"),
-                              limit, int(model_cfg.data.max_new_tokens)) for b in files]
+                              e.max_new_tokens, int(model_cfg.data.max_new_tokens)) for b in files]
     step = trained.step if trained is not None else 0
     ident = f"{trained.run_id}@{step}" if trained else weights_digest(weights)
     rid = eval_run_id(str(model_cfg.learner.name), ident, [b.name for b in benches], int(e.n), e.preset, int(cfg.seed),
