@@ -15,7 +15,7 @@ import argparse
 import sys
 
 from s2lpo.analysis.regenerate import SpecError, regenerate
-from s2lpo.cli_utils import console, progress_bar
+from s2lpo.cli.console import console, progress_bar
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,13 +40,12 @@ def main() -> None:
     from verl import DataProto
 
     from s2lpo.models.family import build_family
+    from s2lpo.models.resolve import family_recipe, load_model
     from s2lpo.models.tokenizer import load_tokenizer
     from s2lpo.rewards import token_scorer
     from s2lpo.rollout.explorer_cache import ExplorerCache
     from s2lpo.rollout.sampler import SamplingParams
-    from s2lpo.trainer.local import load_model
-    from s2lpo.trainer.setup import family_recipe
-    from s2lpo.verl_ext.standin_server import cpu_rollout
+    from s2lpo.verl_ext.cpu_rollout import cpu_rollout
     from s2lpo.verl_ext.toy import verl_view
 
     G, P, T_MIX = args.group, args.prompts, 4

@@ -11,7 +11,7 @@ draws pass@k vs k for every model of a family from them.
 import hydra
 from omegaconf import DictConfig
 
-from s2lpo.cli_utils import console, exit_on_config_error
+from s2lpo.cli.console import console, exit_on_config_error
 from s2lpo.eval.driver import evaluate_model
 
 

@@ -8,12 +8,12 @@ Writes results/family_passk.md (k = 1, 2, 4, ..., n) and results/family_passk.cs
 import hydra
 from omegaconf import DictConfig
 
-from s2lpo.family_eval import family_passk
+from s2lpo.cli.console import family_passk_printed
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> None:
-    family_passk(cfg, n=int(cfg.get("n", 64)))
+    family_passk_printed(cfg, int(cfg.get("n", 64)))
 
 
 if __name__ == "__main__":

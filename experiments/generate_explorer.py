@@ -6,8 +6,8 @@
 import hydra
 from omegaconf import DictConfig
 
-from s2lpo.cli_utils import console, exit_on_config_error
-from s2lpo.rollout.explorer_fill import fill_explorer_cache
+from s2lpo.cli.console import console, exit_on_config_error
+from s2lpo.trainer.explorer_fill import fill_explorer_cache
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")

@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from s2lpo.cli_utils import console
+from s2lpo.cli.console import console
 from s2lpo.data.prepare import DATASETS, DataError, prepare
 
 

@@ -7,12 +7,12 @@
 import hydra
 from omegaconf import DictConfig
 
-from s2lpo.study import run_study
+from s2lpo.cli.console import run_study_printed
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="study")
 def main(cfg: DictConfig) -> None:
-    run_study(cfg)
+    run_study_printed(cfg)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 import hydra
 from omegaconf import DictConfig
 
-from s2lpo.cli_utils import run_training
+from s2lpo.cli.console import run_training
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")

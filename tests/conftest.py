@@ -7,15 +7,10 @@ import pytest
 from s2lpo_testing import CACHE, make_cfg
 
 
-@pytest.fixture
-def cfg_factory(tmp_path):
-    return lambda *ov: make_cfg(tmp_path, *ov)
-
-
 @pytest.fixture(scope="session")
 def tiny_family():
     from s2lpo.models.family import build_family
-    from s2lpo.trainer.setup import family_recipe
+    from s2lpo.models.resolve import family_recipe
 
     cfg = make_cfg(CACHE, "family=toy_tiny")
     return build_family(family_recipe(cfg), CACHE, log=lambda *_: None)

@@ -155,3 +155,16 @@ def write_logged_runs(root: Path, steps: int = 10, eval_every: int = 5, runs=Non
             Manifest(d).update(status="finished")
             dirs.append(d)
     return dirs
+
+
+def assert_passk_is_an_estimate(values: dict[int, float], n: int, problems: int) -> None:
+    """``values`` (k -> pass@k) are unbiased estimates from ``n`` samples of each of ``problems`` problems: each is
+    a mean over problems of 1 - C(n-c, k)/C(n, k) with integer correct counts c, so ``value * problems * C(n, k)``
+    is an integer, and pass@k never falls as k grows."""
+    from math import comb
+
+    ks = sorted(values)
+    for k in ks:
+        scaled = values[k] * problems * comb(n, k)
+        assert abs(scaled - round(scaled)) < 1e-6, (k, values[k], n, problems)
+    assert all(values[a] <= values[b] + 1e-12 for a, b in zip(ks, ks[1:])), values

@@ -5,7 +5,7 @@ from omegaconf import OmegaConf
 
 from s2lpo.config.validate import ConfigError, validate
 from s2lpo.tracking.run import run_id
-from s2lpo_testing import CONF, QUICK, make_cfg
+from s2lpo_testing import CONF, QUICK, ROOT, make_cfg
 
 
 @pytest.mark.parametrize("algorithm", ["grpo", "s2lpo", "token_temp", "g2rpo_a"])
@@ -131,7 +131,7 @@ def test_every_study_composes_into_valid_runs(tmp_path, study):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from s2lpo.study import study_configs
+    from s2lpo.study.run import study_configs
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
@@ -141,3 +141,26 @@ def test_every_study_composes_into_valid_runs(tmp_path, study):
     for _, _, c in runs:
         validate(c)
         assert c.paths.root_dir == str(tmp_path) and c.sweep == cfg.study.name
+
+
+def test_the_demo_logs_where_the_readme_says(tmp_path):
+    """README command 1's promise: the study's runs log to the journal and the MLflow store the README's
+    ``mlflow ui`` line opens, and the README claims W&B files for the demo only if its runs write them."""
+    import re
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from s2lpo.study.run import study_configs
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        runs = study_configs(compose("study", overrides=[f"paths.root_dir={tmp_path}"]))
+    readme = (ROOT / "README.md").read_text()
+    demo = readme[readme.index("`make demo` ("):readme.index("## Running things")]
+    store = re.search(r"mlflow ui --backend-store-uri (sqlite:///\S+?)`", demo).group(1)
+    for _, _, c in runs:
+        assert {"journal", "mlflow"} <= set(c.logger.sinks)
+        assert c.logger.mlflow.tracking_uri == store.replace("sqlite:///", f"sqlite:///{tmp_path}/")
+        if "wandb" not in c.logger.sinks:
+            assert "logs to the journal and MLflow only" in demo

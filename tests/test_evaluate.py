@@ -8,7 +8,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from s2lpo.data.prepare import toy_rows, write_parquet
-from s2lpo.eval.benchmarks import PRESETS, EvalError, sampling
+from s2lpo.eval.benchmarks import EvalError, sampling
 from s2lpo.eval.driver import evaluate_model
 from s2lpo.eval.passk import pass_at_k
 from s2lpo.tracking.journal import read_history
@@ -69,8 +69,13 @@ def test_logged_pass_at_k_is_the_estimator_on_the_recorded_counts(tmp_path, tiny
 
 
 def test_presets_and_bad_input():
-    assert sampling("nothink", 100).presence_penalty == 1.5 and sampling("think", 100).top_p == 0.95
-    assert PRESETS["nothink"]["temperature"] == 0.7 and PRESETS["think"]["temperature"] == 0.6
+    """The sampler settings the evaluation really uses: Qwen3's published non-thinking / thinking settings, with
+    ``eval.sampling`` overrides on top and the benchmark's response limit."""
+    from s2lpo.rollout.sampler import SamplingParams
+
+    assert sampling("nothink", 100) == SamplingParams(0.7, 0.8, 20, 100, presence_penalty=1.5)
+    assert sampling("think", 38912) == SamplingParams(0.6, 0.95, 20, 38912, presence_penalty=0.0)
+    assert sampling("think", 7, {"temperature": 1.0, "top_k": 0}) == SamplingParams(1.0, 0.95, 0, 7)
     with pytest.raises(EvalError, match="eval.preset='greedy' is unknown"):
         sampling("greedy", 10)
 

@@ -69,17 +69,49 @@ def test_truncated_is_weights():
     assert w[0].tolist() == pytest.approx([2.0, 9.0])
 
 
-def test_shaping_loss_splits_rows():
+def _grads(name, old, beh, adv, off, **params):
+    """d loss / d log-prob of every token under correction ``name`` (ratio 1: log_prob = old)."""
     cfg = grpo.actor_config(2)
-    logp = torch.log(torch.tensor([[0.5], [0.2]])).requires_grad_()
-    adv = torch.tensor([[1.0], [1.0]])
-    mask = torch.ones(2, 1)
-    loss, _ = correction.shaped_policy_loss(logp.detach(), logp, adv, mask, torch.tensor([False, True]), cfg, 0.1)
-    # learner row: -1 * ratio(1) / 2 tokens; explorer row: -1 * .2/(.2+.1) / 2 tokens
-    assert loss.item() == pytest.approx(-(1.0 + 0.2 / 0.3) / 2)
+    logp = old.clone().requires_grad_()
+    loss, _ = correction.get_correction(name)(old, logp, adv, torch.ones_like(old), off, beh, cfg,
+                                               correction.CorrectionParams(**params))
     loss.backward()
-    # d/dlogp of -p/(p+g) = -g p/(p+g)^2
-    assert logp.grad[1, 0].item() == pytest.approx(-(0.1 * 0.2 / 0.3**2) / 2)
+    return loss.item(), logp.grad
+
+
+def test_shaping_loss_splits_rows():
+    logp = torch.log(torch.tensor([[0.5], [0.2]]))
+    loss, g = _grads("shaping", logp, logp, torch.tensor([[1.0], [1.0]]), torch.tensor([False, True]),
+                     shaping_gamma=0.1)
+    # learner row: -1 * ratio(1) / 2 tokens; explorer row: -1 * .2/(.2+.1) / 2 tokens
+    assert loss == pytest.approx(-(1.0 + 0.2 / 0.3) / 2)
+    # d/dlogp of -p/(p+g) = -g p/(p+g)^2: a low-probability explorer token keeps most of its gradient
+    assert g[1, 0].item() == pytest.approx(-(0.1 * 0.2 / 0.3**2) / 2)
+    assert g[0, 0].item() == pytest.approx(-0.5)  # the learner row's is verl's clipped objective's
+
+
+def test_corrections_scale_explorer_gradients_as_documented():
+    """On a hand-built batch (row 0 from the explorer, row 1 the learner's): truncated IS multiplies the
+    explorer row's gradient by min(pi_old / pi_explorer, cap) and leaves the learner row's alone; shaping
+    replaces the explorer row's gradient -A by -A gamma p / (p + gamma)^2; ``none`` treats both rows alike."""
+    old = torch.log(torch.tensor([[0.5, 0.9], [0.5, 0.9]]))
+    beh = torch.log(torch.tensor([[0.25, 0.6], [0.5, 0.9]]))  # the explorer liked token 0 less, token 1 less
+    adv = torch.tensor([[1.0, 1.0], [-1.0, -1.0]])
+    off = torch.tensor([True, False])
+    _, g_none = _grads("none", old, beh, adv, off)
+    assert g_none.flatten().tolist() == pytest.approx([-0.25, -0.25, 0.25, 0.25])  # -A / 4 tokens
+    _, g_is = _grads("truncated_is", old, beh, adv, off, is_cap=1.6)
+    assert g_is[0].tolist() == pytest.approx([-0.25 * 1.6, -0.25 * 1.5])  # weights min(2, 1.6), min(1.5, 1.6)
+    assert g_is[1].tolist() == pytest.approx(g_none[1].tolist())
+    _, g_sh = _grads("shaping", old, beh, adv, off, shaping_gamma=0.1)
+    expect = [-(0.1 * p / (p + 0.1) ** 2) / 4 for p in (0.5, 0.9)]
+    assert g_sh[0].tolist() == pytest.approx(expect)
+    assert g_sh[1].tolist() == pytest.approx(g_none[1].tolist())
+
+
+def test_unknown_correction_names_the_registered_ones():
+    with pytest.raises(ValueError, match="registered: none, truncated_is, shaping"):
+        correction.get_correction("magic")
 
 
 def test_kl_loss_is_zero_at_reference():

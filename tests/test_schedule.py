@@ -1,7 +1,7 @@
 import pytest
 
-from s2lpo.algo.plan import plan_group, row_layout
-from s2lpo.algo.schedule import alpha, explorer_slots_needed, split_group
+from s2lpo.algo.plan import plan_group
+from s2lpo.algo.schedule import alpha, split_group
 
 
 def table(G, t_mix, steps, schedule="linear"):
@@ -66,20 +66,12 @@ def test_ablation_schedules():
     assert alpha(3, 5, "cosine") == 0.5
 
 
-def test_explorer_slots_needed():
-    assert explorer_slots_needed(8, 0) == 0
-    assert explorer_slots_needed(8, 4) == 8
-    assert explorer_slots_needed(8, 3, "constant") == 4
-
-
-def test_group_plan_and_layout():
+def test_group_plan():
     p = plan_group(2, 8, 4, n_guided=2, guidance_length=5)  # 6 explorer, 2 learner -> 2 guided, 0 own
     assert (p.n_explorer, p.n_guided, p.n_learner) == (6, 2, 0)
     p = plan_group(5, 8, 4, n_guided=2, guidance_length=5)
     assert p.sources == ["guided"] * 2 + ["learner"] * 6
     assert plan_group(5, 8, 4, n_guided=2, guidance_length=0).n_guided == 0
-    ids, src = row_layout(2, plan_group(3, 4, 4))  # alpha = 1/3 -> 2 explorer, 2 learner
-    assert ids == [0, 0, 0, 0, 1, 1, 1, 1]
-    assert src == ["explorer", "explorer", "learner", "learner"] * 2
+    assert plan_group(3, 4, 4).sources == ["explorer", "explorer", "learner", "learner"]  # alpha = 1/3
     with pytest.raises(ValueError, match="n_guided"):
         plan_group(1, 4, 0, n_guided=5, guidance_length=1)

@@ -6,7 +6,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 from PIL import Image
 
-from s2lpo.study import run_study
+from s2lpo.study.run import run_study
 from s2lpo_testing import CACHE, CONF, QUICK
 
 pytestmark = pytest.mark.slow
@@ -21,14 +21,14 @@ def test_study_writes_table_and_figure(tmp_path):
         OmegaConf.update(cfg, "study.runs", {"GRPO": ["algorithm=grpo", "explorer=none", "algorithm.t_mix=0"],
                                              "S2L-PO": ["algorithm=s2lpo", "explorer=toy_s"]}, merge=False)
         OmegaConf.update(cfg, "study.seeds", [0, 1])
-        runs = run_study(cfg)
+        runs = run_study(cfg).runs
         assert {k: len(v) for k, v in runs.items()} == {"GRPO": 2, "S2L-PO": 2}
         # an explorer cache was filled ahead of training: no run had a cache miss
         from s2lpo.tracking.journal import read_history
 
         for d in runs["S2L-PO"]:
             assert sum(read_history(d)["compute/explorer/cache_misses"].values()) == 0
-        again = run_study(cfg)  # finished runs are reused, not trained again
+        again = run_study(cfg).runs  # finished runs are reused, not trained again
         assert again == runs
     lines = (tmp_path / "results" / "table1_toy.md").read_text().splitlines()
     assert lines[2] == "|  | pass@1 (%) | pass@8 (%) | explorer tokens | learner tokens |"

@@ -10,8 +10,9 @@ import submitit
 from mlflow.tracking import MlflowClient
 
 from s2lpo.sweep.grid import load_sweep
+from s2lpo.sweep.manifest import SweepManifest
 from s2lpo.sweep.status import sweep_status
-from s2lpo.sweep.submit import SweepManifest, submit_sweep
+from s2lpo.sweep.submit import submit_sweep
 from s2lpo.tracking.journal import read_history
 from s2lpo.tracking.wandb_files import offline_dirs
 from s2lpo.trainer.local import train

@@ -12,11 +12,11 @@ from verl.workers.rollout.replica import TokenOutput
 
 from s2lpo.algo.draw import draw_slots
 from s2lpo.models.family import weights_digest
+from s2lpo.models.resolve import load_model
 from s2lpo.models.tokenizer import load_tokenizer
 from s2lpo.rewards import token_scorer
 from s2lpo.rollout.explorer_cache import ExplorerCache, prompt_key
 from s2lpo.rollout.sampler import SamplingParams
-from s2lpo.trainer.local import load_model
 from s2lpo.verl_ext.config import verl_config
 from s2lpo.verl_ext.explorer_loop import ExplorerAgentLoop
 from s2lpo_testing import QUICK, make_cfg

@@ -66,7 +66,7 @@ def test_explorer_cache_job_fills_what_verl_will_replay(tmp_path, tiny_family):
 
     from s2lpo.algo.schedule import split_group
     from s2lpo.models.family import weights_digest
-    from s2lpo.rollout.explorer_fill import fill_explorer_cache
+    from s2lpo.trainer.explorer_fill import fill_explorer_cache
     from s2lpo.verl_ext.config import to_verl
     from s2lpo.verl_ext.explorer_fill import explorer_plan
     from s2lpo.verl_ext.explorer_loop import ExplorerAgentLoop

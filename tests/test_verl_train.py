@@ -74,9 +74,9 @@ def test_every_row_source_trains_through_verls_loop(all_sources, tiny_family):
 
     from s2lpo.algo.draw import draw_slots
     from s2lpo.models.family import weights_digest
+    from s2lpo.models.resolve import model_params
     from s2lpo.models.tokenizer import load_tokenizer
     from s2lpo.rollout.explorer_cache import ExplorerCache, explorer_sampling, prompt_key
-    from s2lpo.trainer.setup import model_params
     from s2lpo.verl_ext.standin_server import state_digest
 
     res, cfg = all_sources["res"], all_sources["cfg"]

@@ -1,1 +1,2 @@
-"""Pure algorithm functions (no I/O): schedules, group plans, guidance, GRPO math via verl."""
+"""Pure algorithm functions (no I/O): schedules, group plans, slot draws, seeds, guidance, the off-policy
+correction registry, GRPO math via verl. Imports nothing of ours outside ``algo``."""

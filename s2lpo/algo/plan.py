@@ -41,13 +41,3 @@ def plan_group(
     n_explorer, n_learner = split_group(step, group_size, t_mix, schedule)
     guided = min(n_guided, n_learner) if guidance_length > 0 else 0
     return GroupPlan(n_explorer, guided, n_learner - guided)
-
-
-def row_layout(n_prompts: int, plan: GroupPlan) -> tuple[list[int], list[str]]:
-    """Group index and source of every row for ``n_prompts`` groups that share one plan."""
-    group_ids: list[int] = []
-    sources: list[str] = []
-    for p in range(n_prompts):
-        group_ids += [p] * (plan.n_explorer + plan.n_guided + plan.n_learner)
-        sources += plan.sources
-    return group_ids, sources

@@ -58,10 +58,3 @@ def split_group(step: int, group_size: int, t_mix: int, schedule: str = "linear"
     a = alpha(step, t_mix, schedule)
     n_explorer = math.ceil(a * group_size)
     return n_explorer, group_size - n_explorer
-
-
-def explorer_slots_needed(group_size: int, t_mix: int, schedule: str = "linear") -> int:
-    """Largest number of explorer rows any group needs (how many cached samples per prompt to make)."""
-    if t_mix == 0:
-        return 0
-    return max(split_group(i, group_size, t_mix, schedule)[0] for i in range(1, t_mix + 1))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from s2lpo.analysis.readers import POINT_COLUMNS, RunInfo
+from s2lpo.tracking.readers import POINT_COLUMNS, RunInfo
 
 TAG_COLUMNS = ["method", "learner", "explorer", "t_mix", "schedule", "temperature", "temperature_mode", "guidance",
                "seed", "sweep", "kind", "group_size", "status", "correction", "scorer", "evaluated_run"]

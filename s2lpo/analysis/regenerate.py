@@ -19,7 +19,7 @@ import yaml
 
 from s2lpo.analysis import figures, tables
 from s2lpo.analysis.cache import RunCache, tidy
-from s2lpo.analysis.readers import make_reader
+from s2lpo.tracking.readers import make_reader
 
 TABLE_KEYS = {"kind", "name", "title", "filter", "group", "rows", "row_label", "columns", "at", "scale", "digits",
               "delta_vs", "bold", "reference", "order", "formats", "labels"}

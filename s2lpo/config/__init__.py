@@ -1,1 +1,2 @@
-"""Configuration: validation of the resolved Hydra config and run identity."""
+"""Configuration: validation of the resolved Hydra config (one checker per group), key domains, paths.
+Imports ``algo`` and ``rewards`` (``config.paths`` imports nothing); never the trainers, tracking or above."""

@@ -62,15 +62,22 @@ def _keys(d, prefix: str = "") -> set[str]:
     return out
 
 
+# the config directories whose options define a group's keys (a learner or explorer option selects a model of
+# conf/model/; an explorer adds its family's conf/explorer_job/)
+GROUP_DIRS = {"algorithm": ("algorithm",), "data": ("data",), "learner": ("model", "learner"),
+              "explorer": ("model", "explorer_job", "explorer"), "trainer": ("trainer",)}
+
+
 @lru_cache(maxsize=1)
 def known_keys() -> dict[str, set[str]]:
-    """group -> every dotted key any option of ``conf/<group>/`` defines (``trainer``: below ``trainer.verl``
+    """group -> every dotted key any option of its directories defines (``trainer``: below ``trainer.verl``
     is verl's own tree and is not ours to check)."""
     out: dict[str, set[str]] = {}
-    for group in ("algorithm", "data", "learner", "explorer", "trainer"):
+    for group, dirs in GROUP_DIRS.items():
         keys: set[str] = set()
-        for f in (CONF / group).glob("*.yaml"):
+        for f in (f for d in dirs for f in (CONF / d).glob("*.yaml")):
             d = yaml.safe_load(f.read_text()) or {}
+            d.pop("defaults", None)
             if group == "trainer" and "trainer" in d:  # verl.yaml is @package _global_
                 d = d["trainer"]
             keys |= _keys(d)

@@ -1,1 +1,2 @@
-"""Datasets: the synthetic toy task (real datasets come through the preparation step)."""
+"""Datasets: the synthetic toy task and the preparation of public datasets into verl's parquet schema.
+Imports ``algo`` and ``config.paths`` at most."""

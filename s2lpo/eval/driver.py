@@ -12,23 +12,20 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from s2lpo.algo.seeds import step_seed
+from s2lpo.config.paths import abspath
 from s2lpo.config.validate import validate
 from s2lpo.eval.benchmarks import EvalError, eval_run_id, load_benchmark, metrics, run_benchmark, sampling
 from s2lpo.eval.trained import TrainedRun, TrainedRunError, export_hf, load_trained
-from s2lpo.models.family import build_family, weights_digest
+from s2lpo.models.family import weights_digest
+from s2lpo.models.resolve import load_model, model_path, pick_device, toy_family
 from s2lpo.models.tokenizer import load_tokenizer
-from s2lpo.tracking.run import Manifest
-from s2lpo.tracking.sinks import make_tracker
-from s2lpo.trainer.setup import abspath, family_recipe, model_path, pick_device, step_seed
+from s2lpo.tracking.lifecycle import RunLifecycle
 
 
 def _model(cfg: DictConfig, log) -> tuple[Path, Path]:
     """(weights dir, tokenizer dir) of ``learner``."""
-    if cfg.learner.family == "toy":
-        family = build_family(family_recipe(cfg), abspath(cfg.paths.cache_dir), log=log)
-        path = model_path(cfg, "learner", family)
-    else:
-        path = abspath(cfg.learner.path)
+    path = model_path(cfg, "learner", toy_family(cfg, log) if cfg.learner.family == "toy" else None)
     return path, abspath(cfg.learner.tokenizer) if cfg.learner.tokenizer else path
 
 
@@ -72,28 +69,18 @@ def evaluate_model(cfg: DictConfig, log=print) -> dict[str, float]:
     ident = f"{trained.run_id}@{step}" if trained else weights_digest(weights)
     rid = eval_run_id(str(model_cfg.learner.name), ident, [b.name for b in benches], int(e.n), e.preset, int(cfg.seed),
                       [e.get("scorer", "released"), e.get("prompts", "released"), e.max_new_tokens])
-    run_dir = abspath(cfg.paths.runs_dir) / rid
-    run_dir.mkdir(parents=True, exist_ok=True)
-    container = _run_config(cfg, trained)
-    manifest = Manifest(run_dir)
-    if manifest.status == "finished":
-        log(f"evaluation {rid} already done: {run_dir}")
-        return manifest.data.get("final_metrics", {})
-    manifest.start(container, rid)
-    manifest.update(evaluated_run=trained.run_id if trained else None, evaluated_step=step)
+    run = RunLifecycle(cfg.paths.runs_dir, _run_config(cfg, trained), log, rid=rid, final_prefixes=("eval/", "time/"))
+    if run.done is not None:
+        return run.done.final_metrics
     if e.backend == "vllm":  # vLLM loads a Hugging Face folder itself: a local run's state is written as one
         model = export_hf(trained, weights, tok) if trained is not None and trained.state is not None else weights
     else:
-        from s2lpo.trainer.local import load_model
-
         model = load_model(weights, pick_device(cfg.trainer.device)).eval()
         if trained is not None and trained.state is not None:
             model.load_state_dict(trained.state["model"])
-    tracker = make_tracker(container, run_dir, rid, warn=log, on_open=manifest.record_tracking)
     out: dict[str, float] = {}
     counts = {}
-    status = "failed"
-    try:
+    with run.running(evaluated_run=trained.run_id if trained else None, evaluated_step=step) as tracker:
         for bench in benches:
             t0 = time.time()
             params = sampling(e.preset, bench.max_new_tokens, dict(e.get("sampling") or {}))
@@ -105,10 +92,6 @@ def evaluate_model(cfg: DictConfig, log=print) -> dict[str, float]:
             out.update(m)
             log(f"{bench.name}: pass@1 {100 * m[f'eval/{bench.name}/pass@1']:.1f}% over {len(res.correct)} problems, "
                 f"n={res.n} ({bench.reward}, <= {bench.max_new_tokens} tokens)")
-        (run_dir / "counts.json").write_text(json.dumps(counts, sort_keys=True))
+        (run.run_dir / "counts.json").write_text(json.dumps(counts, sort_keys=True))
         tracker.log(step, out)
-        status = "finished"
-    finally:
-        manifest.update(status=status, final_metrics=out, ended_at=time.time())
-        manifest.update(undelivered=tracker.close(status))
     return out

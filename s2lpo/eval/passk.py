@@ -29,16 +29,3 @@ def mean_pass_at_k(ns: Iterable[int], cs: Iterable[int], k: int) -> float:
     if not vals:
         raise ValueError("no problems to average over")
     return float(np.mean(vals))
-
-
-def mean_at_k(scores: Iterable[Iterable[float]], k: int | None = None) -> float:
-    """mean@k: the mean score of the first k samples of each problem, averaged over problems
-    (with k = n this is the paper's Pass@1 "averaged over 16 samples")."""
-    rows = [list(s) for s in scores]
-    if not rows:
-        raise ValueError("no problems to average over")
-    if k is not None:
-        if k < 1 or any(len(r) < k for r in rows):
-            raise ValueError(f"k={k} must be >= 1 and at most the samples per problem")
-        rows = [r[:k] for r in rows]
-    return float(np.mean([np.mean(r) for r in rows]))

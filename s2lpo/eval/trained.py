@@ -62,7 +62,7 @@ def load_trained(run_dir: Path, log=print) -> TrainedRun:
                                   "(trainer.checkpoint_every sets how often it saves)")
         step = int(step_dir.name.removeprefix("global_step_"))
         return TrainedRun(rid, run_dir, cfg, step, hf_dir=merge_verl_checkpoint(step_dir, log))
-    from s2lpo.trainer.checkpoint import latest_checkpoint, load_checkpoint
+    from s2lpo.models.checkpoint import latest_checkpoint, load_checkpoint
 
     ckpt = latest_checkpoint(run_dir)
     if ckpt is None:

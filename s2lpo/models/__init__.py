@@ -1,1 +1,2 @@
-"""Model families: the offline toy family and the Qwen3-Base registry."""
+"""Models: the offline toy family, a model named by a config role (path, parameters, loading), checkpoints.
+Imports ``data``, ``algo`` and ``config.paths`` only."""

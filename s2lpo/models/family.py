@@ -214,7 +214,3 @@ def build_family(
                 shutil.rmtree(tmp, ignore_errors=True)
     manifest = json.loads((root / "manifest.json").read_text())
     return Family(root, recipe, manifest)
-
-
-def load_family_tokenizer(family: Family):
-    return load_tokenizer(family.tokenizer_dir)

@@ -1,4 +1,5 @@
-"""Reward functions, one registry for both backends (``toy_arith``, ``math``, ``mcq``, ``dapo``)."""
+"""Reward functions, one registry for both backends (``toy_arith``, ``math``, ``mcq``, ``dapo``, ``released_*``).
+Imports ``data`` and ``algo`` at most."""
 
 from s2lpo.rewards import dapo as _dapo  # noqa: F401 - registers dapo (verl's DAPO scorer)
 from s2lpo.rewards import math as _math  # noqa: F401 - registers math and mcq

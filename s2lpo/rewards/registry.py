@@ -4,26 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from s2lpo.algo.registry import Registry
 from s2lpo.data.toy import parse_answer
 
 RewardFn = Callable[[str, str], float]
-REWARDS: dict[str, RewardFn] = {}
-
-
-def register_reward(name: str) -> Callable[[RewardFn], RewardFn]:
-    def deco(fn: RewardFn) -> RewardFn:
-        if name in REWARDS and REWARDS[name] is not fn:
-            raise ValueError(f"reward {name!r} is already registered")
-        REWARDS[name] = fn
-        return fn
-
-    return deco
-
-
-def get_reward_fn(name: str) -> RewardFn:
-    if name not in REWARDS:
-        raise ValueError(f"reward={name!r} is unknown; registered: {', '.join(sorted(REWARDS))}")
-    return REWARDS[name]
+REWARDS: Registry[RewardFn] = Registry("reward")
+register_reward = REWARDS.register
+get_reward_fn = REWARDS.get_fn
 
 
 def token_scorer(tok, name: str) -> Callable[[list[int], str], float]:

@@ -28,6 +28,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from s2lpo.config.paths import abspath
+from s2lpo.models.family import weights_digest
 from s2lpo.rollout.sampler import Sample, SamplingParams, sample
 
 SCHEMA = pa.schema(
@@ -156,3 +158,8 @@ class ExplorerCache:
             os.replace(tmp, self.dir / name)
             self.reload()
             return len(rows)
+
+
+def explorer_cache_for(cfg, explorer_path: Path) -> ExplorerCache:
+    """The cache of ``cfg``'s explorer (weights at ``explorer_path``) under its own sampling parameters."""
+    return ExplorerCache(abspath(cfg.paths.explorer_cache_dir), weights_digest(explorer_path), explorer_sampling(cfg)[0])

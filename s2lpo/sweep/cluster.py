@@ -1,8 +1,8 @@
 """A real single-node SLURM cluster with accounting, on localhost, from Debian's packages.
 
-    python -m s2lpo.sweep.cluster up      # install (apt, as root) if needed, start; prints the SLURM_CONF line
-    python -m s2lpo.sweep.cluster status
-    python -m s2lpo.sweep.cluster down    # stop every daemon by the PID it recorded
+    s2lpo cluster up [--dir D] [--cpus N]   # install (apt, as root) if needed, start; prints the SLURM_CONF line
+    s2lpo cluster status
+    s2lpo cluster down                      # stop every daemon by the PID it recorded
 
 For the sweep tests and for trying sweeps out. Start order: munge (own key and socket) → MariaDB on
 127.0.0.1 (own datadir and socket) → slurmdbd → ``sacctmgr add cluster`` → slurmctld → slurmd → wait
@@ -13,13 +13,11 @@ its ``etc/slurm.conf``. Accounting is kept on purpose: without it submitit canno
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -228,32 +226,3 @@ LogFile={r}/log/slurmdbd.log
 
     def status(self) -> dict[str, int | None]:
         return {name: self._pid(name) for name in DAEMONS}
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m s2lpo.sweep.cluster", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("action", choices=["up", "down", "status"])
-    p.add_argument("--dir", type=Path, default=DEFAULT_ROOT)
-    p.add_argument("--cpus", type=int, default=8, help="CPUs the node announces (may exceed the machine's)")
-    args = p.parse_args(argv)
-    c = LocalCluster(args.dir, args.cpus)
-    try:
-        if args.action == "up":
-            t0 = time.time()
-            c.up()
-            print(f"cluster up in {time.time() - t0:.1f}s; use it with:\nexport SLURM_CONF={c.conf}")
-        elif args.action == "down":
-            c.down()
-            print("cluster stopped")
-        else:
-            for name, pid in c.status().items():
-                print(f"{name:10s} {pid or '-'}")
-    except ClusterError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

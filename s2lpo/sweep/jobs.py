@@ -93,7 +93,7 @@ class TrainJob(submitit.helpers.Checkpointable):
         return res.final_metrics
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
-        from s2lpo.trainer.local import PREEMPTING
+        from s2lpo.tracking.lifecycle import PREEMPTING
 
         PREEMPTING.set()  # the run's manifest and trackers end as "preempted", not "killed"
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
@@ -104,6 +104,6 @@ class ExplorerCacheJob(submitit.helpers.Checkpointable):
     Filling is idempotent (only missing entries are generated), so a requeued job just goes on."""
 
     def __call__(self, runs: list[list[str]]) -> int:
-        from s2lpo.rollout.explorer_fill import fill_explorer_cache
+        from s2lpo.trainer.explorer_fill import fill_explorer_cache
 
         return sum(fill_explorer_cache(compose(ov), log=print) for ov in runs)

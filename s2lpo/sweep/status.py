@@ -19,6 +19,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from s2lpo.sweep.manifest import SweepManifest
 from s2lpo.tracking.journal import JOURNAL_NAME
 
 
@@ -108,8 +109,6 @@ def run_state(manifest_status: str | None, slurm: str | None) -> str:
 
 
 def sweep_status(root: Path, name: str, manifest=None) -> list[RunStatus]:
-    from s2lpo.sweep.submit import SweepManifest
-
     manifest = manifest or SweepManifest(root, name)
     runs = manifest.data["runs"]
     states = slurm_states([e["jobs"][-1] for e in runs.values() if e.get("jobs")])

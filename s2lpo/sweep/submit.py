@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,8 @@ from s2lpo.config.validate import ConfigError, file_problems, validate
 from s2lpo.sweep.cost import RunCost, run_cost
 from s2lpo.sweep.grid import Sweep, SweepError
 from s2lpo.sweep.jobs import ExplorerCacheJob, TrainJob, compose, compose_many
+from s2lpo.sweep.manifest import SweepManifest, sweep_dir
+from s2lpo.sweep.status import slurm_states, sweep_status
 from s2lpo.tracking.run import run_id
 from s2lpo.verl_ext.config import run_container
 
@@ -70,23 +71,6 @@ class SubmitReport:
     cache_jobs: list[str] = field(default_factory=list)
     planned: list[PlannedRun] = field(default_factory=list)  # every run of the grid, as planned
     seconds: float = 0.0
-
-
-def sweep_dir(root: Path, name: str) -> Path:
-    return Path(root) / "sweeps" / name
-
-
-class SweepManifest:
-    def __init__(self, root: Path, name: str):
-        self.path = sweep_dir(root, name) / "sweep.json"
-        self.data: dict = json.loads(self.path.read_text()) if self.path.exists() else {
-            "name": name, "runs": {}, "cache_jobs": {}, "submissions": []}
-
-    def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, indent=2, sort_keys=True))
-        os.replace(tmp, self.path)
 
 
 def _request(src: dict, launcher: dict) -> dict:
@@ -189,7 +173,6 @@ def _executor(folder: Path, req: dict, name: str, dependency: list[str]):
 
 
 def submit_sweep(sweep: Sweep, root: Path, dry_run: bool = False) -> SubmitReport:
-    from s2lpo.sweep.status import slurm_states, sweep_status
 
     t0 = time.perf_counter()
     root = Path(root).resolve()

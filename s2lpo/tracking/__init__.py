@@ -1,1 +1,2 @@
-"""Run identity, the append-only journal (source of truth) and the sinks that replicate it."""
+"""Run identity and lifecycle, the append-only journal (source of truth), the replicas that copy it to MLflow
+and W&B, and the readers analysis uses. Imports ``data``, ``algo`` and ``config.paths`` at most."""

@@ -1,1 +1,2 @@
-"""Trainer backends: ``local`` (single process, CPU or one GPU)."""
+"""Trainer backends behind one entry (``dispatch``): ``local`` (single process, CPU or one GPU) and, through
+``s2lpo.verl_ext``, verl. Imports everything below it; never ``study``, ``sweep``, ``analysis`` or ``cli``."""

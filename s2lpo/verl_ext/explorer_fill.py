@@ -52,8 +52,8 @@ def hf_generate(model_path: str, params: SamplingParams, batch_size: int):
     import torch
     from transformers import AutoTokenizer
 
+    from s2lpo.models.resolve import load_model
     from s2lpo.rollout.sampler import sample
-    from s2lpo.trainer.local import load_model
 
     model = load_model(model_path, torch.device("cuda" if torch.cuda.is_available() else "cpu")).eval()
     tok = AutoTokenizer.from_pretrained(model_path)
@@ -102,9 +102,9 @@ def pick_generator(model_path: str, params: SamplingParams, batch_size: int, log
 
 def fill_verl_explorer_cache(cfg: DictConfig, log=print, generate=None) -> int:
     """The explorer-cache job: validate, map the run config onto verl's, fill (see ``fill_mapped``)."""
+    from s2lpo.config.paths import abspath
     from s2lpo.config.validate import validate
     from s2lpo.models.family import weights_digest
-    from s2lpo.trainer.setup import abspath
     from s2lpo.verl_ext.config import to_verl
     from s2lpo.verl_ext.toy import with_toy_files
 
@@ -123,7 +123,7 @@ def fill_mapped(cfg: DictConfig, v: DictConfig, log=print, generate=None) -> int
     from verl.trainer.ppo.utils import create_rl_dataset
     from verl.utils.tokenizer.continuous_token_wiring import create_continuous_token_builder
 
-    from s2lpo.trainer.setup import abspath
+    from s2lpo.config.paths import abspath
     from s2lpo.verl_ext.reward import compute_score
 
     if cfg.algorithm.t_mix == 0:

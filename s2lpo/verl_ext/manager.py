@@ -29,8 +29,8 @@ from verl.utils.ray_utils import auto_await
 
 from s2lpo.algo.guidance import make_guidance
 from s2lpo.algo.schedule import alpha
+from s2lpo.algo.seeds import step_seed
 from s2lpo.tracking.journal import Journal
-from s2lpo.trainer.setup import step_seed
 from s2lpo.verl_ext.metrics import eval_metrics, step_metrics
 from s2lpo.verl_ext.routing import LEARNER_AGENT, route
 

@@ -19,7 +19,7 @@ import numpy as np
 from s2lpo.algo.plan import GUIDED, GroupPlan
 from s2lpo.eval.passk import mean_pass_at_k
 from s2lpo.eval.runner import power_of_two_ks
-from s2lpo.trainer.metrics import outcome_metrics, source_metrics
+from s2lpo.rollout.metrics import outcome_metrics, source_metrics
 
 # verl's name -> ours, for quantities both backends measure the same way
 VERL_TO_OURS = {

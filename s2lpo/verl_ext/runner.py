@@ -12,18 +12,19 @@ run's, never another's). Needs GPUs (verl's FSDP workers and vLLM); the pieces a
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 
 from omegaconf import DictConfig, OmegaConf
 
+from s2lpo.config.paths import abspath
 from s2lpo.config.validate import ConfigError, validate
+from s2lpo.models.family import weights_digest
+from s2lpo.models.resolve import model_params
 from s2lpo.tracking.journal import read_history
-from s2lpo.tracking.sinks import make_tracker
-from s2lpo.trainer.local import PREEMPTING
-from s2lpo.trainer.setup import RunResult, abspath, model_params, open_run
+from s2lpo.tracking.lifecycle import RunLifecycle, RunResult
 from s2lpo.verl_ext.config import on_cpu, run_container, to_verl
 from s2lpo.verl_ext.cpu import cpu_env
+from s2lpo.verl_ext.explorer_fill import fill_mapped
 from s2lpo.verl_ext.follow import Follower
 from s2lpo.verl_ext.resume import needs_initial_validation, settle_resume
 from s2lpo.verl_ext.toy import with_toy_files
@@ -87,49 +88,32 @@ def train(cfg: DictConfig, progress: Callable[[int, int, dict], None] | None = N
           runner: Callable[..., None] = run_verl) -> RunResult:
     """One run on verl (progress is verl's own console bar; ``runner`` runs verl's trainer)."""
     validate(cfg)  # before Ray starts or any model is read
-    container = run_container(cfg)
-    rid, run_dir, manifest, done = open_run(cfg.paths.runs_dir, container, log)
-    if done is not None:
-        return done
+    run = RunLifecycle(cfg.paths.runs_dir, run_container(cfg), log)
+    if run.done is not None:
+        return run.done
     cfg = with_toy_files(cfg, log=log)  # the toy family as verl reads it (after the run id: not part of it)
-    digest = None
-    if cfg.algorithm.t_mix > 0:
-        from s2lpo.models.family import weights_digest
-
-        digest = weights_digest(abspath(cfg.explorer.path))
-    v = to_verl(cfg, run_dir, rid, digest, model_params(cfg, "learner"),
-                model_params(cfg, "explorer") if cfg.algorithm.t_mix > 0 else 0)
+    explores = cfg.algorithm.t_mix > 0
+    digest = weights_digest(abspath(cfg.explorer.path)) if explores else None
+    v = to_verl(cfg, run.run_dir, run.run_id, digest, model_params(cfg, "learner"),
+                model_params(cfg, "explorer") if explores else 0)
     check_with_verl(v)
-    if cfg.algorithm.t_mix > 0:  # every explorer row verl will replay, generated once (a no-op when cached)
-        from s2lpo.verl_ext.explorer_fill import fill_mapped
-
+    if explores:  # every explorer row verl will replay, generated once (a no-op when cached)
         fill_mapped(cfg, v, log=log)  # this run's mapping: the explorer's weights are hashed once
-    manifest.start(container, rid)
-    tracker = make_tracker(container, run_dir, rid, warn=log, on_open=manifest.record_tracking)
-    follower = Follower(run_dir, tracker, float(cfg.logger.delivery.interval_s))
-    env = {"VERL_FILE_LOGGER_PATH": str(follower.verl_file(len(manifest.data["starts"]))),
-           "TOKENIZERS_PARALLELISM": "false"}
-    if on_cpu(cfg):
-        env.update(cpu_env())
-        if cfg.trainer.get("record_rollouts"):
-            from s2lpo.verl_ext.standin_server import RECORD_ENV
+    with run.running() as tracker:
+        follower = Follower(run.run_dir, tracker, float(cfg.logger.delivery.interval_s))
+        env = {"VERL_FILE_LOGGER_PATH": str(follower.verl_file(run.starts)), "TOKENIZERS_PARALLELISM": "false"}
+        if on_cpu(cfg):
+            env.update(cpu_env())
+            if cfg.trainer.get("record_rollouts"):
+                from s2lpo.verl_ext.standin_server import RECORD_ENV  # imports Ray and verl's server classes
 
-            env[RECORD_ENV] = str(run_dir / "verl" / "standin")
-    follower.start()  # merges what an earlier start left unmerged, before the resume point is chosen
-    hist = read_history(run_dir)
-    settle_resume(run_dir, hist, log)
-    OmegaConf.update(v, "trainer.val_before_train", needs_initial_validation(hist), force_add=True)
-    status = "failed"
-    try:
-        runner(v, env, log)
-        status = "finished"
-    except (KeyboardInterrupt, SystemExit):
-        status = "preempted" if PREEMPTING.is_set() else "killed"
-        raise
-    finally:
-        follower.stop()
-        hist = read_history(run_dir)
-        final = {k: h[max(h)] for k, h in hist.items() if k.startswith(("eval/", "compute/"))}
-        manifest.update(status=status, final_metrics=final, ended_at=time.time())
-        manifest.update(undelivered=tracker.close(status))
-    return RunResult(rid, run_dir, status, final)
+                env[RECORD_ENV] = str(run.run_dir / "verl" / "standin")
+        follower.start()  # merges what an earlier start left unmerged, before the resume point is chosen
+        try:
+            hist = read_history(run.run_dir)
+            settle_resume(run.run_dir, hist, log)
+            OmegaConf.update(v, "trainer.val_before_train", needs_initial_validation(hist), force_add=True)
+            runner(v, env, log)
+        finally:
+            follower.stop()  # every line verl wrote is in the journal before the run's status is recorded
+    return run.result

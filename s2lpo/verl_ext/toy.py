@@ -41,9 +41,10 @@ def with_toy_files(cfg, log=print):
     import pyarrow.parquet as pq
     from omegaconf import OmegaConf, open_dict
 
+    from s2lpo.config.paths import abspath
     from s2lpo.data.prepare import toy_rows
     from s2lpo.models.family import build_family
-    from s2lpo.trainer.setup import abspath, family_recipe
+    from s2lpo.models.resolve import family_recipe
 
     if cfg.learner.family != "toy":
         return cfg

@@ -1,4 +1,5 @@
-"""Fill the explorer cache ahead of training, for every prompt a run can draw."""
+"""Fill the explorer cache ahead of training, for every prompt a run can draw (either backend: the verl one
+through ``s2lpo.verl_ext.explorer_fill``, which numbers prompts as verl does)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ import time
 from omegaconf import DictConfig
 
 from s2lpo.algo.schedule import split_group
+from s2lpo.algo.seeds import batch_indices, step_seed
+from s2lpo.models.resolve import load_model
 from s2lpo.models.tokenizer import load_tokenizer
 from s2lpo.rewards import token_scorer
-from s2lpo.rollout.explorer_cache import explorer_sampling
-from s2lpo.trainer.local import explorer_cache_for, load_model
-from s2lpo.trainer.setup import batch_indices, resolve, step_seed
+from s2lpo.rollout.explorer_cache import explorer_cache_for, explorer_sampling
+from s2lpo.trainer.setup import resolve
+from s2lpo.verl_ext.explorer_fill import fill_verl_explorer_cache
 
 
 def fill_explorer_cache(cfg: DictConfig, log=print) -> int:
@@ -22,8 +25,6 @@ def fill_explorer_cache(cfg: DictConfig, log=print) -> int:
     if a.t_mix == 0:
         return 0
     if cfg.trainer.backend == "verl":  # prompt ids and prompt order as verl builds them
-        from s2lpo.verl_ext.explorer_fill import fill_verl_explorer_cache
-
         return fill_verl_explorer_cache(cfg, log=log)
     res = resolve(cfg, log=log)
     tok = load_tokenizer(res.tokenizer_path)

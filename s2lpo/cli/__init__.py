@@ -57,13 +57,13 @@ def _sweep_submit(args: argparse.Namespace) -> int:
         console.print(f"[red]{e}[/red]")
         return 2
     if args.json:
-        from s2lpo.sweep.plan_view import plan_json_lines
+        from s2lpo.cli.plan_view import plan_json_lines
 
         for line in plan_json_lines(rep.planned):
             print(line)
         return 0
     if args.dry_run:
-        from s2lpo.sweep.plan_view import print_plan
+        from s2lpo.cli.plan_view import print_plan
 
         print_plan(console, rep.planned)
     verb = "would submit" if args.dry_run else "submitted"
@@ -108,9 +108,26 @@ def _sweep_status(args: argparse.Namespace) -> int:
 
 
 def _cluster(args: argparse.Namespace) -> int:
-    from s2lpo.sweep import cluster
+    import time
 
-    return cluster.main([args.action])
+    from s2lpo.sweep.cluster import DEFAULT_ROOT, ClusterError, LocalCluster
+
+    c = LocalCluster(args.dir or DEFAULT_ROOT, args.cpus)
+    try:
+        if args.action == "up":
+            t0 = time.time()
+            c.up()
+            print(f"cluster up in {time.time() - t0:.1f}s; use it with:\nexport SLURM_CONF={c.conf}")
+        elif args.action == "down":
+            c.down()
+            print("cluster stopped")
+        else:
+            for name, pid in c.status().items():
+                print(f"{name:10s} {pid or '-'}")
+    except ClusterError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _console(stderr: bool = False):
@@ -148,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("cluster", help="a local single-node SLURM cluster with accounting")
     p.add_argument("action", choices=["up", "down", "status"])
+    p.add_argument("--dir", type=Path, help="where the cluster lives (default: $S2LPO_SLURM_DIR or /tmp/s2lpo-slurm)")
+    p.add_argument("--cpus", type=int, default=8, help="CPUs the node announces (may exceed the machine's)")
     p.set_defaults(func=_cluster)
     args = parser.parse_args(argv)
     return args.func(args)

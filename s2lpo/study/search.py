@@ -1,24 +1,33 @@
-"""Optuna search over dotted train-config keys (the search space is data: conf/hparams_search/)."""
+"""Optuna search over dotted train-config keys (the search space is data: conf/hparams_search/). Returns the
+study or raises; ``train`` and ``log`` come from the entry point."""
 
 from __future__ import annotations
 
-from hydra import compose
-from omegaconf import DictConfig, OmegaConf
+from collections.abc import Callable
 
-from s2lpo.cli_utils import console, train_with_progress
-from s2lpo.config.validate import validate
+from hydra import compose
+from omegaconf import DictConfig
+
+from s2lpo.config.validate import ConfigError, validate
+from s2lpo.tracking.lifecycle import RunResult
+from s2lpo.trainer.dispatch import train as train_run
 
 KINDS = ("float", "int", "categorical")
 
 
 def check_space(space: DictConfig) -> None:
+    """Every problem of the search space, as one ConfigError."""
+    errs = []
     for key, spec in space.items():
         if spec.get("type") not in KINDS:
-            raise ValueError(f"hparams_search.params.{key}.type={spec.get('type')!r}; use one of {', '.join(KINDS)}")
-        if spec.type == "categorical" and not spec.get("choices"):
-            raise ValueError(f"hparams_search.params.{key}.choices must list at least one value")
-        if spec.type != "categorical" and not spec.get("low", 0) < spec.get("high", 0):
-            raise ValueError(f"hparams_search.params.{key} needs low < high")
+            errs.append(f"hparams_search.params.{key}.type={spec.get('type')!r}; use one of {', '.join(KINDS)}")
+        elif spec.type == "categorical" and not spec.get("choices"):
+            errs.append(f"hparams_search.params.{key}.choices must list at least one value")
+        elif spec.type != "categorical" and not spec.get("low", 0) < spec.get("high", 0):
+            errs.append(f"hparams_search.params.{key} needs low < high (low={spec.get('low')}, "
+                        f"high={spec.get('high')})")
+    if errs:
+        raise ConfigError(errs)
 
 
 def suggest(trial, space: DictConfig) -> list[str]:
@@ -34,10 +43,15 @@ def suggest(trial, space: DictConfig) -> list[str]:
     return out
 
 
-def run_search(cfg: DictConfig, base_overrides: list[str]):
+def run_search(cfg: DictConfig, base_overrides: list[str],
+               train: Callable[[DictConfig, str], RunResult] | None = None, log: Callable[[str], None] = print):
+    """Run the trials still missing from the search's storage; returns the Optuna study."""
     import optuna
 
+    train = train or (lambda c, _label: train_run(c, log=log))
     hs = cfg.hparams_search
+    if hs is None:
+        raise ConfigError(["hparams_search is not set; run with hparams_search=<name> (see conf/hparams_search/)"])
     check_space(hs.params)
     validate(cfg)
     base = [o for o in base_overrides if not o.startswith("hparams_search")]
@@ -46,7 +60,7 @@ def run_search(cfg: DictConfig, base_overrides: list[str]):
 
     def objective(trial) -> float:
         trial_cfg = compose("train", overrides=[*base, *suggest(trial, hs.params)])
-        result = train_with_progress(trial_cfg, label=f"trial {trial.number}")
+        result = train(trial_cfg, f"trial {trial.number}")
         value = result.final_metrics.get(hs.metric)
         if value is None:
             raise optuna.TrialPruned(f"{hs.metric} was not logged by {result.run_id}")
@@ -56,6 +70,4 @@ def run_search(cfg: DictConfig, base_overrides: list[str]):
     remaining = hs.n_trials - len([t for t in study.trials if t.state.is_finished()])
     if remaining > 0:
         study.optimize(objective, n_trials=remaining)
-    best = study.best_trial
-    console.print(f"best {hs.metric} = {best.value:.4f} with {OmegaConf.to_yaml(OmegaConf.create(best.params))}")
     return study

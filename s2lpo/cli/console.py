@@ -1,0 +1,120 @@
+"""The entry points' console: progress bars, results printed, and bad input turned into one message and exit
+code 2 (only ``experiments/*`` and ``s2lpo.cli`` print or exit; the library returns or raises)."""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+from omegaconf import DictConfig
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from s2lpo.config.validate import ConfigError, validate
+from s2lpo.data.prepare import DataError
+from s2lpo.eval.benchmarks import EvalError
+from s2lpo.trainer.dispatch import train
+
+_probe = Console(stderr=True)
+# logs and CI are no terminal: give tables and paths room instead of rich's 80-column default
+console = _probe if _probe.is_terminal else Console(stderr=True, width=140)
+
+
+def progress_bar() -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                    console=console, transient=False)
+
+
+def train_with_progress(cfg: DictConfig, label: str | None = None):
+    if cfg.trainer.backend == "verl":  # verl draws its own progress bar
+        return train(cfg, log=console.print)
+    with progress_bar() as bar:
+        task = bar.add_task(label or cfg.algorithm.name, total=cfg.trainer.total_steps, info="")
+
+        def update(step: int, total: int, m: dict) -> None:
+            info = f"acc {m.get('train/accuracy', 0):.2f}"
+            key = f"eval/{cfg.data.benchmark}/pass@1"
+            if key in m:
+                info += f"  pass@1 {m[key]:.3f}"
+            bar.update(task, completed=step, info=info)
+
+        return train(cfg, progress=update, log=console.print)
+
+
+def exit_on_config_error(fn):
+    """Entry points: a bad configuration or input prints its error list and exits with code 2 (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (ConfigError, EvalError, DataError) as e:
+            console.print(f"[red]{e}[/red]")
+            sys.exit(2)
+
+    return wrapper
+
+
+@exit_on_config_error
+def run_training(cfg: DictConfig) -> float | None:
+    """Train and return the last pass@1 (for sweepers); a bad config exits with its error list before anything is
+    built or drawn (a progress bar sized by a bad ``total_steps`` would raise first)."""
+    validate(cfg)
+    result = train_with_progress(cfg)
+    console.print(f"run {result.run_id}: {result.status} -> {result.run_dir}")
+    return result.final_metrics.get(f"eval/{cfg.data.benchmark}/pass@1")
+
+
+@exit_on_config_error
+def run_study_printed(cfg: DictConfig) -> None:
+    """experiments/study.py: the study with one progress bar per run, then its first table and the files."""
+    from rich.markdown import Markdown
+
+    from s2lpo.study.run import run_study
+
+    res = run_study(cfg, train=train_with_progress, log=console.print)
+    tables = [p for p in res.written if p.suffix == ".md"]
+    if tables:
+        console.print(Markdown(tables[0].read_text()))
+    console.print("wrote " + ", ".join(str(p.relative_to(res.out.parent)) if res.out.parent in p.parents else str(p)
+                                      for p in res.written))
+
+
+@exit_on_config_error
+def run_search_printed(cfg: DictConfig, overrides: list[str]) -> None:
+    """experiments/search.py: the Optuna search, one progress bar per trial, then the best trial."""
+    from omegaconf import OmegaConf
+
+    from s2lpo.study.search import run_search
+
+    study = run_search(cfg, overrides, train=train_with_progress, log=console.print)
+    best = study.best_trial
+    console.print(f"best {cfg.hparams_search.metric} = {best.value:.4f} with "
+                  f"{OmegaConf.to_yaml(OmegaConf.create(best.params))}")
+
+
+@exit_on_config_error
+def family_passk_printed(cfg: DictConfig, n: int) -> None:
+    """experiments/family_passk.py: the family's pass@k table, printed and written."""
+    from rich.table import Table
+
+    from s2lpo.eval.runner import power_of_two_ks
+    from s2lpo.study.family_passk import family_passk
+
+    res = family_passk(cfg, n, log=console.print)
+    ks = power_of_two_ks(n)
+    table = Table(title=f"pass@k (%) on {res.n_problems} held-out problems, n={n} samples each")
+    for col in ("model", "params", *(f"k={k}" for k in ks)):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for size, curve in res.curves.items():
+        table.add_row(f"toy-{size}", f"{res.params[size] / 1e6:.2f}M", *(f"{100 * curve[k]:.1f}" for k in ks))
+    console.print(table)
+    console.print(f"wrote {res.markdown} and {res.csv}")

@@ -1,0 +1,70 @@
+"""Run a study (a list of labelled runs x seeds), pre-fill explorer caches, write the results. Returns or
+raises (``ConfigError`` before anything runs); ``train`` and ``log`` come from the entry point."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from hydra import compose
+from omegaconf import DictConfig, OmegaConf
+
+from s2lpo.analysis.regenerate import regenerate
+from s2lpo.config.validate import ConfigError, validate
+from s2lpo.tracking.lifecycle import RunResult
+from s2lpo.tracking.readers import JournalReader
+from s2lpo.trainer.dispatch import train as train_run
+from s2lpo.trainer.explorer_fill import fill_explorer_cache
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class StudyResult:
+    runs: dict[str, list[Path]]  # label -> run directories (one per seed)
+    written: list[Path]  # tables and figures
+    out: Path
+
+
+def study_configs(cfg: DictConfig) -> list[tuple[str, int, DictConfig]]:
+    out = []
+    for label, overrides in cfg.study.runs.items():
+        for seed in cfg.study.seeds:
+            ov = list(cfg.study.common) + list(overrides) + [f"seed={seed}", f"sweep={cfg.study.name}"]
+            ov += [f"paths.{k}={v}" for k, v in cfg.paths.items()]
+            out.append((label, seed, compose("train", overrides=ov)))
+    return out
+
+
+def run_study(cfg: DictConfig, train: Callable[[DictConfig, str], RunResult] | None = None,
+              log: Callable[[str], None] = print) -> StudyResult:
+    """Check every run's config (all problems, each prefixed by its run), fill the explorer caches, train
+    (``train(cfg, label)``; finished runs are reused), then write the study's tables and figures."""
+    train = train or (lambda c, _label: train_run(c, log=log))
+    configs = study_configs(cfg)
+    problems = []
+    for label, seed, c in configs:  # every config is checked before anything runs
+        try:
+            validate(c)
+        except ConfigError as e:
+            problems += [f"{label} (seed {seed}): {p}" for p in e.problems]
+    if problems:
+        raise ConfigError(problems)
+    for _, _, c in configs:
+        fill_explorer_cache(c, log=log)
+    runs: dict[str, list[Path]] = {}
+    for label, seed, c in configs:
+        runs.setdefault(label, []).append(train(c, f"{label} seed {seed}").run_dir)
+    out = Path(cfg.paths.results_dir).resolve()
+    written = write_results(cfg, [d for dirs in runs.values() for d in dirs], out, log)
+    OmegaConf.save(cfg, out / "study.yaml")
+    return StudyResult(runs, written, out)
+
+
+def write_results(cfg: DictConfig, run_dirs: list[Path], out: Path, log: Callable[[str], None] = print) -> list[Path]:
+    """The study's tables and figures, through the analysis layer (specs in ``cfg.study.specs``), read from this
+    study's run journals."""
+    specs = Path(cfg.study.specs)
+    specs = specs if specs.is_absolute() else ROOT / specs
+    return regenerate([JournalReader(*run_dirs)], specs, out, Path(cfg.paths.cache_dir) / "analysis", warn=log).written
