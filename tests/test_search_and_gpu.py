@@ -59,7 +59,7 @@ def test_family_passk_tables(tmp_path):
     from s2lpo.study.family_passk import family_passk
 
     cfg = make_cfg(tmp_path, "family=toy_tiny", "trainer.threads=1")
-    curves = family_passk(cfg, n=8)
+    curves = family_passk(cfg, n=8).curves
     assert set(curves) == {"s", "l"}
     for c in curves.values():
         assert list(c) == list(range(1, 9))

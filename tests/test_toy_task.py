@@ -37,5 +37,5 @@ def test_reward(text, truth, reward):
 
 
 def test_unknown_reward():
-    with pytest.raises(ValueError, match="reward='nope'"):
+    with pytest.raises(ValueError, match="reward 'nope' is unknown"):
         get_reward_fn("nope")

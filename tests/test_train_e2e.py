@@ -90,14 +90,15 @@ def test_offpolicy_corrections_reach_the_update(tmp_path, tiny_family):
     hs = {}
     for correction in ("none", "truncated_is", "shaping"):
         _, hs[correction], _ = run(tmp_path / correction, "algorithm=s2lpo", "explorer=toy_s",
-                                   f"algorithm.offpolicy_correction={correction}", "trainer.total_steps=2",
+                                   f"algorithm.offpolicy_correction={correction}",
                                    "algorithm.kl_coef=0.01", "algorithm.is_cap=1.5",
                                    f"paths.explorer_cache_dir={tmp_path}/xc")
-    for key in ("rollout/explorer/reward_mean", "rollout/learner/reward_mean", "train/accuracy"):
+    for key in ("rollout/explorer/reward_mean", "train/accuracy"):  # step 1: every row is the explorer's
         assert hs["none"][key][1] == hs["truncated_is"][key][1] == hs["shaping"][key][1]
     for correction in ("truncated_is", "shaping"):
-        assert hs[correction]["train/kl_loss"][2] > 0
-        assert [hs[correction]["train/pg_loss"][s] for s in (1, 2)] != [hs["none"]["train/pg_loss"][s] for s in (1, 2)]
+        assert max(hs[correction]["train/kl_loss"].values()) > 0
+        assert [hs[correction]["train/pg_loss"][s] for s in range(1, 5)] != [hs["none"]["train/pg_loss"][s]
+                                                                           for s in range(1, 5)]
 
 
 def test_training_raises_logprob_of_rewarded_completions(tiny_family):

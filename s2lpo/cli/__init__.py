@@ -18,7 +18,7 @@ def _sync(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from s2lpo.tracking.run import find_run_dirs
+    from s2lpo.tracking.run import ManifestError, find_run_dirs
     from s2lpo.tracking.sync import sync_run
 
     console = Console(width=140 if not sys.stdout.isatty() else None)
@@ -29,7 +29,12 @@ def _sync(args: argparse.Namespace) -> int:
     table = Table("run", "status", "sent", "errors")
     failed = 0
     for run_dir in runs:
-        r = sync_run(run_dir, args.sink or None, args.mlflow_uri, args.wandb_mode, warn=lambda m: console.print(m))
+        try:
+            r = sync_run(run_dir, args.sink or None, args.mlflow_uri, args.wandb_mode, warn=lambda m: console.print(m))
+        except ManifestError as e:
+            failed += 1
+            table.add_row(run_dir.name, "damaged", "-", str(e))
+            continue
         failed += bool(r.errors)
         table.add_row(r.run_id, r.status, ", ".join(f"{k}: {v}" for k, v in r.sent.items()) or "-",
                       "; ".join(f"{k}: {v}" for k, v in r.errors.items()) or "")
@@ -97,11 +102,12 @@ def _sweep_status(args: argparse.Namespace) -> int:
 
         print(json.dumps([dataclasses.asdict(r) for r in rows], indent=1))
         return 0
-    table = Table("run", "method", "seed", "state", "progress", "job", "slurm", "restarts", title=f"sweep {name}")
+    table = Table("run", "method", "seed", "state", "progress", "job", "slurm", "restarts", "error",
+                  title=f"sweep {name}")
     for r in rows:
         prog = f"{r.step}/{r.total_steps}" if r.step is not None else "-"
         table.add_row(r.run_id, r.method, str(r.seed), r.state, prog, r.job_id or "-", r.slurm_state or "-",
-                      str(r.restarts))
+                      str(r.restarts), r.error[:120])
     console.print(table)
     console.print(_counts(r.state for r in rows))
     return 0

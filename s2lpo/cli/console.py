@@ -20,7 +20,17 @@ from rich.progress import (
 from s2lpo.config.validate import ConfigError, validate
 from s2lpo.data.prepare import DataError
 from s2lpo.eval.benchmarks import EvalError
+from s2lpo.models.checkpoint import CheckpointError
+from s2lpo.rollout.explorer_cache import ExplorerCacheError
+from s2lpo.tracking.lifecycle import RunDirError
+from s2lpo.tracking.restore import JournalGapError
+from s2lpo.tracking.run import ManifestError
 from s2lpo.trainer.dispatch import train
+
+# what the library raises for bad input or a damaged run: each says what is wrong and what to do, so the entry
+# points print it and exit 2 (a traceback would bury it)
+USER_ERRORS = (ConfigError, EvalError, DataError, CheckpointError, ExplorerCacheError, RunDirError, JournalGapError,
+               ManifestError)
 
 _probe = Console(stderr=True)
 # logs and CI are no terminal: give tables and paths room instead of rich's 80-column default
@@ -56,8 +66,8 @@ def exit_on_config_error(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (ConfigError, EvalError, DataError) as e:
-            console.print(f"[red]{e}[/red]")
+        except USER_ERRORS as e:
+            console.print(str(e), style="red", markup=False, highlight=False)
             sys.exit(2)
 
     return wrapper

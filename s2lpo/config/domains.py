@@ -65,7 +65,8 @@ def _keys(d, prefix: str = "") -> set[str]:
 # the config directories whose options define a group's keys (a learner or explorer option selects a model of
 # conf/model/; an explorer adds its family's conf/explorer_job/)
 GROUP_DIRS = {"algorithm": ("algorithm",), "data": ("data",), "learner": ("model", "learner"),
-              "explorer": ("model", "explorer_job", "explorer"), "trainer": ("trainer",)}
+              "explorer": ("model", "explorer_job", "explorer"), "trainer": ("trainer",), "family": ("family",),
+              "logger": ("logger",)}
 
 
 @lru_cache(maxsize=1)
@@ -96,7 +97,8 @@ def unknown_key_problems(cfg: DictConfig) -> list[str]:
                 continue
             if "." in key and key.rsplit(".", 1)[0] not in known:
                 continue  # reported at its parent
-            close = difflib.get_close_matches(key, sorted(known), n=1)
+            leaves = sorted(k for k in known if not any(o.startswith(k + ".") for o in known))
+            close = difflib.get_close_matches(key, leaves, n=1)
             hint = f"did you mean {group}.{close[0]}? " if close else ""
             errs.append(f"{group}.{key} is not a setting of the {group} group and would be ignored; {hint}"
                         f"the group's settings are in conf/{group}/")

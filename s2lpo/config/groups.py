@@ -7,7 +7,7 @@ from omegaconf import DictConfig
 
 from s2lpo.algo.correction import CORRECTIONS
 from s2lpo.algo.schedule import SCHEDULES
-from s2lpo.config.domains import _num
+from s2lpo.config.domains import _int, _num
 from s2lpo.rewards.registry import REWARDS
 
 ALGORITHMS = ("grpo", "s2lpo", "token_temp", "g2rpo_a")
@@ -53,8 +53,8 @@ def check_algorithm(cfg: DictConfig, this_machine: bool = True) -> list[str]:
             errs.append(f"algorithm.guidance.k={gd.k} guided rollouts must be in [1, group_size={G}]")
         if not isinstance(gd.max_length, int) or gd.max_length < 1:
             errs.append(f"algorithm.guidance.max_length={gd.max_length!r} must be an integer >= 1")
-        if gd.period < 2:
-            errs.append(f"algorithm.guidance.period={gd.period} must be >= 2")
+        if not _num(gd.period) or gd.period < 2:
+            errs.append(f"algorithm.guidance.period={gd.period!r} must be a number >= 2")
     if a.offpolicy_correction not in CORRECTIONS:
         errs.append(f"algorithm.offpolicy_correction={a.offpolicy_correction!r} is unknown; "
                     f"choose one of {', '.join(CORRECTIONS)}")
@@ -220,5 +220,37 @@ def check_logger(cfg: DictConfig, this_machine: bool = True) -> list[str]:
     return errs
 
 
+ARCH_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim",
+               "intermediate_size")
+
+
+def check_family(cfg: DictConfig, this_machine: bool = True) -> list[str]:
+    """The toy family's recipe (only when a toy model is used: it is built before anything else runs), and the
+    evaluation split it makes, which ``trainer.eval_problems`` takes from."""
+    f = cfg.family
+    if "toy" not in (cfg.learner.family, cfg.explorer.family) or f is None:
+        return []
+    errs = []
+    for key in ("n_operands", "n_sft", "n_rl", "n_eval", "vocab_size", "sft_epochs", "sft_batch_size",
+                "max_position_embeddings"):
+        if not _int(f.get(key)) or f[key] < 1:
+            errs.append(f"family.{key}={f.get(key)!r} must be an integer >= 1")
+    if not _num(f.get("sft_lr")) or f.sft_lr <= 0:
+        errs.append(f"family.sft_lr={f.get('sft_lr')!r} must be a number > 0")
+    for size, arch in (f.get("sizes") or {}).items():
+        for key in ARCH_FIELDS:
+            if not _int(arch.get(key)) or arch[key] < 1:
+                errs.append(f"family.sizes.{size}.{key}={arch.get(key)!r} must be an integer >= 1")
+        if _int(arch.get("num_attention_heads")) and _int(arch.get("num_key_value_heads")) and \
+                arch.num_key_value_heads >= 1 and arch.num_attention_heads % arch.num_key_value_heads:
+            errs.append(f"family.sizes.{size}.num_attention_heads={arch.num_attention_heads} must be a multiple of "
+                        f"num_key_value_heads={arch.num_key_value_heads}")
+    n_eval, ask = f.get("n_eval"), cfg.trainer.get("eval_problems")
+    if _int(n_eval) and _int(ask) and ask > n_eval:
+        errs.append(f"trainer.eval_problems={ask} exceeds the family's {n_eval} evaluation problems "
+                    f"(family.n_eval); lower it to at most {n_eval}")
+    return errs
+
+
 # one checker per config group, in the order their problems are listed
-CHECKERS = (check_algorithm, check_models, check_data, check_trainer, check_logger)
+CHECKERS = (check_algorithm, check_models, check_family, check_data, check_trainer, check_logger)

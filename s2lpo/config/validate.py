@@ -7,6 +7,7 @@ problems are raised together in one :class:`ConfigError`.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -41,6 +42,25 @@ def _check_solutions(path: Path, errs: list[str]) -> None:
                     f"{len(col)} rows of {path} have none; " + SOLUTIONS_FIX)
 
 
+def writable_problem(field: str, path) -> str | None:
+    """Why the run could not write under ``path`` (probed in its nearest existing directory), None if it can."""
+    if path is None:
+        return None
+    import tempfile
+
+    p = Path(str(path)).expanduser().absolute()
+    probe_dir = next((q for q in (p, *p.parents) if q.exists()), None)
+    if probe_dir is None or not probe_dir.is_dir():
+        return f"{field}={path}: {probe_dir} is not a directory; set {field} to a directory"
+    try:
+        fd, name = tempfile.mkstemp(prefix=".s2lpo-probe-", dir=probe_dir)
+    except OSError as e:
+        return f"{field}={path} is not writable ({probe_dir}: {e.strerror}); make it writable or set {field} elsewhere"
+    os.close(fd)
+    os.unlink(name)
+    return None
+
+
 def file_problems(cfg: DictConfig) -> list[str]:
     """Models and data files the run reads that are not on disk (or, for G²RPO-A, lack reference solutions);
     one line each, naming the field, the path and the fix."""
@@ -50,9 +70,15 @@ def file_problems(cfg: DictConfig) -> list[str]:
         m = cfg[role]
         if role == "explorer" and (m.name == "none" or m.family != cfg.learner.family):
             continue  # a foreign explorer is reported as such
-        if m.family not in ("toy", None) and (m.path is None or not Path(str(m.path)).exists()):
+        if m.family == "toy" and m.path is not None and not Path(str(m.path)).is_dir():
+            errs.append(f"{role}.path={m.path} does not exist; set it to a model directory, or null to use the toy "
+                        "family's build")
+        elif m.family not in ("toy", None) and (m.path is None or not Path(str(m.path)).exists()):
             errs.append(f"{role}.path={m.path} does not exist; put a local copy there or set paths.models_dir "
                         "(nothing is downloaded)")
+        elif m.family not in ("toy", None) and not (Path(str(m.path)) / "config.json").is_file():
+            errs.append(f"{role}.path={m.path} holds no model (no config.json); point it at a Hugging Face model "
+                        "folder (config.json, tokenizer and *.safetensors)")
         if m.tokenizer is not None and not Path(str(m.tokenizer)).exists():
             errs.append(f"{role}.tokenizer={m.tokenizer} does not exist; set it to a tokenizer directory or null")
     if d.train_file is not None and not Path(str(d.train_file)).exists():
@@ -60,6 +86,8 @@ def file_problems(cfg: DictConfig) -> list[str]:
                     "experiments/prepare_data.py <dataset> <local file>) or set data.train_file=null for the toy task")
     elif cfg.algorithm.guidance.enabled and d.train_file is not None:
         _check_solutions(Path(str(d.train_file)), errs)
+    dirs = ["runs_dir", "cache_dir"] + (["explorer_cache_dir"] if cfg.algorithm.t_mix else [])
+    errs += [p for key in dirs if (p := writable_problem(f"paths.{key}", cfg.paths.get(key)))]
     if cfg.trainer.backend == "verl":
         for f in d.get("eval_files") or []:
             if not Path(str(f)).exists():

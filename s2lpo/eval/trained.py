@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from s2lpo.models.checkpoint import CheckpointError, load_latest
 from s2lpo.tracking.run import Manifest
 
 
@@ -62,13 +63,15 @@ def load_trained(run_dir: Path, log=print) -> TrainedRun:
                                   "(trainer.checkpoint_every sets how often it saves)")
         step = int(step_dir.name.removeprefix("global_step_"))
         return TrainedRun(rid, run_dir, cfg, step, hf_dir=merge_verl_checkpoint(step_dir, log))
-    from s2lpo.models.checkpoint import latest_checkpoint, load_checkpoint
-
-    ckpt = latest_checkpoint(run_dir)
+    try:
+        ckpt = load_latest(run_dir)
+    except CheckpointError as e:
+        raise TrainedRunError(f"eval.run_dir={run_dir}: {e}") from None
     if ckpt is None:
         raise TrainedRunError(f"eval.run_dir={run_dir} has no checkpoint to evaluate")
-    state = load_checkpoint(ckpt)
-    return TrainedRun(rid, run_dir, cfg, int(state["step"]), state=state)
+    for path, why in ckpt.skipped:
+        log(f"warning: checkpoint {path} is damaged ({why}); evaluating {ckpt.path.name} instead")
+    return TrainedRun(rid, run_dir, cfg, int(ckpt.state["step"]), state=ckpt.state)
 
 
 def export_hf(trained: TrainedRun, base_weights: Path, tok) -> Path:

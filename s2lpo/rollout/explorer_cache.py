@@ -32,6 +32,11 @@ from s2lpo.config.paths import abspath
 from s2lpo.models.family import weights_digest
 from s2lpo.rollout.sampler import Sample, SamplingParams, sample
 
+
+class ExplorerCacheError(RuntimeError):
+    """The explorer cache cannot be read or written (the message names the file and the fix)."""
+
+
 SCHEMA = pa.schema(
     [
         ("prompt_key", pa.string()),
@@ -71,9 +76,13 @@ class CachedSample:
 class ExplorerCache:
     def __init__(self, cache_dir: str | Path, explorer_digest: str, params: SamplingParams):
         self.dir = Path(cache_dir) / explorer_digest / params_key(params)
-        self.dir.mkdir(parents=True, exist_ok=True)
         self.params = params
-        (self.dir / "params.json").write_text(json.dumps(params.as_dict(), sort_keys=True))
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            (self.dir / "params.json").write_text(json.dumps(params.as_dict(), sort_keys=True))
+        except OSError as e:
+            raise ExplorerCacheError(f"cannot write the explorer cache {self.dir}: {e.strerror}; make it writable or "
+                                     "set paths.explorer_cache_dir to a writable directory") from None
         self._rows: dict[tuple[str, int], CachedSample] = {}
         self._prompts: dict[str, list[int]] = {}
         self._seen: set[str] = set()
@@ -83,8 +92,14 @@ class ExplorerCache:
         for f in sorted(self.dir.glob("part-*.parquet")):
             if f.name in self._seen:
                 continue
+            try:
+                t = pq.read_table(f).to_pylist()
+            except (OSError, pa.ArrowException) as e:
+                raise ExplorerCacheError(
+                    f"explorer cache shard {f} is damaged ({str(e).strip().splitlines()[0][:120]}); remove it "
+                    f"(rm {f}): its samples are generated again when a run or experiments/generate_explorer.py "
+                    "next needs them") from None
             self._seen.add(f.name)
-            t = pq.read_table(f).to_pylist()
             for r in t:
                 key = (r["prompt_key"], r["sample_index"])
                 if key not in self._rows:
@@ -154,8 +169,13 @@ class ExplorerCache:
                              "reward": score(s.tokens, truth[pk])})
             name = f"part-{time.time_ns()}-{os.getpid()}.parquet"
             tmp = self.dir / f".{name}.tmp"
-            pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), tmp)
-            os.replace(tmp, self.dir / name)
+            try:
+                pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), tmp)
+                os.replace(tmp, self.dir / name)
+            except OSError as e:
+                tmp.unlink(missing_ok=True)
+                raise ExplorerCacheError(f"could not write {len(rows)} explorer samples to {self.dir}: {e.strerror}; "
+                                         "free space there or set paths.explorer_cache_dir elsewhere") from None
             self.reload()
             return len(rows)
 

@@ -15,8 +15,14 @@ def sweep_dir(root: Path, name: str) -> Path:
 class SweepManifest:
     def __init__(self, root: Path, name: str):
         self.path = sweep_dir(root, name) / "sweep.json"
-        self.data: dict = json.loads(self.path.read_text()) if self.path.exists() else {
-            "name": name, "runs": {}, "cache_jobs": {}, "submissions": []}
+        self.data: dict = {"name": name, "runs": {}, "cache_jobs": {}, "submissions": []}
+        if self.path.exists():
+            try:
+                self.data = json.loads(self.path.read_text())
+            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise RuntimeError(f"{self.path} is damaged ({str(e).splitlines()[0]}); submitting the sweep again "
+                                   f"rebuilds it from the runs' own manifests once it is moved away "
+                                   f"(mv {self.path} {self.path}.damaged)") from None
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from s2lpo.sweep.manifest import SweepManifest
 from s2lpo.tracking.journal import JOURNAL_NAME
+from s2lpo.tracking.run import Manifest, ManifestError
 
 
 @dataclass
@@ -34,6 +35,7 @@ class RunStatus:
     job_id: str | None
     slurm_state: str | None
     restarts: int
+    error: str = ""  # the run's own account of why it ended (the manifest's ``error``), or why it cannot be read
 
 
 def slurm_states(job_ids: list[str]) -> dict[str, str]:
@@ -115,12 +117,16 @@ def sweep_status(root: Path, name: str, manifest=None) -> list[RunStatus]:
     out = []
     for rid, e in runs.items():
         run_dir = Path(e["run_dir"])
-        m = json.loads((run_dir / "manifest.json").read_text()) if (run_dir / "manifest.json").exists() else {}
+        try:
+            m, damaged = Manifest(run_dir).data, ""
+        except ManifestError as err:
+            m, damaged = {}, str(err)
         job = e["jobs"][-1] if e.get("jobs") else None
         slurm = states.get(job) if job else None
         state = run_state(m.get("status"), slurm)
         if state == "queued" and m.get("status") == "preempted":
             state = "preempted (requeued)"
         out.append(RunStatus(rid, e.get("method", "?"), int(e.get("seed", 0)), state,
-                             last_step(run_dir), int(e.get("total_steps", 0)), job, slurm, int(m.get("restarts", 0))))
+                             last_step(run_dir), int(e.get("total_steps", 0)), job, slurm, int(m.get("restarts", 0)),
+                             damaged or m.get("error") or ""))
     return sorted(out, key=lambda s: (s.method, s.run_id))

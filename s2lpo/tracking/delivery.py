@@ -33,6 +33,8 @@ class Delivery:
         self.batch, self.retry_min_s, self.retry_max_s, self.interval_s = batch, retry_min_s, retry_max_s, interval_s
         self.max_read_bytes, self.on_open = max_read_bytes, on_open
         self.state = ReplicaState(self.run_dir, replica.name)
+        if self.state.damaged:
+            warn(f"warning: {self.state.damaged}")
         self.tail = JournalTail(self.run_dir)
         self.opened = False
         self.failures = 0  # consecutive failed attempts

@@ -28,9 +28,9 @@ class Journal:
                 if f.read(1) != b"\n":
                     f.write(b"\n")
 
-    def log(self, step: int, metrics: dict[str, float]) -> None:
+    def log(self, step: int, metrics: dict[str, float], t: float | None = None) -> None:
         clean = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
-        self._f.write(json.dumps({"step": int(step), "t": time.time(), "metrics": clean}) + "\n")
+        self._f.write(json.dumps({"step": int(step), "t": time.time() if t is None else t, "metrics": clean}) + "\n")
         self._f.flush()
         os.fsync(self._f.fileno())
 

@@ -11,6 +11,7 @@ what the replicas still lack. Imports tracking only.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,11 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from s2lpo.tracking.journal import read_history
-from s2lpo.tracking.run import Manifest, run_id
+from s2lpo.tracking.run import Manifest, ManifestError, run_id
 from s2lpo.tracking.sinks import Tracker, make_tracker
 
 PREEMPTING = threading.Event()  # set by the SLURM job's checkpoint hook (s2lpo.sweep.jobs.TrainJob)
 FINAL_PREFIXES = ("eval/", "compute/")
+
+
+class RunDirError(RuntimeError):
+    """The run directory cannot be created or written (the message names it and the fix)."""
 
 
 @dataclass
@@ -46,8 +51,18 @@ class RunLifecycle:
         self.config, self.log, self.final_prefixes = config, log, final_prefixes
         self.run_id = rid or run_id(config)
         self.run_dir = Path(runs_dir).expanduser().resolve() / self.run_id
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.manifest = Manifest(self.run_dir)
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RunDirError(f"cannot create the run directory {self.run_dir}: {e.strerror}; make "
+                              f"{self.run_dir.parent} writable or set paths.runs_dir to a writable directory") from None
+        try:
+            self.manifest = Manifest(self.run_dir)
+        except ManifestError as e:  # this start knows the run's config: keep the damaged file, rebuild the rest
+            aside = self.run_dir / f"manifest.json.damaged-{int(time.time())}"
+            os.replace(self.run_dir / "manifest.json", aside)
+            log(f"warning: {e}; kept it as {aside.name} and rebuilt it from this start")
+            self.manifest = Manifest(self.run_dir)
         self.result: RunResult | None = None
 
     @property
@@ -86,6 +101,18 @@ class RunLifecycle:
             raise
         finally:
             final = self.final_metrics()
-            self.manifest.update(status=status, error=error, final_metrics=final, ended_at=time.time())
-            self.manifest.update(undelivered=tracker.close(status))
             self.result = RunResult(self.run_id, self.run_dir, status, final)
+            self._record_end(status, error, final, tracker)
+
+    def _record_end(self, status: str, error: str | None, final: dict[str, float], tracker: Tracker) -> None:
+        """The run's end in its manifest and replicas, best effort: a full disk must not hide the error that
+        ended the run behind a second one."""
+        try:
+            self.manifest.update(status=status, error=error, final_metrics=final, ended_at=time.time())
+        except OSError as e:
+            self.log(f"warning: could not record status {status!r} in {self.manifest.path}: {e.strerror}")
+        undelivered = tracker.close(status)
+        try:
+            self.manifest.update(undelivered=undelivered)
+        except OSError:
+            pass

@@ -64,9 +64,15 @@ class ReplicaState:
 
     def __init__(self, run_dir: Path, name: str):
         self.path = Path(run_dir) / "tracking" / f"{name}.json"
-        data = json.loads(self.path.read_text()) if self.path.exists() else {}
-        self.remote: dict = data.get("remote", {})
-        self.high_water: dict[str, int] = {k: int(v) for k, v in data.get("high_water", {}).items()}
+        self.damaged: str | None = None  # why a damaged state file was set aside (the remote is found again)
+        try:
+            data = json.loads(self.path.read_text()) if self.path.exists() else {}
+            self.remote: dict = dict(data.get("remote", {}))
+            self.high_water: dict[str, int] = {k: int(v) for k, v in data.get("high_water", {}).items()}
+        except (ValueError, TypeError, AttributeError, UnicodeDecodeError) as e:
+            self.damaged = (f"{self.path} is damaged ({type(e).__name__}); the remote run is found again by its "
+                            "run id and asked what it holds, so nothing is sent twice")
+            self.remote, self.high_water = {}, {}
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -85,14 +85,31 @@ SLURM_VARS = {"job_id": "SLURM_JOB_ID", "array_job_id": "SLURM_ARRAY_JOB_ID", "a
 STATUSES = ("running", "finished", "failed", "preempted", "killed")
 
 
+class ManifestError(RuntimeError):
+    """A run's ``manifest.json`` exists but cannot be read (the message names it and what to do)."""
+
+
 class Manifest:
     """``manifest.json`` in the run directory, rewritten atomically on every update (thread-safe: the
     replicas' delivery threads record their remote run ids here)."""
 
     def __init__(self, run_dir: Path):
         self.path = Path(run_dir) / "manifest.json"
-        self.data: dict = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self.data: dict = self._read() if self.path.exists() else {}
         self._lock = threading.Lock()
+
+    def _read(self) -> dict:
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            why = e.strerror if isinstance(e, OSError) else f"not JSON: {str(e).splitlines()[0]}"
+            data, bad = None, why
+        else:
+            bad = None if isinstance(data, dict) else f"holds a {type(data).__name__}, not an object"
+        if bad:
+            raise ManifestError(f"{self.path} is damaged ({bad}); starting the run again with its config rebuilds "
+                                f"it (the journal and checkpoints are kept), or remove {self.path.parent}")
+        return data
 
     def update(self, **fields) -> None:
         if "status" in fields and fields["status"] not in STATUSES:

@@ -24,7 +24,7 @@ from s2lpo.algo.schedule import alpha
 from s2lpo.algo.seeds import batch_indices, step_seed
 from s2lpo.config.validate import ConfigError
 from s2lpo.eval.runner import evaluate, power_of_two_ks
-from s2lpo.models.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from s2lpo.models.checkpoint import load_latest, save_checkpoint
 from s2lpo.models.resolve import load_model, model_params
 from s2lpo.models.tokenizer import load_tokenizer
 from s2lpo.rewards import get_reward_fn, token_scorer
@@ -33,6 +33,7 @@ from s2lpo.rollout.explorer_cache import explorer_cache_for, explorer_sampling
 from s2lpo.rollout.metrics import source_metrics
 from s2lpo.rollout.sampler import SamplingParams
 from s2lpo.tracking.lifecycle import RunLifecycle, RunResult
+from s2lpo.tracking.restore import mend_journal
 from s2lpo.trainer.setup import resolve
 from s2lpo.trainer.update import UpdateConfig, train_step
 
@@ -51,7 +52,13 @@ def train(cfg: DictConfig, progress: Callable[[int, int, dict], None] | None = N
     if t.threads:
         torch.set_num_threads(int(t.threads))
     run = RunLifecycle(cfg.paths.runs_dir, OmegaConf.to_container(cfg, resolve=True), log)
-    if run.done is not None:
+
+    def logged(upto: int) -> dict[str, list[int]]:  # what the journal holds once step ``upto`` is trained
+        evals = [0] + [s for s in range(1, upto + 1) if s % t.eval_every == 0 or s == t.total_steps]
+        return {"train/loss": list(range(1, upto + 1)), f"eval/{cfg.data.benchmark}/pass@1": evals}
+
+    if run.done is not None:  # a finished run's journal must hold every step it reports
+        mend_journal(run.run_dir, run.run_id, logged(t.total_steps), t.total_steps, log)
         return run.done
     device = res.device
     tok = load_tokenizer(res.tokenizer_path)
@@ -68,16 +75,6 @@ def train(cfg: DictConfig, progress: Callable[[int, int, dict], None] | None = N
     guidance = make_guidance(gd.kind, gd.initial_length, gd.max_length, gd.period, t.total_steps) if gd.enabled else None
     cum: dict[str, float] = {}
     start = 0
-    ckpt = latest_checkpoint(run.run_dir)
-    if ckpt is not None:
-        state = load_checkpoint(ckpt)
-        learner.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        if guidance is not None:
-            guidance.load_state_dict(state["guidance"])
-        cum, start = state["cum"], state["step"]
-        log(f"resuming {run.run_id} from step {start}")
     bench = cfg.data.benchmark
     score = token_scorer(tok, cfg.data.reward)
 
@@ -93,6 +90,18 @@ def train(cfg: DictConfig, progress: Callable[[int, int, dict], None] | None = N
     # a run killed after its last checkpoint but before it was marked finished has nothing left to train: the
     # lifecycle's final metrics are the journal's last values
     with run.running() as tracker, amp:
+        ckpt = load_latest(run.run_dir)  # the newest intact checkpoint (damaged ones are passed over and named)
+        if ckpt is not None:
+            for path, why in ckpt.skipped:
+                log(f"warning: checkpoint {path} is damaged ({why}); resuming from {ckpt.path.name} instead")
+            learner.load_state_dict(ckpt.state["model"])
+            opt.load_state_dict(ckpt.state["optimizer"])
+            sched.load_state_dict(ckpt.state["scheduler"])
+            if guidance is not None:
+                guidance.load_state_dict(ckpt.state["guidance"])
+            cum, start = ckpt.state["cum"], ckpt.state["step"]
+            mend_journal(run.run_dir, run.run_id, logged(start), start, log)  # the journal covers the checkpoint
+            log(f"resuming {run.run_id} from step {start}")
         if start == 0:
             tracker.log(0, run_eval(0, t.eval_samples))
         for step in range(start + 1, t.total_steps + 1):
