@@ -71,7 +71,7 @@ def test_a_cut_journal_is_mended_from_mlflow_before_the_resume(reference, tmp_pa
     said = []
     again = train(cfg, log=said.append)
     assert again.status == "finished"
-    assert "warning: the journal of run {} lacked steps 1-2; restored from MLflow (2 steps)".format(res.run_id) in said
+    assert f"warning: the journal of run {res.run_id} lacked steps 1-2; restored from MLflow (2 steps)" in said
     assert no_timing(read_history(run_dir)) == ref_hist
 
 

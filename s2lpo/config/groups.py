@@ -74,10 +74,12 @@ def check_trainer(cfg: DictConfig, this_machine: bool = True) -> list[str]:
         errs.append(f"trainer.lr={t.lr!r} must be > 0")
     if not isinstance(t.total_steps, int) or t.total_steps < 1:
         errs.append(f"trainer.total_steps={t.total_steps!r} must be an integer >= 1")
-    for key in ("eval_every", "checkpoint_every", "eval_samples", "final_eval_samples", "eval_problems",
-                "ppo_epochs", "mini_batches", "gen_batch_size"):
+    for key in ("eval_every", "checkpoint_every", "eval_samples", "final_eval_samples", "ppo_epochs", "mini_batches",
+                "gen_batch_size"):
         if not isinstance(t[key], int) or t[key] < 1:
             errs.append(f"trainer.{key}={t[key]!r} must be an integer >= 1")
+    if t.eval_problems is not None and (not _int(t.eval_problems) or t.eval_problems < 1):
+        errs.append(f"trainer.eval_problems={t.eval_problems!r} must be null (all held-out problems) or an integer >= 1")
     mbs = t.get("mini_batch_size")
     if mbs is not None:
         if not isinstance(mbs, int) or mbs < 1:

@@ -96,11 +96,36 @@ def file_problems(cfg: DictConfig) -> list[str]:
     return errs
 
 
+# the key every option of one of our groups defines: without it the option is not ours (verl's config groups are
+# on Hydra's search path for trainer=verl, so e.g. ``algorithm=rollout_correction`` composes verl's)
+IDENTITY = {"algorithm": "name", "data": "name", "learner": "name", "explorer": "name", "trainer": "backend",
+            "logger": "sinks", "family": "name"}
+
+
+def foreign_group_problems(cfg: DictConfig) -> list[str]:
+    from s2lpo.config.domains import CONF
+
+    errs = []
+    for group, key in IDENTITY.items():
+        node = cfg.get(group)
+        if group == "family" and node is None:
+            continue
+        if not isinstance(node, DictConfig) or key not in node:
+            dirs = {"learner": "model", "explorer": "explorer"}.get(group, group)
+            ours = sorted(p.stem for p in (CONF / dirs).glob("*.yaml") if not p.stem.startswith("_"))
+            errs.append(f"{group} is not one of s2lpo's {group} configs (it has no {group}.{key}); choose "
+                        f"{group}=<one of {', '.join(ours)}>")
+    return errs
+
+
 def validate(cfg: DictConfig, this_machine: bool = True, files: bool = True) -> None:
     """Raise :class:`ConfigError` listing every invalid field of the resolved config. With
     ``this_machine=False`` (a job being submitted elsewhere) the devices of this machine are not checked;
     with ``files=False`` neither are the model and data files (a dry run reports them as warnings)."""
-    errs: list[str] = unknown_key_problems(cfg) + domain_problems(cfg) + position_problems(cfg)
+    errs = foreign_group_problems(cfg)
+    if errs:  # a group that is not one of ours cannot be checked further
+        raise ConfigError(errs)
+    errs = unknown_key_problems(cfg) + domain_problems(cfg) + position_problems(cfg)
     for check in CHECKERS:
         errs += check(cfg, this_machine)
     if files:

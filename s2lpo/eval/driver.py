@@ -15,7 +15,15 @@ from omegaconf import DictConfig, OmegaConf
 from s2lpo.algo.seeds import step_seed
 from s2lpo.config.paths import abspath
 from s2lpo.config.validate import validate
-from s2lpo.eval.benchmarks import EvalError, eval_run_id, load_benchmark, metrics, run_benchmark, sampling
+from s2lpo.eval.benchmarks import (
+    PRESETS,
+    EvalError,
+    eval_run_id,
+    load_benchmark,
+    metrics,
+    run_benchmark,
+    sampling,
+)
 from s2lpo.eval.trained import TrainedRun, TrainedRunError, export_hf, load_trained
 from s2lpo.models.family import weights_digest
 from s2lpo.models.resolve import load_model, model_path, pick_device, toy_family
@@ -52,12 +60,16 @@ def evaluate_model(cfg: DictConfig, log=print) -> dict[str, float]:
     if not files and trained is not None:  # the trained run's own benchmarks, in domain and out (CSQA)
         d = trained.config["data"]
         files = [str(f) for f in (d.get("eval_files") or []) + (d.get("ood_files") or [])]
-    if not files:
-        raise EvalError("eval.benchmarks is empty; list prepared files, e.g. eval.benchmarks=[data/processed/aime24/"
-                        "test.parquet]")
-    for b in files:
-        if not Path(b).exists():
-            raise EvalError(f"benchmark file {b} does not exist; prepare it with experiments/prepare_data.py")
+    problems = [] if files else ["eval.benchmarks is empty; list prepared files, e.g. eval.benchmarks=[data/processed/"
+                                 "aime24/test.parquet]"]
+    problems += [f"benchmark file {b} does not exist; prepare it with experiments/prepare_data.py"
+                 for b in files if not Path(b).exists()]
+    if e.preset not in PRESETS:
+        problems.append(f"eval.preset={e.preset!r} is unknown; use one of {', '.join(PRESETS)}")
+    if e.backend not in ("hf", "vllm"):
+        problems.append(f"eval.backend={e.backend!r} is unknown; use hf or vllm")
+    if problems:  # every problem of the evaluation's own settings at once, before a model is loaded
+        raise EvalError("\n".join(problems))
     model_cfg = OmegaConf.create(trained.config) if trained is not None else cfg
     weights, tok_dir = _model(model_cfg, log)
     if trained is not None and trained.hf_dir is not None:

@@ -22,7 +22,7 @@ import torch
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
 from s2lpo.data.toy import Problem, ToySplits, make_splits
-from s2lpo.models.tokenizer import build_tokenizer, load_tokenizer, tokenizer_digest
+from s2lpo.models.tokenizer import build_tokenizer, tokenizer_digest
 
 FAMILY_FORMAT = 1  # bump when the build procedure changes in a way the recipe does not capture
 

@@ -107,6 +107,9 @@ class MlflowReplica:
         self.tags, self.params, self.sweep = tags, params, sweep
         self.client = None
         self.run_id: str | None = None
+        # imported here, on the thread that builds the replica, before its delivery thread starts: MLflow's
+        # package imports in circles, and two threads importing it at once see a half-initialised module
+        import mlflow.tracking  # noqa: F401
 
     def open(self, state: ReplicaState) -> dict[str, int]:
         configure_http()

@@ -51,7 +51,8 @@ def with_toy_files(cfg, log=print):
     family = build_family(family_recipe(cfg), abspath(cfg.paths.cache_dir), log=log)
     base = abspath(cfg.paths.cache_dir) / "verl_toy" / family.root.name
     splits = family.splits()
-    n_eval = min(int(cfg.trainer.eval_problems), len(splits.eval))
+    ask = cfg.trainer.eval_problems
+    n_eval = len(splits.eval) if ask is None else min(int(ask), len(splits.eval))
     files = {"train": (splits.rl, "train"), f"test-{n_eval}": (splits.eval[:n_eval], "test")}
     for name, (problems, split) in files.items():
         path = base / f"{name}.parquet"
