@@ -87,9 +87,8 @@ def _counts(states) -> str:
 def _sweep_status(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from s2lpo.sweep.status import sweep_status
-
     from s2lpo.sweep.manifest import sweep_dir
+    from s2lpo.sweep.status import sweep_status
 
     name = Path(args.sweep).stem if args.sweep.endswith((".yaml", ".yml")) else args.sweep
     console = _console()
