@@ -75,6 +75,16 @@ REJECTIONS = [
     (["+trainer.learning_rate=1e-5"], "trainer.learning_rate is not a setting of the trainer group"),
     (["+explorer.sampling.temp=0.5"], "explorer.sampling.temp is not a setting of the explorer group"),
     (["data.max_new_tokens=1000"], "data.max_new_tokens=1000 does not fit the positions of learner=toy-l and explorer=toy-m (128"),
+    # issue 16's tracebacks and unchecked values, now one line each
+    (["algorithm=rollout_correction"], "algorithm is not one of s2lpo's algorithm configs (it has no algorithm.name); "
+                                       "choose algorithm=<one of g2rpo_a, grpo, s2lpo, token_temp>"),
+    (["learner.path=/no/such/model"], "learner.path=/no/such/model does not exist; set it to a model directory, or "
+                                      "null to use the toy family's build"),
+    (["family.sizes.l.hidden_size=-5"], "family.sizes.l.hidden_size=-5 must be an integer >= 1"),
+    (["trainer.eval_problems=100000"], "trainer.eval_problems=100000 exceeds the family's 128 evaluation problems"),
+    (["algorithm=g2rpo_a", "explorer=none", "algorithm.t_mix=0", "algorithm.guidance.period=abc"],
+     "algorithm.guidance.period='abc' must be a number >= 2"),
+    (["+family.num_problems=3"], "family.num_problems is not a setting of the family group"),
 ]
 
 

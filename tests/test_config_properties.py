@@ -65,7 +65,7 @@ def override(draw):
 
 
 @pytest.mark.slow
-@settings(max_examples=int(os.environ.get("S2LPO_PROPERTY_EXAMPLES", "60")), deadline=None,
+@settings(max_examples=int(os.environ.get("S2LPO_PROPERTY_EXAMPLES", "40")), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(st.lists(override(), min_size=1, max_size=4))
 def test_random_overrides_validate_or_fail_cleanly(tmp_path, picked):

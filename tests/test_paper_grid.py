@@ -125,3 +125,12 @@ def test_the_dry_run_plans_27_runs_as_json_lines(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert "nothing submitted" in out + err and "learner.path=" in out + err
     assert not (tmp_path / "sweeps" / "one" / "sweep.json").exists()
+    # the readable dry run writes nothing and says so
+    assert main(["sweep", "submit", str(tmp_path / "one.yaml"), "--dry-run", "--root", str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    assert "would submit 1 run(s)" in out + err and "nothing was written" in out + err
+    assert not (tmp_path / "sweeps").exists()
+    # a sweep never submitted: exit 2 with the known ones
+    assert main(["sweep", "status", "nope", "--root", str(tmp_path)]) == 2
+    assert f"no sweep named 'nope' was submitted under {tmp_path / 'sweeps'}; none was" in " ".join(
+        capsys.readouterr().out.split())

@@ -175,6 +175,17 @@ def test_sync_replays_journals_to_mlflow_and_wandb_once(tmp_path, capsys, monkey
     assert Manifest(run_dir).data["tracking"]["mlflow"]["run_id"] == run.info.run_id
 
 
+def test_sync_adds_a_replica_the_run_never_had(tmp_path, capsys):
+    run_dir, rid = _fake_finished_run(tmp_path, "logger=journal")
+    assert s2lpo_main(["sync", str(run_dir)]) == 0 and "-" in capsys.readouterr().out  # nothing to deliver to
+    assert s2lpo_main(["sync", str(run_dir), "--sink", "mlflow"]) == 0
+    assert "mlflow: 18" in capsys.readouterr().out
+    c = MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")
+    [run] = c.search_runs([c.get_experiment_by_name("s2lpo").experiment_id], f"tags.`s2lpo.run_id` = '{rid}'")
+    assert run.info.status == "FINISHED"
+    assert mlflow_points(c, run.info.run_id) == {k: sorted(v.items()) for k, v in read_history(run_dir).items()}
+
+
 def test_sync_without_runs_says_so(tmp_path, capsys):
     assert s2lpo_main(["sync", str(tmp_path)]) == 2
     assert "no run directory" in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""The ``s2lpo`` command.
+"""The s2lpo command.
 
     s2lpo sync <run dir | any dir>                 replay journals to MLflow and W&B
     s2lpo sweep submit sweeps/<name>.yaml [k=v…]   queue a grid on SLURM (returns once queued)
@@ -73,8 +73,8 @@ def _sweep_submit(args: argparse.Namespace) -> int:
         print_plan(console, rep.planned)
     verb = "would submit" if args.dry_run else "submitted"
     console.print(f"sweep {rep.sweep}: {verb} {len(rep.submitted)} run(s) and {len(rep.cache_jobs)} explorer-cache "
-                  f"job(s) in {rep.seconds:.2f}s; {len(rep.skipped)} skipped "
-                  f"({_counts(rep.skipped.values())}); manifest {rep.manifest}")
+                  f"job(s) in {rep.seconds:.2f}s; {len(rep.skipped)} skipped ({_counts(rep.skipped.values())})"
+                  + ("; nothing was written" if args.dry_run else f"; manifest {rep.manifest}"))
     return 0
 
 
@@ -87,10 +87,17 @@ def _counts(states) -> str:
 def _sweep_status(args: argparse.Namespace) -> int:
     from rich.table import Table
 
+    from s2lpo.sweep.manifest import sweep_dir
     from s2lpo.sweep.status import sweep_status
 
     name = Path(args.sweep).stem if args.sweep.endswith((".yaml", ".yml")) else args.sweep
     console = _console()
+    if not (sweep_dir(_root(args), name) / "sweep.json").exists():
+        known = sorted(p.parent.name for p in (_root(args) / "sweeps").glob("*/sweep.json"))
+        console.print(f"no sweep named {name!r} was submitted under {_root(args) / 'sweeps'}; "
+                      f"{'known: ' + ', '.join(known) if known else 'none was'} (--root sets where to look)",
+                      style="red", markup=False)
+        return 2
     try:
         rows = sweep_status(_root(args), name)
     except (FileNotFoundError, RuntimeError) as e:
@@ -143,7 +150,8 @@ def _console(stderr: bool = False):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="s2lpo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="s2lpo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("sync", help="replay run journals to MLflow and W&B (idempotent)")
     p.add_argument("path", type=Path, help="a run directory, or any directory holding run directories")

@@ -41,7 +41,12 @@ def sync_run(run_dir: Path, sinks: list[str] | None = None, mlflow_uri: str | No
         raise FileNotFoundError(f"{run_dir / 'manifest.json'} has no config: not a run directory of s2lpo")
     rid, status = manifest.data["run_id"], manifest.status or "running"
     result = SyncResult(Path(run_dir), rid, status, {}, {})
-    for replica in make_replicas(manifest.data["config"], run_dir, rid, mlflow_uri, wandb_mode):
+    config = manifest.data["config"]
+    if sinks:  # a replica the run never had can be added afterwards (its logger block names where it goes)
+        logger = config["logger"]
+        config = {**config, "logger": {**logger, "sinks": [*logger["sinks"], *(s for s in sinks
+                                                                               if s not in logger["sinks"])]}}
+    for replica in make_replicas(config, run_dir, rid, mlflow_uri, wandb_mode):
         if sinks and replica.name not in sinks:
             continue
         try:
