@@ -12,7 +12,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from s2lpo.config.domains import domain_problems, position_problems, unknown_key_problems
+from s2lpo.config.domains import CONF, domain_problems, position_problems, unknown_key_problems
 from s2lpo.config.groups import CHECKERS
 
 
@@ -103,8 +103,6 @@ IDENTITY = {"algorithm": "name", "data": "name", "learner": "name", "explorer": 
 
 
 def foreign_group_problems(cfg: DictConfig) -> list[str]:
-    from s2lpo.config.domains import CONF
-
     errs = []
     for group, key in IDENTITY.items():
         node = cfg.get(group)

@@ -64,14 +64,11 @@ class RunLifecycle:
             log(f"warning: {e}; kept it as {aside.name} and rebuilt it from this start")
             self.manifest = Manifest(self.run_dir)
         self.result: RunResult | None = None
-
-    @property
-    def done(self) -> RunResult | None:
-        """The recorded result when this run already finished (nothing to do), else None."""
-        if self.manifest.status != "finished":
-            return None
-        self.log(f"run {self.run_id} already finished: {self.run_dir}")
-        return RunResult(self.run_id, self.run_dir, "finished", self.manifest.data.get("final_metrics", {}))
+        # the recorded result when this run already finished (nothing to do), else None
+        self.done: RunResult | None = None
+        if self.manifest.status == "finished":
+            log(f"run {self.run_id} already finished: {self.run_dir}")
+            self.done = RunResult(self.run_id, self.run_dir, "finished", self.manifest.data.get("final_metrics", {}))
 
     @property
     def starts(self) -> int:
