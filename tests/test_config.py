@@ -76,8 +76,19 @@ REJECTIONS = [
     (["+explorer.sampling.temp=0.5"], "explorer.sampling.temp is not a setting of the explorer group"),
     (["data.max_new_tokens=1000"], "data.max_new_tokens=1000 does not fit the positions of learner=toy-l and explorer=toy-m (128"),
     # issue 16's tracebacks and unchecked values, now one line each
-    (["algorithm=rollout_correction"], "algorithm is not one of s2lpo's algorithm configs (it has no algorithm.name); "
-                                       "choose algorithm=<one of g2rpo_a, grpo, s2lpo, token_temp>"),
+    # an algorithm's identity: a run labelled GRPO is plain GRPO (issue 17)
+    (["algorithm=grpo", "algorithm.t_mix=3"], "algorithm=grpo with algorithm.t_mix=3: explorer rows make the run S2L-PO, not GRPO; use "
+                         "algorithm=s2lpo, or add algorithm.t_mix=0 for the GRPO baseline"),
+    (["algorithm=token_temp", "algorithm.t_mix=3"], "algorithm=token_temp with algorithm.t_mix=3"),
+    (["algorithm=g2rpo_a", "algorithm.t_mix=3"], "algorithm=g2rpo_a with algorithm.t_mix=3: explorer rows make the run S2L-PO"),
+    (["algorithm=grpo", "algorithm.t_mix=0", "explorer=none", "algorithm.guidance.enabled=true"],
+     "algorithm=grpo with algorithm.guidance.enabled=true is G²RPO-A, not GRPO; use algorithm=g2rpo_a"),
+    (["algorithm=g2rpo_a", "algorithm.t_mix=0", "explorer=none", "algorithm.guidance.enabled=false"],
+     "algorithm=g2rpo_a with algorithm.guidance.enabled=false is plain GRPO"),
+    (["algorithm=token_temp", "algorithm.t_mix=0", "explorer=none", "algorithm.temperature=1.0"],
+     "algorithm=token_temp with algorithm.temperature=1.0 is not a high-temperature baseline"),
+    (["algorithm=s2lpo", "explorer=none", "algorithm.t_mix=3"], "algorithm.t_mix=3 needs an explorer but explorer=none"),
+    (["experiment=toy_quick", "algorithm=grpo"], "algorithm=grpo with algorithm.t_mix=4"),
     (["learner.path=/no/such/model"], "learner.path=/no/such/model does not exist; set it to a model directory, or "
                                       "null to use the toy family's build"),
     (["family.sizes.l.hidden_size=-5"], "family.sizes.l.hidden_size=-5 must be an integer >= 1"),
@@ -99,6 +110,18 @@ def test_rejections(tmp_path, overrides, message):
         validate(cfg)
     assert message in str(e.value)
     assert len(e.value.problems) == 1, e.value.problems  # one error, naming the field
+
+
+def test_algorithm_choices_are_ours_only(tmp_path):
+    """verl's config groups are not on our search path: a typo lists our four algorithms, not verl's
+    ``rollout_correction`` (whose choice used to compose verl's node and crash)."""
+    from hydra.errors import MissingConfigException
+
+    for bad in ("algorithm=grpoo", "algorithm=rollout_correction"):
+        with pytest.raises(MissingConfigException) as e:
+            make_cfg(tmp_path, bad)
+        assert sorted(e.value.options) == ["g2rpo_a", "grpo", "s2lpo", "token_temp"]
+    assert make_cfg(tmp_path, "trainer=verl").trainer.verl.trainer.use_v1 is False  # verl's node, from our plugin
 
 
 def test_all_problems_reported_at_once(tmp_path):

@@ -24,7 +24,8 @@ from s2lpo_testing import QUICK, assert_passk_is_an_estimate, make_cfg
 
 pytestmark = pytest.mark.slow
 G, PROMPTS, T_MIX, GLEN = 4, 2, 3, 6
-ALGO = ["algorithm=g2rpo_a", f"algorithm.group_size={G}", f"algorithm.t_mix={T_MIX}", "algorithm.guidance.k=1",
+ALGO = ["algorithm=s2lpo", f"algorithm.group_size={G}", f"algorithm.t_mix={T_MIX}", "algorithm.guidance.enabled=true",
+        "algorithm.guidance.k=1",
         f"algorithm.guidance.max_length={GLEN}", "algorithm.guidance.mask_guidance=true",
         "algorithm.temperature_mode=sample_only", "algorithm.temperature=0.8", f"data.prompts_per_step={PROMPTS}"]
 

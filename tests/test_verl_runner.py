@@ -33,7 +33,7 @@ def test_bad_verl_configs_fail_before_anything_starts(tmp_path, tiny_family):
     from s2lpo.verl_ext.runner import train
 
     cfg = make_cfg(tmp_path, *QUICK, "trainer=verl", "algorithm.offpolicy_correction=shaping",
-                   "data.prompts_per_step=4", "trainer.mini_batches=3", "algorithm=g2rpo_a",
+                   "data.prompts_per_step=4", "trainer.mini_batches=3", "algorithm=s2lpo",
                    "algorithm.t_mix=3", "learner=qwen3_8b", "learner.path=null", "explorer=qwen3_1_7b",
                    "explorer.path=null", "data=dapo_math", "data.train_file=null", "data.eval_files=[]")
     with pytest.raises(ConfigError) as e:
@@ -50,7 +50,8 @@ def test_bad_verl_configs_fail_before_anything_starts(tmp_path, tiny_family):
     no_solutions = tmp_path / "nosol.parquet"
     pq.write_table(pa.Table.from_pylist([{"prompt": [{"role": "user", "content": "1+1"}], "data_source": "toy"}]),
                    no_solutions)
-    cfg = toy_verl_cfg(tmp_path, tiny_family, "algorithm=g2rpo_a", f"data.train_file={no_solutions}",
+    cfg = toy_verl_cfg(tmp_path, tiny_family, "algorithm=g2rpo_a", "algorithm.t_mix=0", "explorer=none",
+                       f"data.train_file={no_solutions}",
                        "trainer.mini_batches=1")
     with pytest.raises(ConfigError, match="reference_solution column"):
         train(cfg, log=lambda *_: None, runner=lambda *a: None)
@@ -125,7 +126,8 @@ def test_a_verl_run_lands_in_our_journal_and_mlflow_once_across_restarts(tmp_pat
     from s2lpo.tracking.run import Manifest
     from s2lpo.verl_ext.runner import train
 
-    cfg = toy_verl_cfg(tmp_path, tiny_family, "logger=mlflow", "algorithm=grpo", "trainer.mini_batches=1")
+    cfg = toy_verl_cfg(tmp_path, tiny_family, "logger=mlflow", "algorithm=grpo", "algorithm.t_mix=0", "explorer=none",
+                       "trainer.mini_batches=1")
     with pytest.raises(RuntimeError, match="node lost"):
         train(cfg, log=lambda *_: None, runner=verl_trainer_stand_in([1, 2, 3], fail_after=3))
     res = train(cfg, log=lambda *_: None, runner=verl_trainer_stand_in([3, 4]))  # verl resumes after step 2

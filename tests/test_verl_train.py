@@ -30,9 +30,9 @@ G, T_MIX, GLEN, PROMPTS, STEPS = 4, 3, 6, 2, 4
 BASE = [*QUICK, "trainer=verl", "trainer.device=cpu", "trainer.mini_batches=1", "trainer.lr=1e-4",
         "trainer.record_rollouts=true",
         "trainer.verl.actor_rollout_ref.actor.checkpoint.save_contents=[model,optimizer,extra,hf_model]"]
-# every row source at once: explorer rows (S2L-PO, T_mix 3), one guided row (G²RPO-A, masked prefix), learner rows
+# every row source at once: explorer rows (S2L-PO, T_mix 3), one guided row (G²RPO-A's guidance, masked prefix), learner rows
 # sampled at a temperature the loss does not use, KL to the reference policy (verl's ref worker runs)
-ALL_SOURCES = ["algorithm=g2rpo_a", f"algorithm.t_mix={T_MIX}", "algorithm.guidance.k=1",
+ALL_SOURCES = ["algorithm=s2lpo", f"algorithm.t_mix={T_MIX}", "algorithm.guidance.enabled=true", "algorithm.guidance.k=1",
                f"algorithm.guidance.max_length={GLEN}", "algorithm.guidance.mask_guidance=true",
                "algorithm.temperature_mode=sample_only",
                "algorithm.temperature=0.8", "algorithm.kl_coef=0.01", "algorithm.offpolicy_correction=truncated_is"]
@@ -270,7 +270,7 @@ def test_tables_1_and_2_fill_from_verl_trained_runs(all_sources, hot, tmp_path, 
     for name, rows in layouts.items():
         (src / f"{name}.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
         files.append(str(prepare(name, src / f"{name}.jsonl", tmp_path / "data")[0]))
-    trained = {"g2rpo_a": all_sources["res"].run_dir, "token_temp": hot.run_dir}
+    trained = {"s2lpo": all_sources["res"].run_dir, "token_temp": hot.run_dir}
     for run_dir in trained.values():
         GlobalHydra.instance().clear()
         with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
@@ -297,6 +297,6 @@ def test_tables_1_and_2_fill_from_verl_trained_runs(all_sources, hot, tmp_path, 
         csv = (tmp_path / "out" / f"{name}.csv").read_text().splitlines()
         assert csv[0] == "learner,method,explorer,column,mean,std,n,delta,reference"
         cells = {(r[0], r[1], r[2], r[3]): r[4] for r in (line.split(",") for line in csv[1:])}
-        assert set(cells) == {("toy-l", m, x, c) for m, x in (("g2rpo_a", "toy-s"), ("token_temp", "none")) for c in cols}
+        assert set(cells) == {("toy-l", m, x, c) for m, x in (("s2lpo", "toy-s"), ("token_temp", "none")) for c in cols}
         assert all(v != "" for v in cells.values()), csv  # every cell has its eval run's value
         assert "eval.scorer=released" in (tmp_path / "out" / f"{name}.md").read_text()  # the caption names it

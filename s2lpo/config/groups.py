@@ -8,6 +8,7 @@ from omegaconf import DictConfig
 from s2lpo.algo.correction import CORRECTIONS
 from s2lpo.algo.schedule import SCHEDULES
 from s2lpo.config.domains import _int, _num
+from s2lpo.config.identity import check_identity
 from s2lpo.rewards.registry import REWARDS
 
 ALGORITHMS = ("grpo", "s2lpo", "token_temp", "g2rpo_a")
@@ -255,4 +256,4 @@ def check_family(cfg: DictConfig, this_machine: bool = True) -> list[str]:
 
 
 # one checker per config group, in the order their problems are listed
-CHECKERS = (check_algorithm, check_models, check_family, check_data, check_trainer, check_logger)
+CHECKERS = (check_algorithm, check_identity, check_models, check_family, check_data, check_trainer, check_logger)
