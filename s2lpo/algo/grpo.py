@@ -6,12 +6,21 @@ functions expect (rewards at the last response token, a numpy group index, an ``
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
 import torch
-from verl.trainer.ppo import core_algos
-from verl.workers.config import ActorConfig
+
+_root, _handlers, _level = logging.getLogger(), list(logging.getLogger().handlers), logging.getLogger().level
+from verl.trainer.ppo import core_algos  # noqa: E402
+from verl.workers.config import ActorConfig  # noqa: E402
+
+# importing verl calls logging.basicConfig (a root handler and level): the application configures logging,
+# not a library (with it, Hydra's --info and every log line printed twice)
+for _h in [h for h in _root.handlers if h not in _handlers]:
+    _root.removeHandler(_h)
+_root.setLevel(_level)
 
 
 def actor_config(

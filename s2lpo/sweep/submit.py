@@ -112,8 +112,8 @@ def plan_sweep(sweep: Sweep, root: Path, dry_run: bool = False) -> list[PlannedR
             for p in e.problems:
                 problems.setdefault(p, []).append(i)
             continue
-        except Exception as e:  # noqa: BLE001 - Hydra's own errors name the override
-            problems.setdefault(f"{' '.join(ov)}: {e}", []).append(i)
+        except Exception as e:  # noqa: BLE001 - Hydra's own errors name the override: one line for all runs
+            problems.setdefault(" ".join(str(e).split()), []).append(i)
             continue
         c = run_container(cfg)  # trainer.verl resolved as its own root (its interpolations are absolute)
         if c["launcher"]["name"] != "slurm":
