@@ -123,7 +123,8 @@ def write_logged_runs(root: Path, steps: int = 10, eval_every: int = 5, runs=Non
 
     eval/toy/pass@k at steps 0, eval_every, …: pass@1 rises linearly to the run's final value, pass@k =
     1 - (1 - pass@1)**k; train/n_explorer follows the linear schedule of group size 4 with t_mix 6;
-    compute/rollout_flops_cum grows by 1e9 per step (2e9 with an explorer)."""
+    compute/rollout_flops_cum grows by 1e9 per step (2e9 with an explorer), compute/total_flops_cum by 6e9 (7e9);
+    each evaluation is over 16 problems x 8 samples."""
     from omegaconf import OmegaConf
 
     from s2lpo.tracking.journal import Journal
@@ -143,13 +144,15 @@ def write_logged_runs(root: Path, steps: int = 10, eval_every: int = 5, runs=Non
             for step in range(steps + 1):
                 m = {"train/loss": 1.0 / (step + 1) + seed, "compute/rollout_flops_cum": (step + 1) * 1e9 *
                      (2 if algo == "s2lpo" else 1), "compute/learner/tokens_cum": (step + 1) * 200.0,
-                     "compute/explorer/tokens_cum": (step + 1) * (100.0 if algo == "s2lpo" else 0.0)}
+                     "compute/explorer/tokens_cum": (step + 1) * (100.0 if algo == "s2lpo" else 0.0),
+                     "compute/total_flops_cum": (step + 1) * 1e9 * (7 if algo == "s2lpo" else 6)}
                 if algo == "s2lpo":
                     m["train/n_explorer"] = float(max(0, 4 - (step * 4) // 6)) if step <= 6 else 0.0
                 m.update({f"extra/metric_{i:02d}": step * 0.5 + i for i in range(extra_keys)})
                 if step % eval_every == 0:
                     p1 = final * step / steps
                     m.update({f"eval/toy/pass@{k}": 1 - (1 - p1) ** k for k in (1, 2, 4, 8)})
+                    m.update({"eval/toy/n_problems": 16.0, "eval/toy/n_samples": 8.0})
                 j.log(step, m)
             j.close()
             Manifest(d).update(status="finished")

@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
+import yaml
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
@@ -87,7 +88,7 @@ def test_golden_tables_and_byte_identical_regeneration(world, tmp_path):
     second = regenerate(src, SPECS, tmp_path / "b", tmp_path / "cache", warn=lambda *_: None)
     assert (second.fetched, second.cached) == (0, 7)
     names = sorted(p.name for p in first.written)
-    assert names == sorted(p.name for p in second.written) and len(names) == 11
+    assert names == sorted(p.name for p in second.written) and len(names) == 13
     for name in names:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     # journals and W&B files give the same table
@@ -97,8 +98,10 @@ def test_golden_tables_and_byte_identical_regeneration(world, tmp_path):
 
 
 def test_exact_cells(world, tmp_path):
-    """The table rebuilt from the logged runs has the cells the journals imply (means and sample std over seeds
-    of each run's final value, computed here from the journals themselves, not by the analysis code)."""
+    """The table rebuilt from the logged runs has the cells the journals imply: the mean over seeds of each run's
+    final value and its 95 % percentile-bootstrap interval. With three seeds, a resample of one value three times
+    has probability 1/27 = 3.7 % > 2.5 %, so the interval's ends are exactly the lowest and highest seed
+    (computed here from the journals themselves, not by the analysis code)."""
     from s2lpo.tracking.journal import read_history
 
     root, dirs = world
@@ -113,14 +116,40 @@ def test_exact_cells(world, tmp_path):
                           []).append(100 * h[max(h)])
     s2, grpo = finals[("s2lpo", "toy-s")], finals[("grpo", "none")]
     assert sorted(s2) == pytest.approx([60.0, 61.0, 65.0])
-    mean, std = np.mean(s2), np.std(s2, ddof=1)
-    assert (round(mean, 10), round(std, 10)) == (62.0, 2.6457513111)  # sqrt(7)
-    assert f"toy-l,s2lpo,toy-s,pass@1 (%),{mean:.1f},{std:.10f},3,{mean - np.mean(grpo):.1f}," in csv
-    assert f"toy-l,grpo,none,pass@1 (%),{np.mean(grpo):.1f},{np.std(grpo, ddof=1):.1f},3,," in csv
-    assert "toy-l,s2lpo,toy-s,explorer tokens,1100.0,0.0,3,," in csv  # 11 steps x 100 tokens
+    assert f"toy-l,s2lpo,toy-s,pass@1 (%),{np.mean(s2):.1f},{min(s2):.1f},{max(s2):.1f},3,{np.mean(s2) - np.mean(grpo):.1f}," in csv
+    assert f"toy-l,grpo,none,pass@1 (%),{np.mean(grpo):.1f},{min(grpo):.1f},{max(grpo):.1f},3,," in csv
+    assert "toy-l,s2lpo,toy-s,explorer tokens,1100.0,1100.0,1100.0,3,," in csv  # 11 steps x 100 tokens
+    assert "toy-l,token_temp,none,pass@1 (%),55.0,,,1,3.0," in csv  # one seed: no interval
     md = (tmp_path / "table1_toy.md").read_text()
-    assert "| S2L-PO · toy-s | **62.0 ± 2.6** (+10.0) | **100.0 ± 0.0** (+0.2) | 1,100 ± 0 | 2,200 ± 0 |" in md
-    assert "| GRPO (high T) | 55.0 (+3.0) | 99.8 (+0.1) | 0 | 2,200 |" in md  # one seed: no ±
+    assert "| S2L-PO · toy-s | 62.0 [60.0, 65.0] (+10.0) | 100.0 [99.9, 100.0] (+0.2) |" in md
+    assert "| GRPO (high T) | 55.0 (+3.0) | 99.8 (+0.1) | 0 | 2,200 |" in md  # one seed: the mean alone
+    assert "**" not in md.split("\n\n")[1]  # a one-seed row in every column: nothing is bold
+    assert "95% bootstrap interval over seeds [low, high]" in md and "toy: 16 problems × 8 samples" in md
+
+
+def test_bold_only_beyond_the_noise_and_never_with_one_seed(tmp_path):
+    """Bold marks the best of a column when its interval lies above every other's; overlapping intervals or
+    one seed: no bold."""
+    from s2lpo_testing import write_logged_runs
+
+    runs = {("grpo", "none"): [0.10, 0.12, 0.11], ("s2lpo", "toy_s"): [0.60, 0.62, 0.61],
+            ("token_temp", "none"): [0.05, 0.65, 0.30]}
+    write_logged_runs(tmp_path / "w", runs=runs)
+    spec = yaml.safe_load((SPECS / "table1_toy.yaml").read_text())
+    spec["columns"] = spec["columns"][:1]
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(spec))
+    regenerate([f"journal:{tmp_path / 'w' / 'runs'}"], tmp_path / "t.yaml", tmp_path / "a", tmp_path / "c",
+               warn=lambda *_: None)
+    md = (tmp_path / "a" / "table1_toy.md").read_text()
+    assert "**" not in md.split("\n\n")[1]  # S2L-PO's [60, 62] overlaps token_temp's [5, 65]
+    write_logged_runs(tmp_path / "w2", runs={k: v for k, v in runs.items() if k[0] != "token_temp"})
+    regenerate([f"journal:{tmp_path / 'w2' / 'runs'}"], tmp_path / "t.yaml", tmp_path / "b", tmp_path / "c",
+               warn=lambda *_: None)
+    assert "| S2L-PO · toy-s | **61.0 [60.0, 62.0]** (+50.0) |" in (tmp_path / "b" / "table1_toy.md").read_text()
+    write_logged_runs(tmp_path / "w3", runs={("grpo", "none"): [0.1], ("s2lpo", "toy_s"): [0.9]})
+    regenerate([f"journal:{tmp_path / 'w3' / 'runs'}"], tmp_path / "t.yaml", tmp_path / "d", tmp_path / "c",
+               warn=lambda *_: None)
+    assert "| S2L-PO · toy-s | 90.0 (+80.0) |" in (tmp_path / "d" / "table1_toy.md").read_text()  # one seed
 
 
 def test_figures_are_non_blank_images_of_the_expected_size(world, tmp_path):
@@ -129,7 +158,7 @@ def test_figures_are_non_blank_images_of_the_expected_size(world, tmp_path):
     root, _ = world
     rep = regenerate([f"journal:{root}/runs"], SPECS, tmp_path, tmp_path / "cache", warn=lambda *_: None)
     pngs = [p for p in rep.written if p.suffix == ".png"]
-    assert len(pngs) == 4
+    assert len(pngs) == 5
     for p in pngs:
         img = mpimg.imread(p)
         assert img.shape[:2] == (540, 750), p.name  # 5 x 3.6 inches at 150 dpi

@@ -20,7 +20,8 @@ import pandas as pd
 from s2lpo.tracking.readers import POINT_COLUMNS, RunInfo
 
 TAG_COLUMNS = ["method", "learner", "explorer", "t_mix", "schedule", "temperature", "temperature_mode", "guidance",
-               "seed", "sweep", "kind", "group_size", "status", "correction", "scorer", "evaluated_run"]
+               "seed", "sweep", "kind", "group_size", "status", "correction", "scorer", "evaluated_run", "family",
+               "config", "label"]
 
 
 class RunCache:
@@ -51,7 +52,8 @@ class RunCache:
                 raise
             warn(f"warning: {reader.name} unreachable ({type(e).__name__}: {str(e)[:200]}); using the "
                  f"{len(self.index)} cached run(s)")
-            runs = [RunInfo(rid, e_["source_id"], e_["tags"], e_["version"]) for rid, e_ in self.index.items()]
+            runs = [RunInfo(rid, e_["source_id"], e_["tags"], e_["version"], params=e_.get("params", {}))
+                    for rid, e_ in self.index.items()]
             return self._frame(runs), {"cached": len(runs), "fetched": 0, "offline": True}
         need = sorted(history) if history is not None else ["*"]
         stale = [r for r in runs if self._stale(r, need)]
@@ -73,9 +75,18 @@ class RunCache:
                 df.to_parquet(tmp, index=False)
                 os.replace(tmp, self._file(r.run_id))
                 self.index[r.run_id] = {"version": r.version, "source_id": r.source_id, "tags": r.tags,
-                                        "history": need}
+                                        "history": need, "params": r.params}
             self.save_index()
+        for r in runs:  # a tag or param fixed on the source (e.g. by `s2lpo sync`) without new points
+            if r.run_id in self.index and (self.index[r.run_id]["tags"], self.index[r.run_id].get("params")) != \
+                    (r.tags, r.params):
+                self.index[r.run_id].update(tags=r.tags, params=r.params)
+                self.save_index()
         return self._frame(runs), {"cached": len(runs) - len(stale), "fetched": len(stale), "offline": False}
+
+    def params(self, run_ids) -> dict[str, dict[str, str]]:
+        """Each run's flat semantic config (what names the keys in which two runs' configs differ)."""
+        return {r: self.index.get(r, {}).get("params", {}) for r in run_ids}
 
     def _stale(self, r: RunInfo, need: list[str]) -> bool:
         e = self.index.get(r.run_id)
@@ -87,8 +98,9 @@ class RunCache:
     def _frame(self, runs: list[RunInfo]) -> pd.DataFrame:
         """The tidy frame of ``runs``; the assembled frame is kept too (one file, keyed by every run's
         id, version and fetched keys), so an unchanged set of runs is one read."""
-        key = hashlib.sha256(json.dumps(sorted((r.run_id, r.version, self.index.get(r.run_id, {}).get("history"))
-                                               for r in runs), default=str).encode()).hexdigest()[:20]
+        key = hashlib.sha256(json.dumps(sorted((r.run_id, r.version, self.index.get(r.run_id, {}).get("history"),
+                                                sorted(r.tags.items())) for r in runs),
+                                        default=str).encode()).hexdigest()[:20]
         whole = self.dir / f"frame-{key}.parquet"
         if whole.exists():
             return pd.read_parquet(whole)

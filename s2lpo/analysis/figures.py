@@ -5,7 +5,7 @@
     filter: {kind: train}
     panels: [{label: AIME 24, y: eval/aime24/pass@1}, ...]    # one subplot each
     x: step            # step | a metric key (e.g. compute/rollout_flops_cum) | k (pass@k curves)
-    series: method     # a tag, or a list of tags: one line each (mean over seeds, band = std)
+    series: method     # a tag, or a list of tags: one line each (mean over seeds, band = 95 % bootstrap interval)
     labels: {grpo: GRPO, none: ""}   # display names of tag values (optional)
     series_format: "T_mix = {t_mix}" # or a format of the series tags (optional)
     divide_by: group_size   # optional: y / that tag (e.g. explorer rows / group size = explorer share)
@@ -13,7 +13,9 @@
     xlabel: …, ylabel: …, logx: 2 (log base), at: final (x: k)
 
 With ``x: k`` each panel's ``y`` is a pattern with ``{k}`` (``eval/toy/pass@{k}``), read at each run's
-last step. Output files carry no timestamps, so the same runs give the same bytes.
+last step. A series aggregates the seeds of one configuration only (``s2lpo.analysis.cells``; ``mixed:
+split`` draws one line per config). The figure's footnote says what the line and the band are. Output files
+carry no timestamps, so the same runs give the same bytes.
 """
 
 from __future__ import annotations
@@ -27,17 +29,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from s2lpo.analysis.tables import select
+from s2lpo.analysis import cells as cellcheck
+from s2lpo.analysis.stats import LEVEL, estimate
+from s2lpo.analysis.tables import labels_of, select
 
 
 def _series_label(tags: tuple, names: list[str], labels: dict) -> str:
     return " · ".join(shown for v in tags if (shown := str(labels.get(str(v), v))))
 
 
-def curves(spec: dict, df: pd.DataFrame, panel: dict) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """``{series label: (x, mean y, std y)}`` for one panel."""
+def curves(spec: dict, df: pd.DataFrame, panel: dict, params: dict | None = None
+           ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """``{series label: (x, mean y, interval low, interval high)}`` for one panel (the interval is the
+    mean's where a point has one seed)."""
     df = select(df, spec.get("filter"))
     names = spec["series"] if isinstance(spec["series"], list) else [spec["series"]]
+    df, names, mixed = cellcheck.settle(df, names, spec, params)
     x, scale = spec.get("x", "step"), float(spec.get("scale", 1.0))
     if x == "k":
         pat = re.compile("^" + re.escape(panel["y"]).replace(r"\{k\}", r"(\d+)") + "$")
@@ -58,23 +65,45 @@ def curves(spec: dict, df: pd.DataFrame, panel: dict) -> dict[str, tuple[np.ndar
         d = d.dropna(subset=["y"])  # runs without that tag have no share to show
     d["y"] = d["y"] * scale
     out = {}
+    if "config" in names and "config" not in d:
+        d = d.merge(df[["run_id", "config"]].drop_duplicates("run_id"), on="run_id")
     for tags, g in d.groupby(names, observed=True, sort=True):
         tags = tags if isinstance(tags, tuple) else (tags,)
         by = "step" if x not in ("step", "k") else "x"
-        agg = g.groupby(by, observed=True).agg(xm=("x", "mean"), y=("y", "mean"), s=("y", "std"))
-        agg = agg.reset_index(drop=True).sort_values("xm", kind="stable")
+        pts = []
+        for _, at in g.groupby(by, observed=True):
+            e = estimate(list(at["y"]))
+            pts.append((float(at["x"].mean()), e.mean, e.mean if e.low is None else e.low,
+                        e.mean if e.high is None else e.high))
+        pts.sort(key=lambda p: p[0])
+        shown = tags[:-1] if "config" in names else tags
         label = (spec["series_format"].format(**dict(zip(names, tags))) if spec.get("series_format")
-                 else _series_label(tags, names, spec.get("labels", {})))
-        out[label] = (agg["xm"].to_numpy(), agg["y"].to_numpy(),
-                                           np.nan_to_num(agg["s"].to_numpy()))
+                 else _series_label(shown, names, labels_of(spec)))
+        if "config" in names and tags[:-1] in mixed:
+            label += f" [config {tags[-1]}]"
+        out[label] = tuple(np.array([p[i] for p in pts], dtype=float) for i in range(4))
     return out
 
 
-def render(spec: dict, df: pd.DataFrame, out_dir: Path, cache_dir: Path | None = None) -> list[Path]:
+def footnote(spec: dict, df: pd.DataFrame) -> str:
+    """What a line and its band are, over how many seeds."""
+    d = select(df, spec.get("filter"))
+    n = sorted({int(v) for v in d.groupby(run_config_of(d), observed=True)["run_id"].nunique()}) if len(d) else []
+    band = (f"band: {LEVEL:.0%} bootstrap interval over seeds" if spec.get("band", "ci") != "none" else "no band")
+    return spec.get("caption") or f"Line: mean over seeds (n = {', '.join(map(str, n)) or '0'} per line); {band}."
+
+
+def run_config_of(d: pd.DataFrame) -> pd.Series:
+    return cellcheck.run_config(d).astype(str)
+
+
+def render(spec: dict, df: pd.DataFrame, out_dir: Path, cache_dir: Path | None = None,
+           params: dict | None = None) -> list[Path]:
     """Write the figure; with ``cache_dir``, files drawn before from the same spec and the same curves
     are copied from there instead of drawn again."""
     panels = spec["panels"]
-    data = [curves(spec, df, panel) for panel in panels]
+    data = [curves(spec, df, panel, params) for panel in panels]
+    spec = {**spec, "_footnote": footnote(spec, df)}
     if not any(data):
         raise ValueError(f"figure {spec['name']}: no data matched (filter {spec.get('filter')}, "
                          f"panels {[p['y'] for p in panels]})")
@@ -90,6 +119,7 @@ def render(spec: dict, df: pd.DataFrame, out_dir: Path, cache_dir: Path | None =
                 h.update(label.encode())
                 for a in arrays:
                     h.update(np.ascontiguousarray(a, dtype=np.float64).tobytes())
+        h.update(spec["_footnote"].encode())
         key = h.hexdigest()[:24]
         cached = [cache_dir / f"{key}.{ext}" for ext in formats]
         if all(c.exists() for c in cached):
@@ -114,10 +144,10 @@ def _draw(spec: dict, data: list[dict], paths: list[Path]) -> None:
     w, h = spec.get("size", [5.0 * len(panels), 3.6])
     fig, axes = plt.subplots(1, len(panels), figsize=(w, h), dpi=int(spec.get("dpi", 150)), squeeze=False)
     for ax, panel, lines in zip(axes[0], panels, data):
-        for label, (x, y, s) in lines.items():
+        for label, (x, y, lo, hi) in lines.items():
             ax.plot(x, y, marker="o", ms=2.5, lw=1.4, label=label)
-            if spec.get("band", "std") == "std" and np.any(s > 0):
-                ax.fill_between(x, y - s, y + s, alpha=0.18)
+            if spec.get("band", "ci") != "none" and np.any(hi > lo):
+                ax.fill_between(x, lo, hi, alpha=0.18)
         ax.set_title(panel.get("label", panel["y"]))
         ax.set_xlabel(spec.get("xlabel", spec.get("x", "step")))
         ax.set_ylabel(spec.get("ylabel", panel["y"]))
@@ -126,7 +156,8 @@ def _draw(spec: dict, data: list[dict], paths: list[Path]) -> None:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.text(0.01, 0.01, spec["_footnote"], fontsize=7, color="0.3")
     for p in paths:
         meta = {"Software": None} if p.suffix == ".png" else {"Creator": None, "Producer": None, "CreationDate": None}
         fig.savefig(p, metadata=meta)

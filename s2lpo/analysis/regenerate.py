@@ -22,9 +22,9 @@ from s2lpo.analysis.cache import RunCache, tidy
 from s2lpo.tracking.readers import make_reader
 
 TABLE_KEYS = {"kind", "name", "title", "filter", "group", "rows", "row_label", "columns", "at", "scale", "digits",
-              "delta_vs", "bold", "reference", "order", "formats", "labels"}
+              "delta_vs", "bold", "reference", "order", "formats", "labels", "mixed"}
 FIGURE_KEYS = {"kind", "name", "title", "filter", "panels", "x", "series", "divide_by", "scale", "xlabel", "ylabel",
-               "logx", "band", "size", "dpi", "formats", "labels", "series_format"}
+               "logx", "band", "size", "dpi", "formats", "labels", "series_format", "mixed", "caption"}
 
 
 class SpecError(ValueError):
@@ -38,6 +38,7 @@ class Regeneration:
     fetched: int = 0
     cached: int = 0
     offline: bool = False
+    params: dict[str, dict] = field(default_factory=dict)  # run id -> flat semantic config
 
 
 def load_specs(spec_dir: str | Path) -> list[dict]:
@@ -55,6 +56,8 @@ def load_specs(spec_dir: str | Path) -> list[dict]:
             raise SpecError(f"{f}: kind={kind!r}; use kind: table or kind: figure")
         missing = [k for k in required if k not in spec]
         unknown = sorted(set(spec) - allowed)
+        if spec.get("mixed", "refuse") not in ("refuse", "split"):
+            unknown.append(f"mixed={spec['mixed']!r} (use refuse or split)")
         if missing or unknown:
             raise SpecError(f"{f}: " + "; ".join(
                 ([f"missing {missing}"] if missing else []) + ([f"unknown key(s) {unknown}"] if unknown else [])))
@@ -79,19 +82,21 @@ def history_keys(specs: list[dict]) -> list[str]:
 
 
 def load_runs(sources: list, cache_dir: Path, progress: Callable[[str, int, int], None] | None = None,
-              warn=print, history: list[str] | None = None) -> tuple[pd.DataFrame, Regeneration]:
+              warn=print, history: list[str] | None = None, where: dict | None = None) -> tuple[pd.DataFrame, Regeneration]:
+    """Every source's runs (``where``: tag -> value, applied by the source: MLflow's search, not after fetching)."""
     rep = Regeneration()
     frames, seen = [], set()
     for source in sources:  # a source string, or a reader object
-        reader = make_reader(source) if isinstance(source, str) else source
+        reader = make_reader(source, where) if isinstance(source, str) else source
         if not isinstance(source, str):
             source = f"{reader.name}:{sorted(map(str, getattr(reader, 'roots', [])))}"
-        cache = RunCache(cache_dir, source)
+        cache = RunCache(cache_dir, source + (f"?{sorted(where.items())}" if where else ""))
         df, counts = cache.load(reader, (lambda d, n, s=source: progress(s, d, n)) if progress else None,
                                 warn=warn, history=history)
         df = df[~df["run_id"].astype(str).isin(seen)]
         seen |= set(df["run_id"].astype(str).unique())
         frames.append(df)
+        rep.params.update(cache.params(df["run_id"].astype(str).unique()))
         rep.fetched += counts["fetched"]
         rep.cached += counts["cached"]
         rep.offline |= counts["offline"]
@@ -103,19 +108,19 @@ def load_runs(sources: list, cache_dir: Path, progress: Callable[[str, int, int]
 def regenerate(sources: list, spec_dir: str | Path, out_dir: str | Path, cache_dir: str | Path = ".cache/analysis",
                extra_filter: dict | None = None, progress=None, warn=print) -> Regeneration:
     specs = load_specs(spec_dir)  # bad specs fail before anything is fetched
-    df, rep = load_runs(sources, Path(cache_dir), progress, warn, history_keys(specs))
+    df, rep = load_runs(sources, Path(cache_dir), progress, warn, history_keys(specs), where=extra_filter)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for spec in specs:
         if extra_filter:
             spec["filter"] = {**(spec.get("filter") or {}), **extra_filter}
         if spec["kind"] == "table":
-            rows, labels = tables.build(spec, df)
+            rows, labels = tables.build(spec, df, rep.params)
             for ext in spec.get("formats", ["md", "tex", "csv"]):
                 text = {"md": tables.markdown, "tex": tables.latex, "csv": tables.csv_text}[ext](spec, rows, labels)
                 p = out / f"{spec['name']}.{ext}"
                 p.write_text(text, encoding="utf-8")
                 rep.written.append(p)
         else:
-            rep.written += figures.render(spec, df, out, Path(cache_dir) / "artefacts")
+            rep.written += figures.render(spec, df, out, Path(cache_dir) / "artefacts", rep.params)
     return rep

@@ -15,27 +15,35 @@ A spec (YAML in ``analysis/specs/``)::
     scale: 100
     digits: 1
     delta_vs: {method: grpo}                       # Δ against that row of the same group
-    bold: max                                      # best mean per column (max | min | none)
+    bold: max                                      # best per column beyond the noise (max | min | none)
+    mixed: refuse                                  # a cell mixing configs: refuse (default) | split
     reference: {label: paper, rows: [{learner: …, method: …, explorer: …, values: [15.0, 12.1]}]}
 
-Cells are ``mean ± std`` over seeds (sample std; the mean alone for one seed). Output is sorted and
-formatted deterministically: the same runs give byte-identical files.
+A cell aggregates the seeds of one configuration only (``s2lpo.analysis.cells``): the mean and its 95 %
+bootstrap interval over seeds, ``mean [low, high]`` (the mean alone for one seed). Bold marks the best of
+a column only when its interval lies above every other's (never with one seed). The caption says all this
+and the problems × samples each number is over. Output is sorted and formatted deterministically: the same
+runs give byte-identical files.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import math
 from dataclasses import dataclass
 
 import pandas as pd
+
+from s2lpo.algo.labels import METHOD_LABELS
+from s2lpo.analysis import cells as cellcheck
+from s2lpo.analysis.stats import LEVEL, RESAMPLES, clearly_best, estimate
 
 
 @dataclass
 class Cell:
     mean: float | None
-    std: float | None
+    low: float | None  # the 95 % bootstrap interval over seeds (None with one seed)
+    high: float | None
     n: int
     delta: float | None = None
     bold: bool = False
@@ -60,11 +68,33 @@ def final_values(df: pd.DataFrame, metric: str, at) -> pd.DataFrame:
     return d
 
 
-def build(spec: dict, df: pd.DataFrame) -> tuple[list[tuple[str, str, dict, list[Cell]]], list[str]]:
-    """``[(group, row label, row tags, cells)]`` in a stable order, and the column labels."""
+def eval_sizes(spec: dict, df: pd.DataFrame) -> str:
+    """``toy: 16 problems × 4 samples`` for each benchmark of the columns (``eval/<bench>/n_problems``,
+    ``n_samples`` at the cells' step)."""
+    parts = []
+    for bench in sorted({c["metric"].split("/")[1] for c in spec["columns"] if c["metric"].startswith("eval/")}):
+        got = [sorted({int(v) for v in final_values(df, f"eval/{bench}/{w}", spec.get("at", "final"))["value"]
+                       if v == v}) for w in ("n_problems", "n_samples")]
+        span = lambda xs: str(xs[0]) if len(xs) == 1 else f"{xs[0]}–{xs[-1]}"  # noqa: E731
+        parts.append(f"{bench}: {span(got[0])} problems × {span(got[1])} samples" if all(got) else
+                     f"{bench}: problems × samples not logged")
+    return "; ".join(parts)
+
+
+def labels_of(spec: dict) -> dict:
+    """Display names of tag values: the methods' (one mapping for study, table and figure) and the spec's."""
+    return {**METHOD_LABELS, "none": "", **spec.get("labels", {})}
+
+
+def build(spec: dict, df: pd.DataFrame, params: dict[str, dict] | None = None
+          ) -> tuple[list[tuple[str, str, dict, list[Cell]]], list[str]]:
+    """``[(group, row label, row tags, cells)]`` in a stable order, and the column labels. Raises
+    :class:`s2lpo.analysis.cells.MixedCellError` when a cell would mix configs (unless ``mixed: split``)."""
     df = select(df, spec.get("filter"))
     rows_by, group_by = list(spec["rows"]), spec.get("group")
     keys = ([group_by] if group_by else []) + rows_by
+    df, keys, mixed = cellcheck.settle(df, keys, spec, params)
+    spec["_sizes"] = eval_sizes(spec, df)
     at = spec.get("at", "final")
     per_col = []
     for col in spec["columns"]:
@@ -83,12 +113,15 @@ def build(spec: dict, df: pd.DataFrame) -> tuple[list[tuple[str, str, dict, list
         cells = []
         for col, s in zip(spec["columns"], per_col):
             scale = float(col.get("scale", spec.get("scale", 1.0)))
-            vals = [x * scale for x in s.get(k if len(k) > 1 else k[0], [])]
-            mean = sum(vals) / len(vals) if vals else None
-            std = math.sqrt(sum((x - mean) ** 2 for x in vals) / (len(vals) - 1)) if len(vals) > 1 else None
-            cells.append(Cell(mean, std, len(vals), digits=int(col.get("digits", spec.get("digits", 1)))))
-        shown = {k: spec.get("labels", {}).get(str(v), v) for k, v in tags.items()}
+            e = estimate([x * scale for x in s.get(k if len(k) > 1 else k[0], [])])
+            digits = int(col.get("digits", spec.get("digits", 1)))
+            cells.append(Cell(e.mean, e.low, e.high, e.n, digits=digits) if e else Cell(None, None, None, 0,
+                                                                                      digits=digits))
+        shown = {k: labels_of(spec).get(str(v), v) for k, v in tags.items()}
         label = spec.get("row_label", " · ".join("{" + r + "}" for r in rows_by)).format(**shown).strip(" ·")
+        label = " · ".join(p for p in label.split(" · ") if p.strip())  # an empty part (explorer none) drops out
+        if "config" in tags and k[:-1] in mixed:
+            label += f" [config {tags['config']}]"
         out.append((str(tags.get(group_by, "")) if group_by else "", label, tags, cells))
     _deltas(spec, out)
     _bold(spec, out)
@@ -120,12 +153,11 @@ def _bold(spec: dict, rows) -> None:
         if how == "none":
             continue
         groups = {g for g, *_ in rows}
-        for group in groups:  # best per column within a section (a learner)
+        for group in groups:  # best per column within a section (a learner), when beyond the noise
             cells = [r[3][j] for r in rows if r[0] == group and r[3][j].mean is not None]
-            if cells:
-                best = (max if how == "max" else min)(c.mean for c in cells)
-                for c in cells:
-                    c.bold = round(c.mean, c.digits) == round(best, c.digits)
+            if len(cells) > 1:
+                best = (max if how == "max" else min)(cells, key=lambda c: c.mean)
+                best.bold = clearly_best(best, [c for c in cells if c is not best], higher=how == "max")
 
 
 def _reference(spec: dict, rows) -> None:
@@ -147,8 +179,8 @@ def _cell_text(c: Cell, tex: bool) -> str:
     digits = c.digits
     if c.mean is None:
         return "–"
-    pm = r" $\pm$ " if tex else " ± "
-    s = _num(c.mean, digits) + (pm + _num(c.std, digits) if c.std is not None else "")
+    ci = f"[{_num(c.low, digits)}, {_num(c.high, digits)}]" if c.low is not None else ""
+    s = _num(c.mean, digits) + ((r"\,{\scriptsize " + ci + "}" if tex else " " + ci) if ci else "")
     if c.bold:
         s = rf"\textbf{{{s}}}" if tex else f"**{s}**"
     if c.delta is not None:
@@ -168,23 +200,38 @@ def markdown(spec: dict, rows, labels: list[str]) -> str:
             group = g
         refs = [_num(c.reference, c.digits) for c in cells] if ref else []
         lines.append("| " + " | ".join([label, *(_cell_text(c, False) for c in cells), *refs]) + " |")
-    n = sorted({c.n for *_, cells in rows for c in cells if c.n})
-    note = f"mean ± std over seeds (n = {', '.join(map(str, n)) or '0'}); bold: best per column"
-    if spec.get("delta_vs"):
-        note += "; (±x): difference to " + ", ".join(f"{k}={v}" for k, v in spec["delta_vs"].items())
-    lines += ["", note]
+    lines += ["", caption(spec, rows)]
     return "\n".join(lines) + "\n"
+
+
+def caption(spec: dict, rows, sizes: str | None = None) -> str:
+    """What the numbers are: over how many seeds, what the interval is, the problems × samples behind each
+    evaluation, what bold and the differences mean."""
+    n = sorted({c.n for *_, cells in rows for c in cells if c.n})
+    seeds = ", ".join(map(str, n)) or "0"
+    text = (f"Mean over seeds (n = {seeds} per row) with its {LEVEL:.0%} bootstrap interval over seeds "
+            f"[low, high] (percentile, {RESAMPLES:,} resamples); a row of one seed shows the mean alone.")
+    sizes = spec.get("_sizes", sizes)
+    if sizes:
+        text += f" Each evaluation: {sizes}."
+    if spec.get("bold", "max") != "none":
+        text += " Bold: best in its column beyond the noise (its interval above every other's; never with one seed)."
+    if spec.get("delta_vs"):
+        base = ", ".join(labels_of(spec).get(str(v), v) or f"{k}={v}" for k, v in spec["delta_vs"].items())
+        text += f" (+x): difference of the means to {base}."
+    return text
 
 
 def _tex_escape(s: str) -> str:
     return s.replace("\\", r"\textbackslash{}").replace("&", r"\&").replace("%", r"\%").replace("_", r"\_") \
-        .replace("#", r"\#").replace("·", r"$\cdot$").replace("Δ", r"$\Delta$")
+        .replace("#", r"\#").replace("·", r"$\cdot$").replace("Δ", r"$\Delta$").replace("×", r"$\times$")
 
 
 def latex(spec: dict, rows, labels: list[str]) -> str:
     ref = spec.get("reference")
     head = ["", *labels] + ([f"{label} ({ref['label']})" for label in labels] if ref else [])
-    out = [r"\begin{table}[t]", r"\centering", rf"\caption{{{_tex_escape(spec.get('title', spec['name']))}}}",
+    title = f"{spec.get('title', spec['name'])}. {caption(spec, rows)}"
+    out = [r"\begin{table}[t]", r"\centering", rf"\caption{{{_tex_escape(title)}}}",
            rf"\label{{tab:{spec['name']}}}", r"\begin{tabular}{l" + "r" * (len(head) - 1) + "}", r"\toprule",
            " & ".join(_tex_escape(h) for h in head) + r" \\", r"\midrule"]
     group = None
@@ -204,10 +251,10 @@ def csv_text(spec: dict, rows, labels: list[str]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     tag_names = ([spec["group"]] if spec.get("group") else []) + list(spec["rows"])
-    w.writerow([*tag_names, "column", "mean", "std", "n", "delta", "reference"])
+    w.writerow([*tag_names, "column", "mean", "ci_low", "ci_high", "n", "delta", "reference"])
     fmt = lambda x: "" if x is None else repr(round(x, 10))  # noqa: E731
     for _, _, tags, cells in rows:
         for label, c in zip(labels, cells):
-            w.writerow([*(tags[t] for t in tag_names), label, fmt(c.mean), fmt(c.std), c.n, fmt(c.delta),
-                        fmt(c.reference)])
+            w.writerow([*(tags[t] for t in tag_names), label, fmt(c.mean), fmt(c.low), fmt(c.high), c.n,
+                        fmt(c.delta), fmt(c.reference)])
     return buf.getvalue()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-LABELS = {"grpo": "GRPO", "token_temp": "GRPO (high T)", "g2rpo_a": "G²RPO-A", "s2lpo": "S2L-PO"}
+from s2lpo.algo.labels import METHOD_LABELS as LABELS
 
 
 def check_identity(cfg: DictConfig, this_machine: bool = True) -> list[str]:

@@ -146,7 +146,7 @@ def metrics(name: str, res: EvalResult) -> dict[str, float]:
     ks = sorted(set(power_of_two_ks(res.n)) | {res.n})
     out = {f"eval/{name}/pass@{k}": v for k, v in res.curve(ks).items()}
     out[f"eval/{name}/mean@{res.n}"] = sum(res.correct) / (res.n * len(res.correct))
-    return out
+    return {**out, **res.size(name)}
 
 
 def eval_run_id(model_name: str, weights: str, benchmarks: list[str], n: int, preset: str, seed: int,

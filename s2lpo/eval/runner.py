@@ -22,6 +22,14 @@ class EvalResult:
     def curve(self, ks: list[int]) -> dict[int, float]:
         return {k: self.pass_at(k) for k in ks if k <= self.n}
 
+    def size(self, bench: str) -> dict[str, float]:
+        """``eval/<bench>/n_problems`` and ``n_samples``: what a table's caption says a number is over."""
+        return size_metrics(bench, len(self.correct), self.n)
+
+
+def size_metrics(bench: str, problems: int, samples: int) -> dict[str, float]:
+    return {f"eval/{bench}/n_problems": float(problems), f"eval/{bench}/n_samples": float(samples)}
+
 
 def evaluate(model, tok, problems, reward_fn, n: int, params: SamplingParams, seed: int,
              batch_size: int = 512) -> EvalResult:

@@ -33,6 +33,7 @@ def source_metrics(sources: Sequence[str], rewards: Sequence[float], lengths: Se
     cum["train/flops"] = cum.get("train/flops", 0.0) + 6.0 * learner_params * trained_tokens
     out["compute/train/flops_cum"] = cum["train/flops"]
     out["compute/rollout_flops_cum"] = sum(cum[f"{s}/flops"] for s in SOURCES)
+    out["compute/total_flops_cum"] = out["compute/rollout_flops_cum"] + cum["train/flops"]  # rollout + training
     return out
 
 

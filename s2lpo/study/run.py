@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from s2lpo.analysis.regenerate import regenerate
 from s2lpo.config.validate import ConfigError, validate
 from s2lpo.tracking.lifecycle import RunResult
+from s2lpo.tracking.mlflow_replica import announce_sweep
 from s2lpo.tracking.readers import JournalReader
 from s2lpo.trainer.dispatch import train as train_run
 from s2lpo.trainer.explorer_fill import fill_explorer_cache
@@ -33,7 +34,9 @@ def study_configs(cfg: DictConfig) -> list[tuple[str, int, DictConfig]]:
         for seed in cfg.study.seeds:
             ov = list(cfg.study.common) + list(overrides) + [f"seed={seed}", f"sweep={cfg.study.name}"]
             ov += [f"paths.{k}={v}" for k, v in cfg.paths.items()]
-            out.append((label, seed, compose("train", overrides=ov)))
+            c = compose("train", overrides=ov)
+            c.run_name = label  # dashboards name the run by its study label and seed
+            out.append((label, seed, c))
     return out
 
 
@@ -51,6 +54,8 @@ def run_study(cfg: DictConfig, train: Callable[[DictConfig, str], RunResult] | N
             problems += [f"{label} (seed {seed}): {p}" for p in e.problems]
     if problems:
         raise ConfigError(problems)
+    announce_sweep([OmegaConf.to_container(c.logger, resolve=True) for _, _, c in configs], cfg.study.name,
+                   len(configs), warn=log)
     for _, _, c in configs:
         fill_explorer_cache(c, log=log)
     runs: dict[str, list[Path]] = {}

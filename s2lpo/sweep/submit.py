@@ -22,6 +22,7 @@ from s2lpo.sweep.grid import Sweep, SweepError
 from s2lpo.sweep.jobs import ExplorerCacheJob, TrainJob, compose, compose_many
 from s2lpo.sweep.manifest import SweepManifest, sweep_dir
 from s2lpo.sweep.status import slurm_states, sweep_status
+from s2lpo.tracking.mlflow_replica import announce_sweep
 from s2lpo.tracking.run import run_id
 from s2lpo.verl_ext.config import run_container
 
@@ -137,20 +138,6 @@ def plan_sweep(sweep: Sweep, root: Path, dry_run: bool = False) -> list[PlannedR
     return planned
 
 
-def _sweep_parent(planned: list[PlannedRun], sweep: str, warn=print) -> None:
-    """The MLflow parent run of the sweep, made before any member starts (members would race)."""
-    from s2lpo.tracking.mlflow_replica import ensure_sweep_parent
-
-    targets = {(r.logger["mlflow"]["tracking_uri"], r.logger["mlflow"]["experiment"]) for r in planned
-               if "mlflow" in r.logger["sinks"]}
-    for uri, experiment in sorted(targets):
-        try:
-            ensure_sweep_parent(uri, experiment, sweep)
-        except Exception as e:  # noqa: BLE001 - unreachable now: the first member makes it
-            warn(f"warning: could not create the sweep's MLflow parent run at {uri} ({type(e).__name__}); "
-                 "its first run will")
-
-
 def _executor(folder: Path, req: dict, name: str, dependency: list[str]):
     import submitit
 
@@ -184,7 +171,7 @@ def submit_sweep(sweep: Sweep, root: Path, dry_run: bool = False) -> SubmitRepor
         entry.update(overrides=run.overrides, run_dir=str(run.run_dir), method=run.method, seed=run.seed,
                      total_steps=run.total_steps, cache_key=run.cache_key)
     if not dry_run:
-        _sweep_parent(planned, sweep.name)
+        announce_sweep([r.logger for r in planned], sweep.name, len(planned))
     states = {s.run_id: s.state for s in sweep_status(root, sweep.name, manifest=manifest)}
     todo = [r for r in planned if states.get(r.run_id, "not submitted") in RESUBMIT]
     report.skipped = {r.run_id: states[r.run_id] for r in planned if r not in todo}

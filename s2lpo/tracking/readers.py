@@ -15,7 +15,7 @@ import pandas as pd
 
 from s2lpo.tracking.journal import JOURNAL_NAME, read_records
 from s2lpo.tracking.run import find_run_dirs
-from s2lpo.tracking.sinks import run_tags
+from s2lpo.tracking.sinks import dashboard_params, run_tags
 
 POINT_COLUMNS = ["key", "step", "value", "t"]
 
@@ -27,6 +27,7 @@ class RunInfo:
     tags: dict[str, str]
     version: str  # changes when the run gets new points
     extra: dict = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)  # the flat semantic config: names what differs
 
 
 def tags_from_config(cfg: dict, rid: str) -> dict[str, str]:
@@ -34,6 +35,26 @@ def tags_from_config(cfg: dict, rid: str) -> dict[str, str]:
     tags.pop("git_commit", None)
     tags["group_size"] = str(cfg["algorithm"]["group_size"])
     return tags
+
+
+def params_from_config(cfg: dict) -> dict[str, str]:
+    return {k: v for k, v in dashboard_params(cfg).items() if k != "seed"}
+
+
+def matches(tags: dict[str, str], where: dict[str, str] | None) -> bool:
+    """``where``: tag -> value or list of values (all must hold)."""
+    return all(str(tags.get(k, "")) in [str(x) for x in (v if isinstance(v, list) else [v])]
+               for k, v in (where or {}).items())
+
+
+def mlflow_filter(where: dict[str, str] | None) -> str:
+    """``where`` in MLflow's search syntax, so the server returns only those runs."""
+    parts = []
+    for k, v in (where or {}).items():
+        vals = [str(x).replace("'", "\\'") for x in (v if isinstance(v, list) else [v])]
+        parts.append(f"tags.`{k}` = '{vals[0]}'" if len(vals) == 1 else
+                     f"tags.`{k}` IN ({', '.join(repr(x) for x in vals)})")
+    return " and ".join(parts)
 
 
 def points_frame(rows: Iterable[tuple[str, int, float, float]]) -> pd.DataFrame:
@@ -46,8 +67,8 @@ class JournalReader:
 
     name = "journal"
 
-    def __init__(self, *roots: str | Path):
-        self.roots = [Path(r) for r in roots]
+    def __init__(self, *roots: str | Path, where: dict | None = None):
+        self.roots, self.where = [Path(r) for r in roots], where
 
     def runs(self) -> list[RunInfo]:
         out = []
@@ -60,7 +81,9 @@ class JournalReader:
                 st = j.stat()
                 tags = tags_from_config(m["config"], m["run_id"])
                 tags["status"] = str(m.get("status"))
-                out.append(RunInfo(m["run_id"], str(d), tags, f"{st.st_size}:{st.st_mtime_ns}"))
+                if matches(tags, self.where):
+                    out.append(RunInfo(m["run_id"], str(d), tags, f"{st.st_size}:{st.st_mtime_ns}",
+                                       params=params_from_config(m["config"])))
         return out
 
     def fetch(self, runs: list[RunInfo], progress=None, want=None) -> dict[str, pd.DataFrame]:
@@ -81,13 +104,14 @@ class MlflowReader:
 
     name = "mlflow"
 
-    def __init__(self, tracking_uri: str, experiment: str = "s2lpo", filter_string: str = ""):
+    def __init__(self, tracking_uri: str, experiment: str = "s2lpo", filter_string: str = "", where: dict | None = None):
         from s2lpo.tracking.mlflow_replica import configure_http
 
         configure_http()
         from mlflow.tracking import MlflowClient
 
-        self.uri, self.experiment, self.filter = tracking_uri, experiment, filter_string
+        self.uri, self.experiment = tracking_uri, experiment
+        self.filter = " and ".join(f for f in (filter_string, mlflow_filter(where)) if f)  # filtered by the server
         self.client = MlflowClient(tracking_uri)
 
     def runs(self) -> list[RunInfo]:
@@ -110,7 +134,8 @@ class MlflowReader:
                 version = f"{run.info.status}:{run.info.end_time}:{len(latest)}:{max(latest.values(), default=-1)}"
                 out.append(RunInfo(t.get("s2lpo.run_id", run.info.run_id), run.info.run_id, tags, version,
                                    {"keys": sorted(latest), "max_step": max(latest.values(), default=0),
-                                    "latest": [(m.key, m.step, m.value, m.timestamp) for m in objs]}))
+                                    "latest": [(m.key, m.step, m.value, m.timestamp) for m in objs]},
+                                   {k: v for k, v in run.data.params.items() if k != "seed"}))
             token = page.token
             if not token:
                 return out
@@ -169,8 +194,8 @@ class WandbOfflineReader:
 
     name = "wandb"
 
-    def __init__(self, *roots: str | Path):
-        self.roots = [Path(r) for r in roots]
+    def __init__(self, *roots: str | Path, where: dict | None = None):
+        self.roots, self.where = [Path(r) for r in roots], where
 
     def _dirs(self) -> dict[str, list[Path]]:
         found: dict[str, list[Path]] = {}
@@ -190,8 +215,11 @@ class WandbOfflineReader:
             if meta is None:
                 continue
             tags = tags_from_config(meta.config, wid)
+            if not matches(tags, self.where):
+                continue
             sizes = ":".join(str(f.stat().st_size) for d in dirs for f in d.glob("run-*.wandb"))
-            out.append(RunInfo(wid, str(dirs[0].parent.parent), tags, f"{len(dirs)}:{sizes}", {"dirs": dirs}))
+            out.append(RunInfo(wid, str(dirs[0].parent.parent), tags, f"{len(dirs)}:{sizes}", {"dirs": dirs},
+                               params_from_config(meta.config)))
         return out
 
     def fetch(self, runs: list[RunInfo], progress=None, want=None) -> dict[str, pd.DataFrame]:
@@ -213,16 +241,21 @@ class WandbApiReader:
 
     name = "wandb-api"
 
-    def __init__(self, path: str, filters: dict | None = None):
+    def __init__(self, path: str, filters: dict | None = None, where: dict | None = None):
         import wandb
 
-        self.api, self.path, self.filters = wandb.Api(), path, filters or {}
+        self.api, self.path, self.where = wandb.Api(), path, where
+        tags = [{"tags": {"$in": [f"{k}={v}"[:64] for v in (v if isinstance(v, list) else [v])]}}
+                for k, v in (where or {}).items()]  # our runs' W&B tags are ``tag=value``: the server filters
+        self.filters = {"$and": [filters, *tags]} if filters and tags else (filters or ({"$and": tags} if tags else {}))
 
     def runs(self) -> list[RunInfo]:
         out = []
         for run in self.api.runs(self.path, filters=self.filters):
             cfg = {k: v for k, v in run.config.items() if not k.startswith("_")}
             tags = tags_from_config(cfg, run.id) if "algorithm" in cfg else {"kind": "train"}
+            if not matches(tags, self.where):
+                continue
             out.append(RunInfo(run.id, run.path and "/".join(run.path), tags,
                                f"{run.state}:{run.lastHistoryStep}", {"run": run}))
         return out
@@ -240,18 +273,18 @@ class WandbApiReader:
         return out
 
 
-def make_reader(source: str):
+def make_reader(source: str, where: dict | None = None):
     """``mlflow:<uri>[#experiment]``, ``journal:<dir>``, ``wandb:<dir>`` (offline files) or
-    ``wandb-api:<entity>/<project>``."""
+    ``wandb-api:<entity>/<project>``; ``where`` (tag -> value) narrows the runs at the source."""
     kind, _, rest = source.partition(":")
     if kind == "mlflow":
         uri, _, exp = rest.partition("#")
-        return MlflowReader(uri, exp or "s2lpo")
+        return MlflowReader(uri, exp or "s2lpo", where=where)
     if kind == "journal":
-        return JournalReader(rest)
+        return JournalReader(rest, where=where)
     if kind == "wandb":
-        return WandbOfflineReader(rest)
+        return WandbOfflineReader(rest, where=where)
     if kind == "wandb-api":
-        return WandbApiReader(rest)
+        return WandbApiReader(rest, where=where)
     raise ValueError(f"unknown source {source!r}; use mlflow:<uri>[#experiment], journal:<dir>, wandb:<dir> "
                      "or wandb-api:<entity>/<project>")

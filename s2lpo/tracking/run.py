@@ -37,6 +37,18 @@ def config_hash(cfg: dict) -> str:
     return hashlib.sha256(json.dumps(semantic_config(cfg), sort_keys=True, default=str).encode()).hexdigest()
 
 
+PER_SEED = ("seed", "evaluated_run")  # what differs between the seeds of one configuration
+
+
+def config_id(cfg: dict) -> str:
+    """The semantic config without the seed (for an eval run, without which seed's run it evaluated): runs
+    with equal ids are seeds of one configuration, the only runs a table cell may aggregate (12 hex)."""
+    sem = {k: v for k, v in semantic_config(cfg).items() if k not in PER_SEED}
+    if isinstance(sem.get("eval"), dict):
+        sem["eval"] = {k: v for k, v in sem["eval"].items() if k != "run_dir"}
+    return hashlib.sha256(json.dumps(sem, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
 def run_id(cfg: dict) -> str:
     a = cfg["algorithm"]
     explorer = cfg["explorer"]["name"] if a.get("t_mix", 0) else "none"

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from s2lpo.algo.labels import run_label
 from s2lpo.tracking.delivery import Delivery
 from s2lpo.tracking.journal import Journal
 from s2lpo.tracking.replica import Replica
@@ -41,13 +42,17 @@ class Tracker:
 
 
 def run_tags(cfg: dict, rid: str) -> dict[str, str]:
-    """Tags on every run, so dashboards can group and filter."""
-    from s2lpo.tracking.run import git_commit
+    """Tags on every run, so dashboards can group and filter: the method and models, ``family``, ``kind``
+    (train | eval), ``config`` (the config without the seed: runs sharing it are seeds of one setting) and
+    ``label`` (the method's display name, as tables and figures show it)."""
+    from s2lpo.tracking.run import config_id, git_commit
 
     a = cfg["algorithm"]
+    explorer = cfg["explorer"]["name"] if a["t_mix"] else "none"
     return {
-        "method": a["name"], "learner": cfg["learner"]["name"],
-        "explorer": cfg["explorer"]["name"] if a["t_mix"] else "none", "t_mix": str(a["t_mix"]),
+        "method": a["name"], "learner": cfg["learner"]["name"], "family": str(cfg["learner"].get("family") or ""),
+        "config": config_id(cfg), "label": run_label(a["name"], explorer),
+        "explorer": explorer, "t_mix": str(a["t_mix"]),
         "schedule": a["schedule"], "temperature": str(a["temperature"]),
         "temperature_mode": a["temperature_mode"],
         "guidance": a["guidance"]["kind"] if a["guidance"]["enabled"] else "none", "seed": str(cfg["seed"]),
@@ -57,6 +62,27 @@ def run_tags(cfg: dict, rid: str) -> dict[str, str]:
         **({"evaluated_run": str(cfg.get("evaluated_run") or ""), "scorer": str(cfg["eval"].get("scorer", ""))}
            if cfg.get("kind") == "eval" and cfg.get("eval") else {}),
     }
+
+
+def run_name(cfg: dict, tags: dict[str, str]) -> str:
+    """The name dashboards list: the study's label (``run_name``) or the learner and method label, then the
+    seed (``S2L-PO · toy-s · seed 0``); eval runs say so. The run id stays a tag (``s2lpo.run_id``)."""
+    base = cfg.get("run_name") or f"{tags['learner']} · {tags['label']}"
+    return ("eval · " if tags.get("kind") == "eval" else "") + f"{base} · seed {tags['seed']}"
+
+
+def dashboard_params(cfg: dict) -> dict[str, str]:
+    """Few, flat params: the semantic config (what the run computes: no paths, logger, launcher, device or
+    SLURM requests), without verl's mapped tree, the toy family's architecture and file locations; the
+    ``config.yaml`` artifact holds the whole resolved config."""
+    from s2lpo.tracking.run import semantic_config
+
+    sem = semantic_config(cfg)
+    if isinstance(sem.get("trainer"), dict):
+        sem["trainer"] = {k: v for k, v in sem["trainer"].items() if k != "verl"}
+    if isinstance(sem.get("family"), dict):
+        sem["family"] = {"name": sem["family"].get("name")}
+    return {k: v for k, v in flatten(sem).items() if not k.endswith((".path", ".tokenizer", "_file", "_files"))}
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, str]:
@@ -81,14 +107,14 @@ def make_replicas(container: dict, run_dir: Path, rid: str, mlflow_uri: str | No
     out: list[Replica] = []
     if "mlflow" in lg["sinks"]:
         m = lg["mlflow"]
-        out.append(MlflowReplica(mlflow_uri or m["tracking_uri"], m["experiment"], rid, container.get("run_name") or rid,
-                                 tags, flatten(container), sweep))
+        out.append(MlflowReplica(mlflow_uri or m["tracking_uri"], m["experiment"], rid, run_name(container, tags),
+                                 tags, dashboard_params(container), sweep, config=container))
     if "wandb" in lg["sinks"]:
         w = lg["wandb"]
         mode = wandb_mode(wandb_mode_override or w["mode"])
         if mode != "disabled":
             out.append(WandbReplica(run_dir, rid, w["project"], w.get("entity"), sweep, tags["method"], container,
-                                    tags, mode))
+                                    tags, mode, name=run_name(container, tags)))
     return out
 
 

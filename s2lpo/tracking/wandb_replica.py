@@ -43,10 +43,10 @@ class WandbReplica:
     name = "wandb"
 
     def __init__(self, run_dir: Path, rid: str, project: str, entity: str | None, group: str | None,
-                 job_type: str, config: dict, tags: dict[str, str], mode: str):
+                 job_type: str, config: dict, tags: dict[str, str], mode: str, name: str | None = None):
         self.run_dir, self.rid, self.project, self.entity = Path(run_dir), rid, project, entity
         self.group, self.job_type, self.config, self.tags, self.mode = group, job_type, config, tags, mode
-        self.run = None
+        self.display_name, self.run = name, None  # (``name`` is the replica's kind: "wandb")
 
     def open(self, state: ReplicaState) -> dict[str, int]:
         if self.run is not None:  # W&B's local service took every point we handed it
@@ -68,7 +68,7 @@ class WandbReplica:
         settings = wandb.Settings(console="off", x_disable_stats=True, disable_git=True, save_code=False,
                                   quiet=True)
         self.run = wandb.init(
-            id=self.rid, resume="allow", project=self.project, entity=self.entity, group=self.group or None,
+            id=self.rid, name=self.display_name, resume="allow", project=self.project, entity=self.entity, group=self.group or None,
             job_type=self.job_type, config=self.config, dir=str(self.run_dir), mode=self.mode,
             tags=[f"{k}={v}"[:64] for k, v in sorted(self.tags.items()) if v], settings=settings,
             reinit="create_new")

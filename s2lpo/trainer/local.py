@@ -82,7 +82,7 @@ def train(cfg: DictConfig, progress: Callable[[int, int, dict], None] | None = N
         learner.eval()
         r = evaluate(learner, tok, res.eval, reward_fn, n, SamplingParams(t.eval_temperature, 1.0, 0,
                      cfg.data.max_new_tokens), step_seed(cfg.seed, step, "eval"), t.gen_batch_size)
-        return {f"eval/{bench}/pass@{k}": v for k, v in r.curve(power_of_two_ks(n)).items()}
+        return {**{f"eval/{bench}/pass@{k}": v for k, v in r.curve(power_of_two_ks(n)).items()}, **r.size(bench)}
 
     rollout = Rollout(res.train, tok, cache, res.explorer_path, sampling_params(cfg), score, cfg.seed,
                       t.gen_batch_size, device, explorer_sampling(cfg)[1] if cache is not None else 0)

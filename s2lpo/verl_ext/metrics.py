@@ -18,7 +18,7 @@ import numpy as np
 
 from s2lpo.algo.plan import GUIDED, GroupPlan
 from s2lpo.eval.passk import mean_pass_at_k
-from s2lpo.eval.runner import power_of_two_ks
+from s2lpo.eval.runner import power_of_two_ks, size_metrics
 from s2lpo.rollout.metrics import outcome_metrics, source_metrics
 
 # verl's name -> ours, for quantities both backends measure the same way
@@ -68,6 +68,7 @@ def eval_metrics(batch, uids: Sequence[str], data_sources: Sequence[str], n_samp
         ns, cs = [v[0] for v in per_uid.values()], [v[1] for v in per_uid.values()]
         for k in power_of_two_ks(min(ns)):
             out[f"eval/{src}/pass@{k}"] = mean_pass_at_k(ns, cs, k)
+        out.update(size_metrics(str(src), len(per_uid), min(ns)))
     return out
 
 
