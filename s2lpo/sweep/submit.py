@@ -104,7 +104,7 @@ def plan_sweep(sweep: Sweep, root: Path, dry_run: bool = False) -> list[PlannedR
         cfgs = compose_many(all_overrides)
     except Exception:  # noqa: BLE001 - compose run by run below, to name the bad one
         cfgs = [None] * len(all_overrides)
-    for i, (ov, overrides, cfg) in enumerate(zip(sweep.runs, all_overrides, cfgs)):
+    for i, (overrides, cfg) in enumerate(zip(all_overrides, cfgs)):
         try:
             cfg = cfg if cfg is not None else compose(overrides)
             # jobs run on compute nodes: no GPU check on this one
