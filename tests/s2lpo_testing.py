@@ -118,7 +118,8 @@ ANALYSIS_RUNS = {  # (algorithm, explorer) -> final eval/toy/pass@1 per seed
 }
 
 
-def write_logged_runs(root: Path, steps: int = 10, eval_every: int = 5, runs=None, extra_keys: int = 0) -> list[Path]:
+def write_logged_runs(root: Path, steps: int = 10, eval_every: int = 5, runs=None, extra_keys: int = 0,
+                      overrides: tuple[str, ...] = ()) -> list[Path]:
     """Run directories (manifest + journal) with known metric values, as the trainer would leave them.
 
     eval/toy/pass@k at steps 0, eval_every, …: pass@1 rises linearly to the run's final value, pass@k =
@@ -135,6 +136,7 @@ def write_logged_runs(root: Path, steps: int = 10, eval_every: int = 5, runs=Non
         for seed, final in enumerate(finals):
             ov = [*QUICK, f"algorithm={algo}", f"explorer={explorer}", f"seed={seed}", "algorithm.group_size=4",
                   "sweep=analysis", "logger=default"] + (["algorithm.t_mix=6"] if algo == "s2lpo" else ["algorithm.t_mix=0"])
+            ov += list(overrides)
             cfg = OmegaConf.to_container(make_cfg(root, *ov), resolve=True)
             rid = run_id(cfg)
             d = root / "runs" / rid

@@ -17,7 +17,7 @@ from s2lpo.tracking.mlflow_replica import MlflowReplica
 from s2lpo.tracking.readers import JournalReader, MlflowReader, WandbOfflineReader
 from s2lpo.tracking.replica import Point, ReplicaState
 from s2lpo.tracking.run import Manifest
-from s2lpo.tracking.sinks import make_replicas
+from s2lpo.tracking.sinks import make_replicas, run_tags
 from s2lpo_testing import ROOT, write_logged_runs
 
 GOLDEN = ROOT / "tests" / "golden"
@@ -150,6 +150,53 @@ def test_bold_only_beyond_the_noise_and_never_with_one_seed(tmp_path):
     regenerate([f"journal:{tmp_path / 'w3' / 'runs'}"], tmp_path / "t.yaml", tmp_path / "d", tmp_path / "c",
                warn=lambda *_: None)
     assert "| S2L-PO · toy-s | 90.0 (+80.0) |" in (tmp_path / "d" / "table1_toy.md").read_text()  # one seed
+
+
+def test_a_cell_never_averages_runs_of_different_configs(tmp_path):
+    """The issue's case: a quick run with other settings lands in the same runs directory as a study's seeds. The
+    table refuses, naming the cell, the runs and the keys that differ; ``mixed: split`` shows one row per config;
+    ``--filter config=<id>`` keeps one. Figures refuse alike."""
+    from s2lpo.analysis.cells import MixedCellError
+    from s2lpo_testing import write_logged_runs
+
+    root = tmp_path / "w"
+    seeds = write_logged_runs(root, runs={("s2lpo", "toy_s"): [0.60, 0.62]})
+    quick = write_logged_runs(root, runs={("s2lpo", "toy_s"): [0.05]}, overrides=("trainer.lr=0.01",))
+    spec = yaml.safe_load((SPECS / "table1_toy.yaml").read_text())
+    spec["columns"] = spec["columns"][:1]
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(MixedCellError) as e:
+        regenerate([f"journal:{root / 'runs'}"], tmp_path / "t.yaml", tmp_path / "a", tmp_path / "c",
+                   warn=lambda *_: None)
+    msg = str(e.value)
+    assert "cell learner=toy-l, method=s2lpo, explorer=toy-s:" in msg, msg
+    assert any(f"they differ in trainer.lr: {a} vs {b}\n" in msg for a, b in (("5e-05", "0.01"), ("0.01", "5e-05")))
+    assert all(Manifest(d).data["run_id"] in msg for d in seeds + quick) and "mixed: split" in msg
+    spec["mixed"] = "split"
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(spec))
+    regenerate([f"journal:{root / 'runs'}"], tmp_path / "t.yaml", tmp_path / "b", tmp_path / "c", warn=lambda *_: None)
+    rows = [r for r in (tmp_path / "b" / "table1_toy.md").read_text().splitlines() if r.startswith("| S2L-PO")]
+    assert sorted(r.split(" | ")[1].rstrip(" |") for r in rows) == ["5.0", "61.0 [60.0, 62.0]"], rows
+    assert all("[config " in r for r in rows)
+    keep = run_tags(Manifest(seeds[0]).data["config"], "x")["config"]
+    regenerate([f"journal:{root / 'runs'}"], SPECS / "fig1_pass1_vs_step.yaml", tmp_path / "f", tmp_path / "c",
+               extra_filter={"config": keep}, warn=lambda *_: None)
+    with pytest.raises(MixedCellError, match="figure fig1_pass1_vs_step: 1 cell"):
+        regenerate([f"journal:{root / 'runs'}"], SPECS / "fig1_pass1_vs_step.yaml", tmp_path / "g", tmp_path / "c",
+                   warn=lambda *_: None)
+
+
+def test_sweep_filters_at_the_source(world, tmp_path):
+    """``--sweep`` reaches MLflow's search (the server returns only that sweep's runs), not a filter after fetching."""
+    from s2lpo.tracking.readers import MlflowReader
+
+    root, _ = world
+    reader = MlflowReader(f"sqlite:///{root}/mlruns.db", where={"sweep": "analysis"})
+    assert reader.filter == "tags.`sweep` = 'analysis'" and len(reader.runs()) == 7
+    assert MlflowReader(f"sqlite:///{root}/mlruns.db", where={"sweep": "other"}).runs() == []
+    rep = regenerate([f"mlflow:sqlite:///{root}/mlruns.db"], SPECS / "table1_toy.yaml", tmp_path, tmp_path / "c",
+                     extra_filter={"sweep": "other"}, warn=lambda *_: None)
+    assert rep.runs == 0 and rep.fetched == 0
 
 
 def test_figures_are_non_blank_images_of_the_expected_size(world, tmp_path):
