@@ -1,6 +1,7 @@
 """Journal, manifest, replicas (MLflow sqlite store, W&B offline files), delivery and ``s2lpo sync``."""
 
 import json
+import math
 import socket
 
 import pytest
@@ -32,7 +33,29 @@ def test_journal_round_trip_and_torn_tail(tmp_path):
     h = read_history(tmp_path)
     assert h["train/loss"] == {1: 0.5, 2: 0.45}  # the last write of a (key, step) wins
     assert h["eval/toy/pass@1"] == {1: 0.25}
-    assert "bad" not in h
+    assert math.isnan(h["bad"][2])  # a diverged value is kept, not dropped
+
+
+def test_non_finite_values_reach_every_replica(tmp_path):
+    """A NaN loss and an infinite ratio go journal -> MLflow and W&B (offline files) as such."""
+    from s2lpo.tracking.readers import MlflowReader, WandbOfflineReader
+
+    cfg = OmegaConf.to_container(make_cfg(tmp_path, *QUICK, "logger=default"), resolve=True)
+    rid = run_id(cfg)
+    run_dir = tmp_path / "runs" / rid
+    Manifest(run_dir.mkdir(parents=True) or run_dir).start(cfg, rid)
+    j = Journal(run_dir)
+    j.log(0, {"train/loss": 0.5, "train/ratio": 1.0})
+    j.log(1, {"train/loss": float("nan"), "train/ratio": float("inf")})
+    j.close()
+    uri = f"sqlite:///{tmp_path}/mlruns.db"
+    for rep in make_replicas(cfg, run_dir, rid, mlflow_uri=uri, wandb_mode_override="offline"):
+        assert Delivery(rep, run_dir).drain() == 4
+        rep.close("failed")
+    for reader in (MlflowReader(uri), WandbOfflineReader(tmp_path / "runs")):
+        got = reader.fetch(reader.runs())[rid].groupby(["key", "step"])["value"].last()  # (MLflow: listing + history)
+        assert got[("train/loss", 0)] == 0.5 and math.isnan(got[("train/loss", 1)]), reader.name
+        assert got[("train/ratio", 1)] == float("inf"), reader.name
 
 
 def test_journal_tail_returns_each_complete_record_once(tmp_path):
@@ -114,19 +137,71 @@ def test_mlflow_replica_delivers_each_point_once_even_when_its_marks_are_lost(tm
     assert Delivery(other, run_dir).drain() == 16
 
 
-def test_sweep_members_are_children_of_one_parent_run(tmp_path):
+def test_sweep_members_are_children_of_one_parent_run_that_ends_with_them(tmp_path):
+    """One parent per sweep; sized by the submission, it stays RUNNING until its last member ends, then
+    FINISHED (all finished) or FAILED; a member that starts again puts it back to RUNNING. The experiment is
+    tagged so MLflow's UI opens on its runs table."""
+    from s2lpo.tracking.mlflow_replica import ensure_sweep_parent, runs_url
+
     uri = f"sqlite:///{tmp_path}/mlruns.db"
-    ids = []
+    parent = ensure_sweep_parent(uri, "proj", "sw1", size=3)
+    c = MlflowClient(uri)
+    exp = c.get_experiment_by_name("proj")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert exp.artifact_location == (tmp_path / "mlartifacts").as_uri()  # beside the store, not in the cwd
+    reps = []
     for i in range(3):
         run_dir = tmp_path / f"run{i}"
         _journal(run_dir, [0])
         rep = MlflowReplica(uri, "proj", f"rid-{i}", f"r{i}", {}, {}, sweep="sw1")
         Delivery(rep, run_dir).drain()
-        ids.append(rep.run_id)
+        reps.append(rep)
+    parents = c.search_runs([exp.experiment_id], "tags.`s2lpo.kind` = 'sweep'")
+    assert len(parents) == 1 and parents[0].info.run_name == "sweep: sw1" and parents[0].info.run_id == parent
+    assert {c.get_run(r.run_id).data.tags["mlflow.parentRunId"] for r in reps} == {parent}
+    status = lambda: c.get_run(parent).info.status  # noqa: E731
+    reps[0].close("finished")
+    reps[1].close("finished")
+    assert status() == "RUNNING"  # one member still runs
+    reps[2].close("finished")
+    assert status() == "FINISHED"
+    again = MlflowReplica(uri, "proj", "rid-2", "r2", {}, {}, sweep="sw1")  # a member resubmitted
+    Delivery(again, tmp_path / "run2").drain()
+    assert status() == "RUNNING"
+    again.close("failed")
+    assert status() == "FAILED"
+    assert runs_url("http://h:5000", exp.experiment_id) == f"http://h:5000/#/experiments/{exp.experiment_id}/runs" \
+        "?workflowType=machine_learning" and runs_url(uri, "1") is None
+
+
+def test_a_run_on_the_dashboard_reads_as_its_label_with_few_params_and_its_config(tmp_path):
+    """Name = label + seed (the run id is a tag), the semantic config as few flat params, the whole config as
+    ``config.yaml``, the family/config/kind tags, and pass@k names that sort numerically."""
+    import yaml
+
+    cfg = OmegaConf.to_container(make_cfg(tmp_path, *QUICK, "logger=mlflow", "seed=3"), resolve=True)
+    rid = run_id(cfg)
+    run_dir = tmp_path / "runs" / rid
+    Manifest(run_dir.mkdir(parents=True) or run_dir).start(cfg, rid)
+    j = Journal(run_dir)
+    j.log(0, {f"eval/toy/pass@{k}": k / 32 for k in (1, 2, 4, 8, 16)})
+    j.close()
+    uri = f"sqlite:///{tmp_path}/mlruns.db"
+    (rep,) = make_replicas(cfg, run_dir, rid, mlflow_uri=uri)
+    Delivery(rep, run_dir).drain()
+    rep.close("finished")
     c = MlflowClient(uri)
-    parents = c.search_runs([c.get_experiment_by_name("proj").experiment_id], "tags.`s2lpo.kind` = 'sweep'")
-    assert len(parents) == 1 and parents[0].info.run_name == "sweep:sw1"
-    assert {c.get_run(i).data.tags["mlflow.parentRunId"] for i in ids} == {parents[0].info.run_id}
+    run = c.get_run(rep.run_id)
+    assert run.info.run_name == "toy-l · S2L-PO · toy-s · seed 3" and run.data.tags["s2lpo.run_id"] == rid
+    t = run.data.tags
+    assert (t["family"], t["kind"], t["label"], len(t["config"])) == ("toy", "train", "S2L-PO · toy-s", 12)
+    assert len(run.data.params) < 70 and run.data.params["algorithm.t_mix"] == "3"
+    assert not any(k.startswith(("paths.", "logger.", "launcher.", "family.sizes")) for k in run.data.params)
+    local = c.download_artifacts(rep.run_id, "config.yaml", str(tmp_path))
+    assert yaml.safe_load(open(local)) == cfg
+    keys = sorted(k for k in run.data.metrics if "pass" in k)
+    assert keys == [f"eval/toy/pass_at_{k:04d}" for k in (1, 2, 4, 8, 16)]  # text order = numeric order
+    assert [from_mlflow_key(k) for k in keys] == [f"eval/toy/pass@{k}" for k in (1, 2, 4, 8, 16)]
 
 
 def test_one_deliverer_per_run_and_replica(tmp_path):

@@ -1,11 +1,10 @@
 """Append-only JSONL metric journal: one ``{"step", "t", "metrics"}`` record per line, flushed and
-fsynced every write. A torn last line (a kill mid-write) is ignored on read; a resumed run appends
+fsynced every write (non-finite values kept: ``NaN``, ``Infinity``). A torn last line (a kill mid-write) is ignored on read; a resumed run appends
 again and readers keep the last value written for each (key, step)."""
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -29,7 +28,9 @@ class Journal:
                     f.write(b"\n")
 
     def log(self, step: int, metrics: dict[str, float], t: float | None = None) -> None:
-        clean = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
+        """A NaN or infinite value is written as such (JSON's ``NaN``/``Infinity``, which Python reads back):
+        a diverged loss must reach the dashboards, not vanish."""
+        clean = {k: float(v) for k, v in metrics.items() if v is not None}
         self._f.write(json.dumps({"step": int(step), "t": time.time() if t is None else t, "metrics": clean}) + "\n")
         self._f.flush()
         os.fsync(self._f.fileno())

@@ -7,6 +7,8 @@ one tidy DataFrame.
 from __future__ import annotations
 
 import json
+import math
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,8 +147,8 @@ class MlflowReader:
         history of the keys ``want(key)`` accepts (all keys when ``want`` is None)."""
         from s2lpo.tracking.mlflow_replica import from_mlflow_key
 
-        rows: dict[str, list] = {r.run_id: [(from_mlflow_key(k), s, v, ts / 1000.0) for k, s, v, ts in r.extra["latest"]]
-                                 for r in runs}
+        rows: dict[str, list] = {r.run_id: [(from_mlflow_key(k), s, _inf(v), ts / 1000.0)
+                                             for k, s, v, ts in r.extra["latest"]] for r in runs}
         bulk = self.uri.startswith(("http://", "https://"))
         by_source = {r.source_id: r for r in runs}
         keys = sorted({k for r in runs for k in r.extra["keys"] if want is None or want(from_mlflow_key(k))})
@@ -154,7 +156,7 @@ class MlflowReader:
             have = [r for r in runs if key in r.extra["keys"]]
             for batch in _batches(have, 20000) if bulk else [[r] for r in have]:  # < the 25,000 cap
                 for source_id, step, value, ts in self._history(key, batch, bulk):
-                    rows[by_source[source_id].run_id].append((from_mlflow_key(key), step, value, ts / 1000.0))
+                    rows[by_source[source_id].run_id].append((from_mlflow_key(key), step, _inf(value), ts / 1000.0))
         if progress:
             progress(len(runs))
         return {rid: points_frame(r) for rid, r in rows.items()}
@@ -173,6 +175,11 @@ class MlflowReader:
             # no bulk endpoint, or a truncated answer: run by run
         return [(r.source_id, m.step, m.value, m.timestamp) for r in batch
                 for m in self.client.get_metric_history(r.source_id, key)]
+
+
+def _inf(v: float) -> float:
+    """MLflow's store keeps NaN but clamps ±inf to ±sys.float_info.max: read those back as ±inf."""
+    return v if abs(v) != sys.float_info.max else math.copysign(math.inf, v)
 
 
 def _batches(runs: list[RunInfo], limit: int) -> list[list[RunInfo]]:

@@ -15,6 +15,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+NON_FINITE = ("NaN", "Infinity", "-Infinity")
+
 
 @dataclass
 class OfflineRun:
@@ -61,8 +63,8 @@ def read_offline_run(directory: Path) -> OfflineRun:
         elif kind == "history":
             item = rec["history"]["item"]
             step = int(rec["history"].get("step", {}).get("num", item.get("_step", 0)))
-            run.rows.append((step, {k: float(v) for k, v in item.items()
-                                    if not k.startswith("_") and isinstance(v, (int, float))}))
+            run.rows.append((step, {k: float(v) for k, v in item.items()  # W&B writes NaN/inf as strings
+                                    if not k.startswith("_") and (isinstance(v, (int, float)) or v in NON_FINITE)}))
         elif kind == "exit":
             run.exit_code = int(rec["exit"].get("exit_code", 0))
     return run
