@@ -25,6 +25,7 @@ from s2lpo.rollout.explorer_cache import ExplorerCacheError
 from s2lpo.tracking.lifecycle import RunDirError
 from s2lpo.tracking.restore import JournalGapError
 from s2lpo.tracking.run import ManifestError
+from s2lpo.tracking.where import dashboard_lines
 from s2lpo.trainer.dispatch import train
 
 # what the library raises for bad input or a damaged run: each says what is wrong and what to do, so the entry
@@ -79,7 +80,9 @@ def run_training(cfg: DictConfig) -> float | None:
     built or drawn (a progress bar sized by a bad ``total_steps`` would raise first)."""
     validate(cfg)
     result = train_with_progress(cfg)
-    console.print(f"run {result.run_id}: {result.status} -> {result.run_dir}")
+    console.print(f"run {result.run_id}: {result.status} -> {result.run_dir}", soft_wrap=True)
+    for line in dashboard_lines(result.run_dir):
+        console.print(line, soft_wrap=True, highlight=False, markup=False)
     return result.final_metrics.get(f"eval/{cfg.data.benchmark}/pass@1")
 
 
@@ -96,6 +99,9 @@ def run_study_printed(cfg: DictConfig) -> None:
         console.print(Markdown(tables[0].read_text()))
     console.print("wrote " + ", ".join(str(p.relative_to(res.out.parent)) if res.out.parent in p.parents else str(p)
                                       for p in res.written))
+    first = next((d for dirs in res.runs.values() for d in dirs), None)
+    for line in dashboard_lines(first, runs_table=True) if first else []:
+        console.print(line, soft_wrap=True, highlight=False, markup=False)
 
 
 @exit_on_config_error
