@@ -6,13 +6,12 @@
 import hydra
 from omegaconf import DictConfig
 
-from s2lpo.cli.console import console, exit_on_config_error
-from s2lpo.trainer.explorer_fill import fill_explorer_cache
+from s2lpo.cli.console import fill_explorer_printed
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> None:
-    exit_on_config_error(fill_explorer_cache)(cfg, log=console.print)
+    fill_explorer_printed(cfg)
 
 
 if __name__ == "__main__":

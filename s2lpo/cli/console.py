@@ -38,10 +38,31 @@ _probe = Console(stderr=True)
 console = _probe if _probe.is_terminal else Console(stderr=True, width=140)
 
 
-def progress_bar() -> Progress:
+def progress_bar(on: Console | None = None, transient: bool = False) -> Progress:
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                    console=console, transient=False)
+                    console=on or console, transient=transient)
+
+
+def prepare_with_progress(cfg: DictConfig) -> None:
+    """What a run needs before its first step, each with a progress bar: the toy family (built once; minutes on a
+    CPU: its size and an ETA) and the explorer's cached samples (local backend; verl's runner fills its own)."""
+    from s2lpo.models.resolve import toy_family
+    from s2lpo.trainer.explorer_fill import fill_explorer_cache
+
+    with progress_bar() as bar:
+        tasks: dict[str, int] = {}
+
+        def show(name: str, done: int, total: int, info: str = "") -> None:
+            if name not in tasks:  # a bar only for work that is really done (a cached family draws none)
+                tasks[name] = bar.add_task(name, total=total, info=info)
+            bar.update(tasks[name], completed=done, total=total, info=info)
+
+        if cfg.learner.family == "toy":
+            toy_family(cfg, log=console.print, progress=lambda d, t, what: show("toy family", d, t, what))
+        if cfg.trainer.backend == "local":
+            fill_explorer_cache(cfg, log=console.print,
+                                progress=lambda d, t: show(f"explorer cache {cfg.explorer.name}", d, t, "samples"))
 
 
 def train_with_progress(cfg: DictConfig, label: str | None = None):
@@ -79,11 +100,23 @@ def run_training(cfg: DictConfig) -> float | None:
     """Train and return the last pass@1 (for sweepers); a bad config exits with its error list before anything is
     built or drawn (a progress bar sized by a bad ``total_steps`` would raise first)."""
     validate(cfg)
+    prepare_with_progress(cfg)
     result = train_with_progress(cfg)
     console.print(f"run {result.run_id}: {result.status} -> {result.run_dir}", soft_wrap=True)
     for line in dashboard_lines(result.run_dir):
         console.print(line, soft_wrap=True, highlight=False, markup=False)
     return result.final_metrics.get(f"eval/{cfg.data.benchmark}/pass@1")
+
+
+@exit_on_config_error
+def fill_explorer_printed(cfg: DictConfig) -> None:
+    """experiments/generate_explorer.py: the explorer cache of a run's config, with progress bars."""
+    from s2lpo.trainer.explorer_fill import fill_explorer_cache
+
+    validate(cfg)
+    prepare_with_progress(cfg)
+    if cfg.trainer.backend != "local":
+        fill_explorer_cache(cfg, log=console.print)
 
 
 @exit_on_config_error
@@ -93,7 +126,7 @@ def run_study_printed(cfg: DictConfig) -> None:
 
     from s2lpo.study.run import run_study
 
-    res = run_study(cfg, train=train_with_progress, log=console.print)
+    res = run_study(cfg, train=train_with_progress, log=console.print, prepare=prepare_with_progress)
     tables = [p for p in res.written if p.suffix == ".md"]
     if tables:
         console.print(Markdown(tables[0].read_text()))

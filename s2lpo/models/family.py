@@ -127,8 +127,13 @@ def encode_sft(tok, problems: list[Problem]) -> tuple[torch.Tensor, torch.Tensor
     return ids, att, lm
 
 
-def sft_warmup(model, tok, problems: list[Problem], epochs: int, batch_size: int, lr: float, seed: int) -> float:
-    """Supervised warm-up on worked solutions; returns the last epoch's mean loss."""
+def sft_steps(n_problems: int, epochs: int, batch_size: int) -> int:
+    return epochs * math.ceil(n_problems / batch_size)
+
+
+def sft_warmup(model, tok, problems: list[Problem], epochs: int, batch_size: int, lr: float, seed: int,
+               tick: Callable[[], None] | None = None) -> float:
+    """Supervised warm-up on worked solutions; returns the last epoch's mean loss (``tick()`` per step)."""
     ids, att, lm = encode_sft(tok, problems)
     g = torch.Generator().manual_seed(seed)
     steps = epochs * math.ceil(len(problems) / batch_size)
@@ -154,6 +159,8 @@ def sft_warmup(model, tok, problems: list[Problem], epochs: int, batch_size: int
             opt.step()
             sched.step()
             tot, n = tot + loss.item(), n + 1
+            if tick:
+                tick()
         last = tot / n
     model.eval()
     return last
@@ -166,17 +173,27 @@ def weights_digest(model_dir: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def _build(recipe: FamilyRecipe, out: Path, log: Callable[[str], None]) -> dict:
+def _build(recipe: FamilyRecipe, out: Path, log: Callable[[str], None],
+           progress: Callable[[int, int, str], None] | None = None) -> dict:
     splits = make_splits(recipe.seed, recipe.n_sft, recipe.n_rl, recipe.n_eval, recipe.n_operands)
     tok = build_tokenizer([p.prompt + p.solution for p in splits.sft], recipe.vocab_size)
     tok.save_pretrained(out / "tokenizer")
     manifest: dict = {"key": recipe.key(), "recipe": asdict(recipe), "tokenizer": tokenizer_digest(tok), "models": {}}
+    total = len(recipe.sizes) * sft_steps(len(splits.sft), recipe.sft_epochs, recipe.sft_batch_size)
+    done = [0]
     for i, (size, arch) in enumerate(recipe.sizes.items()):
         t0 = time.time()
         torch.manual_seed(recipe.seed * 1000 + i)
         model = make_model(arch, len(tok), tok, recipe.max_position_embeddings)
+        what = f"size {size} ({param_count(model) / 1e6:.2f}M params, {i + 1}/{len(recipe.sizes)})"
+
+        def tick(what: str = what) -> None:
+            done[0] += 1
+            if progress:
+                progress(done[0], total, what)
+
         loss = sft_warmup(model, tok, splits.sft, recipe.sft_epochs, recipe.sft_batch_size, recipe.sft_lr,
-                          recipe.seed * 1000 + i)
+                          recipe.seed * 1000 + i, tick)
         d = out / "models" / size
         model.save_pretrained(d)
         tok.save_pretrained(d)
@@ -192,9 +209,11 @@ def _build(recipe: FamilyRecipe, out: Path, log: Callable[[str], None]) -> dict:
 
 
 def build_family(
-    recipe: FamilyRecipe, cache_dir: str | Path, log: Callable[[str], None] = print
+    recipe: FamilyRecipe, cache_dir: str | Path, log: Callable[[str], None] = print,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> Family:
-    """Return the family for ``recipe``, building it once under ``cache_dir/family/<key>``."""
+    """Return the family for ``recipe``, building it once under ``cache_dir/family/<key>`` (``progress(done,
+    total, what)`` per warm-up step of the build: minutes on a CPU)."""
     root = Path(cache_dir) / "family" / recipe.key()
     root.parent.mkdir(parents=True, exist_ok=True)
     with open(root.parent / f".{recipe.key()}.lock", "w") as lock:
@@ -205,7 +224,7 @@ def build_family(
             tmp.mkdir()
             torch_threads = torch.get_num_threads()
             try:
-                manifest = _build(recipe, tmp, log)
+                manifest = _build(recipe, tmp, log, progress)
                 (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
                 shutil.rmtree(root, ignore_errors=True)
                 os.replace(tmp, root)

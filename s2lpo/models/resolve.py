@@ -19,9 +19,9 @@ def family_recipe(cfg: DictConfig) -> FamilyRecipe:
     return FamilyRecipe.from_dict(d)
 
 
-def toy_family(cfg: DictConfig, log=print) -> Family:
+def toy_family(cfg: DictConfig, log=print, progress=None) -> Family:
     """The run's toy family, built once and cached under ``paths.cache_dir`` (later calls only read it)."""
-    return build_family(family_recipe(cfg), abspath(cfg.paths.cache_dir), log=log)
+    return build_family(family_recipe(cfg), abspath(cfg.paths.cache_dir), log=log, progress=progress)
 
 
 def model_path(cfg: DictConfig, role: str, family: Family | None = None) -> Path | None:

@@ -130,13 +130,15 @@ class ExplorerCache:
         pad_id: int,
         seed: int,
         batch_size: int = 512,
+        progress: Callable[[int], None] | None = None,
     ) -> int:
-        """Generate every missing (prompt, sample index < n_samples) with the explorer; returns how many."""
+        """Generate every missing (prompt, sample index < n_samples) with the explorer; returns how many
+        (``progress(done)`` after each generation batch)."""
 
         def generate(todo: list[tuple[list[int], int]], todo_seed: int) -> list[Sample]:
             g = torch.Generator(device=next(model.parameters()).device)
             g.manual_seed(todo_seed)
-            return sample(model, [p for p, _ in todo], self.params, eos_id, pad_id, g, batch_size)
+            return sample(model, [p for p, _ in todo], self.params, eos_id, pad_id, g, batch_size, progress)
 
         return self.fill_with(generate, prompts, ground_truths, n_samples, score, seed)
 

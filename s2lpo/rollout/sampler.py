@@ -8,6 +8,7 @@ what makes a killed-and-resumed run reproduce an uninterrupted one exactly.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -123,9 +124,12 @@ def sample(
     pad_id: int,
     generator: torch.Generator,
     batch_size: int = 256,
+    progress: Callable[[int], None] | None = None,
 ) -> list[Sample]:
-    """Sample one continuation per context, ``batch_size`` contexts at a time."""
+    """Sample one continuation per context, ``batch_size`` contexts at a time (``progress(done)`` after each)."""
     out: list[Sample] = []
     for b in range(0, len(contexts), batch_size):
         out += sample_batch(model, contexts[b : b + batch_size], params, eos_id, pad_id, generator)
+        if progress:
+            progress(len(out))
     return out

@@ -41,10 +41,12 @@ def study_configs(cfg: DictConfig) -> list[tuple[str, int, DictConfig]]:
 
 
 def run_study(cfg: DictConfig, train: Callable[[DictConfig, str], RunResult] | None = None,
-              log: Callable[[str], None] = print) -> StudyResult:
-    """Check every run's config (all problems, each prefixed by its run), fill the explorer caches, train
-    (``train(cfg, label)``; finished runs are reused), then write the study's tables and figures."""
+              log: Callable[[str], None] = print, prepare: Callable[[DictConfig], object] | None = None) -> StudyResult:
+    """Check every run's config (all problems, each prefixed by its run), ``prepare`` each (default: fill its
+    explorer cache; the entry point's also draws progress bars), train (``train(cfg, label)``; finished runs are
+    reused), then write the study's tables and figures."""
     train = train or (lambda c, _label: train_run(c, log=log))
+    prepare = prepare or (lambda c: fill_explorer_cache(c, log=log))
     configs = study_configs(cfg)
     problems = []
     for label, seed, c in configs:  # every config is checked before anything runs
@@ -57,7 +59,7 @@ def run_study(cfg: DictConfig, train: Callable[[DictConfig, str], RunResult] | N
     announce_sweep([OmegaConf.to_container(c.logger, resolve=True) for _, _, c in configs], cfg.study.name,
                    len(configs), warn=log)
     for _, _, c in configs:
-        fill_explorer_cache(c, log=log)
+        prepare(c)
     runs: dict[str, list[Path]] = {}
     for label, seed, c in configs:
         runs.setdefault(label, []).append(train(c, f"{label} seed {seed}").run_dir)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,7 +90,8 @@ def _runs(ix: list[int], sweep: Sweep) -> str:
     return f"{len(ix)} runs ({', '.join(map(str, ix[:8]))}{', …' if len(ix) > 8 else ''})"
 
 
-def plan_sweep(sweep: Sweep, root: Path, dry_run: bool = False) -> list[PlannedRun]:
+def plan_sweep(sweep: Sweep, root: Path, dry_run: bool = False,
+               progress: Callable[[str, int, int], None] | None = None) -> list[PlannedRun]:
     """Compose and validate every run of the sweep; one error lists every bad run. In a dry run, models and
     data files not on disk are warnings on the run (``PlannedRun.warnings``), not errors."""
     root = Path(root).resolve()
@@ -105,6 +107,8 @@ def plan_sweep(sweep: Sweep, root: Path, dry_run: bool = False) -> list[PlannedR
     except Exception:  # noqa: BLE001 - compose run by run below, to name the bad one
         cfgs = [None] * len(all_overrides)
     for i, (overrides, cfg) in enumerate(zip(all_overrides, cfgs)):
+        if progress:
+            progress("checking runs", i, len(all_overrides))
         try:
             cfg = cfg if cfg is not None else compose(overrides)
             # jobs run on compute nodes: no GPU check on this one
@@ -159,11 +163,15 @@ def _executor(folder: Path, req: dict, name: str, dependency: list[str]):
     return ex
 
 
-def submit_sweep(sweep: Sweep, root: Path, dry_run: bool = False) -> SubmitReport:
-
+def submit_sweep(sweep: Sweep, root: Path, dry_run: bool = False,
+                 progress: Callable[[str, int, int], None] | None = None) -> SubmitReport:
+    """Plan (compose and check every run), then queue what is not finished, queued or running;
+    ``progress(what, done, total)`` while checking runs and while queuing jobs."""
     t0 = time.perf_counter()
     root = Path(root).resolve()
-    planned = plan_sweep(sweep, root, dry_run)
+    planned = plan_sweep(sweep, root, dry_run, progress)
+    if progress:
+        progress("checking runs", len(sweep.runs), len(sweep.runs))
     manifest = SweepManifest(root, sweep.name)
     report = SubmitReport(sweep.name, manifest.path, planned=planned)
     for run in planned:  # record the plan first: status knows every run even before its first job
@@ -200,7 +208,9 @@ def submit_sweep(sweep: Sweep, root: Path, dry_run: bool = False) -> SubmitRepor
     batches: dict[str, list[PlannedRun]] = {}
     for r in todo:
         batches.setdefault(json.dumps([r.request, dep.get(r.cache_key or "")], sort_keys=True), []).append(r)
-    for runs in batches.values():
+    for b, runs in enumerate(batches.values()):
+        if progress and not dry_run:
+            progress("queuing job arrays", b, len(batches))
         if dry_run:
             report.submitted += [r.run_id for r in runs]
             continue
@@ -211,6 +221,8 @@ def submit_sweep(sweep: Sweep, root: Path, dry_run: bool = False) -> SubmitRepor
         for r, job in zip(runs, jobs):
             manifest.data["runs"][r.run_id]["jobs"].append(job.job_id)
             report.submitted.append(r.run_id)
+    if progress and not dry_run:
+        progress("queuing job arrays", len(batches), len(batches))
     if not dry_run:
         manifest.data["submissions"].append({"at": time.time(), "runs": len(report.submitted),
                                              "cache_jobs": len(report.cache_jobs)})

@@ -4,6 +4,7 @@ through ``s2lpo.verl_ext.explorer_fill``, which numbers prompts as verl does).""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from omegaconf import DictConfig
 
@@ -17,10 +18,10 @@ from s2lpo.trainer.setup import resolve
 from s2lpo.verl_ext.explorer_fill import fill_verl_explorer_cache
 
 
-def fill_explorer_cache(cfg: DictConfig, log=print) -> int:
+def fill_explorer_cache(cfg: DictConfig, log=print, progress: Callable[[int, int], None] | None = None) -> int:
     """Generate the explorer samples a run of ``cfg`` can draw from: ``explorer.sampling.samples_per_prompt``
     for every prompt a step ``<= t_mix`` draws (a group takes its explorer rows from them, ``s2lpo.algo.draw``);
-    returns how many were generated."""
+    returns how many were generated (``progress(done, total)`` as they are)."""
     a = cfg.algorithm
     if a.t_mix == 0:
         return 0
@@ -45,11 +46,12 @@ def fill_explorer_cache(cfg: DictConfig, log=print) -> int:
         return 0
     t0 = time.time()
     model = load_model(res.explorer_path, res.device).eval()
-    made = 0
+    made, total = 0, sum(len(cache.missing([prompts[i]], n)) for n, idx in by_n.items() for i in idx)
     for n, idx in sorted(by_n.items()):
         made += cache.fill(model, [prompts[i] for i in idx], [str(res.train[i].answer) for i in idx], n,
                            token_scorer(tok, cfg.data.reward),
                            tok.eos_token_id, tok.pad_token_id, step_seed(cfg.seed, n, "explorer-fill"),
-                           cfg.trainer.gen_batch_size)
+                           cfg.trainer.gen_batch_size,
+                           (lambda done, base=made: progress(base + done, total)) if progress else None)
     log(f"explorer cache {cfg.explorer.name}: generated {made} samples in {time.time() - t0:.1f}s -> {cache.dir}")
     return made
