@@ -1,0 +1,60 @@
+"""What the command line shows: one Hydra listing for --info, one line per bad override of a sweep (not one per
+run), and progress bars on the long steps (family build with its size, explorer-cache fill, sweep checking)."""
+
+import subprocess
+import sys
+
+from s2lpo.cli import main
+from s2lpo_testing import CACHE, QUICK, ROOT, make_cfg
+
+
+def test_info_prints_once(tmp_path):
+    """Importing verl calls ``logging.basicConfig``; our import undoes it, so Hydra's --info is not doubled."""
+    r = subprocess.run([sys.executable, str(ROOT / "experiments/train.py"), f"paths.root_dir={tmp_path}", "--info"],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0 and out.count("Config search path") == 1, out[-2000:]
+
+
+def test_a_bad_override_of_a_sweep_is_one_line(tmp_path, capsys):
+    assert main(["sweep", "submit", str(ROOT / "sweeps/toy.yaml"), "trainer.lrr=1", "--dry-run",
+                 "--root", str(tmp_path)]) == 2
+    err = capsys.readouterr().out
+    assert err.count("Could not override 'trainer.lrr'") == 1, err
+    assert "15 runs (0, 1, 2, 3, 4, 5, 6, 7, …): Could not override 'trainer.lrr'. To append to your config use " \
+           "+trainer.lrr=1" in " ".join(err.split()), err
+
+
+def test_sweep_submission_reports_its_progress(tmp_path):
+    from s2lpo.sweep.grid import load_sweep
+    from s2lpo.sweep.submit import submit_sweep
+
+    seen = []
+    submit_sweep(load_sweep(ROOT / "sweeps/toy.yaml", []), tmp_path, dry_run=True,
+                 progress=lambda what, done, total: seen.append((what, done, total)))
+    assert seen[0] == ("checking runs", 0, 15) and seen[-1] == ("checking runs", 15, 15)
+    assert [d for w, d, _ in seen] == list(range(16))
+
+
+def test_the_family_build_reports_each_step_with_the_size_it_trains(tmp_path):
+    """A small recipe (its own cache key) built from scratch: one call per warm-up step, the size in the text."""
+    from s2lpo.models.family import build_family
+    from s2lpo.models.resolve import family_recipe
+
+    recipe = family_recipe(make_cfg(tmp_path, "family=toy_tiny", "family.n_sft=64", "family.sft_epochs=2"))
+    seen = []
+    build_family(recipe, tmp_path / "cache", log=lambda *_: None, progress=lambda d, t, what: seen.append((d, t, what)))
+    assert [d for d, _, _ in seen] == list(range(1, 5)) and {t for _, t, _ in seen} == {4}  # 2 sizes x 2 epochs x 1
+    assert seen[0][2].startswith("size s (") and seen[-1][2].startswith("size l (") and "M params, 2/2)" in seen[-1][2]
+    seen.clear()
+    build_family(recipe, tmp_path / "cache", log=lambda *_: None, progress=lambda *a: seen.append(a))
+    assert seen == []  # cached: nothing to show
+
+
+def test_a_run_prepares_with_progress_bars(tmp_path, tiny_family, capsys):
+    from s2lpo.cli.console import prepare_with_progress
+
+    cfg = make_cfg(tmp_path, *QUICK, f"paths.explorer_cache_dir={tmp_path / 'xc'}", f"paths.cache_dir={CACHE}")
+    prepare_with_progress(cfg)
+    err = capsys.readouterr().err
+    assert "explorer cache toy-s" in err and "samples" in err, err
