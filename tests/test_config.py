@@ -159,6 +159,25 @@ def test_bad_config_exits_before_loading_models(tmp_path):
     assert not (tmp_path / "cache").exists()
 
 
+def test_the_studys_labels_are_the_tables_and_the_dashboards(tmp_path):
+    """conf/study/toy.yaml labels its runs as the tables and figures do (s2lpo.algo.labels), and a run is named
+    on the dashboard by that label and its seed."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from s2lpo.study.run import study_configs
+    from s2lpo.tracking.sinks import run_name, run_tags
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        runs = study_configs(compose("study", overrides=[f"paths.root_dir={tmp_path}"]))
+    for label, seed, c in runs:
+        cfg = OmegaConf.to_container(c, resolve=True)
+        tags = run_tags(cfg, run_id(cfg))
+        assert tags["label"] == label and run_name(cfg, tags) == f"{label} · seed {seed}"
+    assert len({run_tags(OmegaConf.to_container(c, resolve=True), "x")["config"] for *_, c in runs}) == len(runs)
+
+
 @pytest.mark.parametrize("study", sorted(p.stem for p in (CONF / "study").glob("*.yaml")))
 def test_every_study_composes_into_valid_runs(tmp_path, study):
     from hydra import compose, initialize_config_dir

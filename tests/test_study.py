@@ -34,8 +34,8 @@ def test_study_writes_table_and_figure(tmp_path):
     assert lines[2] == "|  | pass@1 (%) | pass@8 (%) | explorer tokens | learner tokens |"
     rows = {line.split("|")[1].strip(): line.split("|")[2:6] for line in lines[5:7]}
     assert set(rows) == {"GRPO", "S2L-PO · toy-s"}
-    assert "±" in rows["GRPO"][0]  # two seeds: mean ± std
-    assert rows["GRPO"][2].strip() == "0 ± 0"  # no explorer tokens in GRPO
+    assert "[" in rows["GRPO"][0]  # two seeds: the mean and its bootstrap interval
+    assert rows["GRPO"][2].strip() == "0 [0, 0]"  # no explorer tokens in GRPO
     assert not rows["S2L-PO · toy-s"][2].strip().startswith(("0", "–"))
     written = sorted(p.name for p in (tmp_path / "results").iterdir())
     assert {"table1_toy.tex", "table1_toy.csv", "fig1_pass1_vs_step.pdf", "fig4_explorer_share.png"} <= set(written)

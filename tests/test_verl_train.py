@@ -295,7 +295,7 @@ def test_tables_1_and_2_fill_from_verl_trained_runs(all_sources, hot, tmp_path, 
     regenerate([f"journal:{tmp_path / 'runs'}"], specs, tmp_path / "out", tmp_path / "cache", warn=lambda *_: None)
     for name, cols in (("table1_math", ["AIME 24", "AIME 25"]), ("table2_csqa", ["CommonsenseQA"])):
         csv = (tmp_path / "out" / f"{name}.csv").read_text().splitlines()
-        assert csv[0] == "learner,method,explorer,column,mean,std,n,delta,reference"
+        assert csv[0] == "learner,method,explorer,column,mean,ci_low,ci_high,n,delta,reference"
         cells = {(r[0], r[1], r[2], r[3]): r[4] for r in (line.split(",") for line in csv[1:])}
         assert set(cells) == {("toy-l", m, x, c) for m, x in (("s2lpo", "toy-s"), ("token_temp", "none")) for c in cols}
         assert all(v != "" for v in cells.values()), csv  # every cell has its eval run's value
