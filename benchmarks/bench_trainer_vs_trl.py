@@ -1,28 +1,49 @@
-"""Steps per second of the local trainer against TRL's GRPOTrainer, same tiny model, prompts, group size
-and lengths, on CPU, both measured in this one run and printed as a ratio.
+"""Seconds per step of the local trainer against TRL's GRPOTrainer, same tiny model, prompts, group size and
+lengths, on CPU, measured fairly in this one run and printed as ratios, with the step's compute bound.
 
-    python benchmarks/bench_trainer_vs_trl.py [--family toy|toy_tiny] [--size l] [--steps 12]
+    make bench        # = .venv-bench/bin/python benchmarks/bench_trainer_vs_trl.py (TRL lives in its own venv)
+    python benchmarks/bench_trainer_vs_trl.py [--rounds 3] [--steps 12] [--size l] [--precision fp32|bf16]
 
-Plain GRPO on both sides (no explorer), fp32, beta=0 (no reference model), one optimizer step per batch.
-Step 1 is warm-up and excluded on both sides.
+Fair: plain GRPO on both sides (no explorer), beta = 0 (no reference model), one optimizer step per batch,
+TRL with gradient checkpointing off (its default is on: ~25 % of its step here). Each measurement runs in a
+process of its own and the variants alternate, round after round, so a change of machine load lands on all
+of them alike; each variant's number is the median over rounds of its per-round median step (step 1, the
+warm-up, excluded), with the min-max over rounds and the 1-minute load average at each start. Our two
+savings with identical gradients are rows of their own:
+
+- ``ours``: the local trainer as it runs;
+- ``ours, no skip``: rows with zero advantage (no learning signal) kept in the forward and backward passes;
+- ``ours, no prompt sharing``: each of a group's G rows prefills its prompt itself;
+- ``ours, neither``: the work TRL does.
+
+Compute bound: the FLOPs the step needs (2·params per prompt token prefilled once per prompt and per generated
+token; 6·params per token of the rows with signal), at this machine's fp32 matmul rate at the model's shapes
+(measured here: rows-wide for decoding, thousands of tokens for training).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 
 ROOT = Path(__file__).resolve().parents[1]
+VARIANTS = {"ours": (True, True), "ours, no skip": (False, True), "ours, no prompt sharing": (True, False),
+            "ours, neither": (False, False), "TRL (no grad. checkpointing)": None}
 
 
 def compose_cfg(root: Path, cache: Path, args) -> object:
+    from hydra import compose, initialize_config_dir
+
     with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
         return compose("train", overrides=[
             f"paths.root_dir={root}", f"paths.cache_dir={cache}", f"family={args.family}",
@@ -36,16 +57,28 @@ def compose_cfg(root: Path, cache: Path, args) -> object:
         ])
 
 
-def bench_ours(cfg) -> list[float]:
+def run_ours(cfg, skip: bool, share: bool) -> dict:
+    import s2lpo.rollout.sampler as sampler
+    import s2lpo.trainer.local as local
+    from s2lpo.models.resolve import model_params, model_path, toy_family
     from s2lpo.tracking.journal import read_history
-    from s2lpo.trainer.local import train
+    from s2lpo.trainer.update import train_step
 
-    res = train(cfg, log=lambda *_: None)
-    steps = read_history(res.run_dir)["time/step_s"]
-    return [steps[s] for s in sorted(steps) if s > 1]
+    sampler.SHARE_PREFILL = share
+    local.train_step = functools.partial(train_step, skip_zero_advantage=skip)
+    res = local.train(cfg, log=lambda *_: None)
+    h = read_history(res.run_dir)
+    steps = sorted(s for s in h["time/step_s"] if s > 1)
+    params = model_params(cfg, "learner")
+    flops = h["compute/train/flops_cum"]
+    work = [{"generated": h["compute/learner/tokens"][s], "trained": (flops[s] - flops[s - 1]) / (6 * params),
+             "signal": h["train/rows_with_signal"][s]} for s in steps]
+    arch = json.loads((model_path(cfg, "learner", toy_family(cfg, log=lambda *_: None)) / "config.json").read_text())
+    return {"steps": [h["time/step_s"][s] for s in steps], "work": work, "params": params,
+            "arch": [arch["hidden_size"], arch["intermediate_size"], arch["vocab_size"]]}
 
 
-def bench_trl(cfg, args) -> list[float]:
+def run_trl(cfg, args) -> dict:
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
@@ -73,18 +106,55 @@ def bench_trl(cfg, args) -> list[float]:
         def on_step_end(self, *a, **k):
             times.append(time.perf_counter() - self.t0)
 
-    out = tempfile.mkdtemp()
     conf = GRPOConfig(
-        output_dir=out, use_cpu=True, bf16=args.precision == "bf16", fp16=False, report_to="none", save_strategy="no",
-        logging_steps=10**6, max_steps=args.steps, learning_rate=args.lr, num_generations=args.group,
-        per_device_train_batch_size=args.group * args.prompts, max_completion_length=args.max_new_tokens,
-        temperature=1.0, beta=0.0, shuffle_dataset=False, dataloader_num_workers=0, seed=0,
-        disable_tqdm=True,
+        output_dir=tempfile.mkdtemp(), use_cpu=True, bf16=args.precision == "bf16", fp16=False, report_to="none",
+        save_strategy="no", logging_steps=10**6, max_steps=args.steps, learning_rate=args.lr,
+        num_generations=args.group, per_device_train_batch_size=args.group * args.prompts,
+        max_completion_length=args.max_new_tokens, temperature=1.0, beta=0.0, shuffle_dataset=False,
+        dataloader_num_workers=0, seed=0, disable_tqdm=True, gradient_checkpointing=False,
     )
-    trainer = GRPOTrainer(model=model, reward_funcs=reward, args=conf, train_dataset=ds, processing_class=tok,
-                          callbacks=[Timer()])
-    trainer.train()
-    return times[1:]
+    GRPOTrainer(model=model, reward_funcs=reward, args=conf, train_dataset=ds, processing_class=tok,
+                callbacks=[Timer()]).train()
+    return {"steps": times[1:]}
+
+
+def worker(args) -> None:
+    """One measurement, in a process of its own: its step times (and our work per step) as JSON on stdout."""
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as root:
+        cfg = compose_cfg(Path(root), Path(args.cache), args)
+        flags = VARIANTS[args.worker]
+        out = run_trl(cfg, args) if flags is None else run_ours(cfg, *flags)
+    print("RESULT " + json.dumps(out))
+
+
+def matmul_rate(hidden: int, inter: int, vocab: int, rows: int, threads: int) -> float:
+    """fp32 GFLOP/s of the model's linear layers' shapes with ``rows`` tokens at a time (median of 5)."""
+    torch.set_num_threads(threads)
+    shapes = [(hidden, hidden)] * 4 + [(hidden, inter)] * 2 + [(inter, hidden), (hidden, vocab)]
+    mats = [(torch.randn(rows, k), torch.randn(k, n)) for k, n in shapes]
+    flops = sum(2 * rows * k * n for k, n in shapes)
+    reps = max(1, int(2e9 // flops))
+    for a, b in mats:
+        a @ b
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            for a, b in mats:
+                a @ b
+        times.append(time.perf_counter() - t0)
+    return flops * reps / statistics.median(times) / 1e9
+
+
+def measure(variant: str, args) -> dict:
+    cmd = [sys.executable, __file__, "--worker", variant, *sys.argv[1:]]
+    load = os.getloadavg()[0]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if line is None:
+        raise RuntimeError(f"{variant} failed:\n{out.stderr[-3000:]}")
+    return {**json.loads(line[7:]), "load": load}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -92,6 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--family", default="toy")
     ap.add_argument("--size", default="l")
     ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--prompts", type=int, default=8)
     ap.add_argument("--group", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=48)
@@ -99,18 +170,46 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="the same on both sides")
     ap.add_argument("--cache", default=str(ROOT / ".cache"))
+    ap.add_argument("--worker", choices=list(VARIANTS), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    with tempfile.TemporaryDirectory() as root:
-        cfg = compose_cfg(Path(root), Path(args.cache), args)
-        ours = bench_ours(cfg)
-        trl = bench_trl(cfg, args)
-    o, t = statistics.median(ours), statistics.median(trl)
-    print(f"model toy-{args.size} ({args.family}), {args.prompts} prompts x {args.group} rollouts, "
-          f"<= {args.max_new_tokens} new tokens, {args.threads} threads, {args.precision}, median of {len(ours)} steps")
-    print(f"  s2lpo local trainer : {o:.3f} s/step  ({1 / o:.2f} steps/s)")
-    print(f"  TRL GRPOTrainer     : {t:.3f} s/step  ({1 / t:.2f} steps/s)")
-    print(f"  speed-up            : {t / o:.2f}x TRL (goal >= 1.5x)")
+    if args.worker:
+        return worker(args)
+    try:
+        import trl  # noqa: F401
+    except ImportError:
+        sys.exit("TRL is not installed here: run `make bench` (TRL lives in .venv-bench, see the Makefile)")
+    runs: dict[str, list[dict]] = {v: [] for v in VARIANTS}
+    for r in range(args.rounds):  # alternate: each round runs every variant once
+        for v in VARIANTS:
+            runs[v].append(measure(v, args))
+            print(f"round {r + 1}/{args.rounds} {v}: {statistics.median(runs[v][-1]['steps']):.3f} s/step "
+                  f"(load {runs[v][-1]['load']:.2f})", file=sys.stderr)
+    med = {v: [statistics.median(m["steps"]) for m in ms] for v, ms in runs.items()}
+    trl_s = statistics.median(med["TRL (no grad. checkpointing)"])
+    # the compute bound of our step (the work it needs), at this machine's matmul rate, measured now
+    h, i, vocab = runs["ours"][0]["arch"]
+    rows = args.prompts * args.group
+    decode_rate = matmul_rate(h, i, vocab, rows, args.threads)
+    train_rate = matmul_rate(h, i, vocab, 2048, args.threads)
+    works = [w for m in runs["ours"] for w in m["work"]]
+    p = runs["ours"][0]["params"]
+    gen = statistics.median(w["generated"] for w in works)
+    trained = statistics.median(w["trained"] for w in works)
+    signal = statistics.median(w["signal"] for w in works)
+    prompt_tokens = (trained - gen) / rows * args.prompts  # each prompt prefilled once
+    bound = (2 * p * (prompt_tokens + gen)) / (decode_rate * 1e9) + 6 * p * signal * trained / (train_rate * 1e9)
+    print(f"model toy-{args.size} ({p / 1e6:.2f}M params), {args.prompts} prompts x {args.group} rollouts, "
+          f"<= {args.max_new_tokens} new tokens, {args.threads} threads, {args.precision}; {args.rounds} rounds "
+          f"alternating, {args.steps - 1} timed steps each")
+    print(f"{'variant':32s} {'s/step (median, min-max of rounds)':36s} {'TRL / it':>9s} {'it / bound':>11s}")
+    for v, ms in med.items():
+        m = statistics.median(ms)
+        print(f"{v:32s} {m:7.3f}  [{min(ms):.3f}, {max(ms):.3f}]{'':14s} {trl_s / m:8.2f}x {m / bound:10.2f}x")
+    print(f"{'compute bound of ours':32s} {bound:7.3f}  ({gen:.0f} generated + {prompt_tokens:.0f} prompt tokens "
+          f"at {decode_rate:.0f} GFLOP/s; {signal:.0%} of {trained:.0f} trained tokens with signal at "
+          f"{train_rate:.0f} GFLOP/s)")
+    loads = [m["load"] for ms in runs.values() for m in ms]
+    print(f"1-min load average at the starts: {min(loads):.2f}-{max(loads):.2f} (2 threads per run)")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,10 @@ from dataclasses import asdict, dataclass
 import torch
 from transformers import DynamicCache
 
+# a GRPO group repeats its prompt G times: prefill each distinct context once and share its KV cache (the same
+# samples either way; benchmarks/bench_trainer_vs_trl.py turns it off to show what it saves)
+SHARE_PREFILL = True
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -73,9 +77,10 @@ def sample_batch(
     device = next(model.parameters()).device
     n = len(contexts)
     # a GRPO group repeats its prompt G times: prefill each distinct context once, then share its cache
+    keys = [tuple(c) if SHARE_PREFILL else (i, *c) for i, c in enumerate(contexts)]
     distinct: dict[tuple[int, ...], int] = {}
-    row_ctx = torch.tensor([distinct.setdefault(tuple(c), len(distinct)) for c in contexts], device=device)
-    uids, uatt = left_pad([list(c) for c in distinct], pad_id, device)
+    row_ctx = torch.tensor([distinct.setdefault(k, len(distinct)) for k in keys], device=device)
+    uids, uatt = left_pad([list(k) if SHARE_PREFILL else list(k[1:]) for k in distinct], pad_id, device)
     upos = (uatt.cumsum(-1) - 1).clamp(min=0)
     cache = DynamicCache()
     out = model(input_ids=uids, attention_mask=uatt, position_ids=upos, past_key_values=cache, use_cache=True,
