@@ -57,3 +57,22 @@ def test_a_group_draws_its_explorer_rows_from_the_cached_pool():
     assert sorted(draw_slots(3, 5, "p", 32, 32)) == list(range(32)) and draw_slots(0, 1, "p", 0, 32) == []
     with pytest.raises(ValueError, match="raise explorer.sampling.samples_per_prompt"):
         draw_slots(0, 1, "p", 17, 16)
+
+
+def test_shared_prompt_prefill_changes_no_sample(tiny_family, monkeypatch):
+    """A group's rows prefill their prompt once (shared KV cache); without the sharing (the benchmark's row)
+    the same seed gives the same tokens and log-probs."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    import s2lpo.rollout.sampler as sampler
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_family.model_dir("s"), dtype=torch.float32).eval()
+    contexts = [[5, 6, 7, 8]] * 4 + [[9, 10, 11]] * 4
+    out = {}
+    for share in (True, False):
+        monkeypatch.setattr(sampler, "SHARE_PREFILL", share)
+        out[share] = sampler.sample(model, contexts, sampler.SamplingParams(max_new_tokens=12), 1, 0,
+                                    torch.Generator().manual_seed(3))
+    assert [s.tokens for s in out[True]] == [s.tokens for s in out[False]]
+    assert max(abs(a - b) for x, y in zip(out[True], out[False]) for a, b in zip(x.logprobs, y.logprobs)) < 1e-5
