@@ -15,7 +15,7 @@ import argparse
 import sys
 
 from s2lpo.analysis.regenerate import SpecError, regenerate
-from s2lpo.cli.console import console, progress_bar
+from s2lpo.cli.console import console, lazy_bars, progress_bar
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,12 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.sweep:
         flt["sweep"] = args.sweep
     with progress_bar() as bar:
-        tasks: dict[str, int] = {}
+        show = lazy_bars(bar)
 
         def progress(source: str, done: int, total: int) -> None:
-            if source not in tasks:
-                tasks[source] = bar.add_task(f"fetching {source}", total=total, info="")
-            bar.update(tasks[source], completed=done, total=total)
+            show(f"fetching {source}", done, total)
 
         try:
             rep = regenerate(args.source or ["journal:runs"], args.specs, args.out, args.cache, flt or None, progress,

@@ -77,11 +77,12 @@ class RunCache:
                 self.index[r.run_id] = {"version": r.version, "source_id": r.source_id, "tags": r.tags,
                                         "history": need, "params": r.params}
             self.save_index()
-        for r in runs:  # a tag or param fixed on the source (e.g. by `s2lpo sync`) without new points
-            if r.run_id in self.index and (self.index[r.run_id]["tags"], self.index[r.run_id].get("params")) != \
-                    (r.tags, r.params):
-                self.index[r.run_id].update(tags=r.tags, params=r.params)
-                self.save_index()
+        changed = [r for r in runs if r.run_id in self.index  # tags or params fixed on the source, no new points
+                   and (self.index[r.run_id]["tags"], self.index[r.run_id].get("params")) != (r.tags, r.params)]
+        for r in changed:
+            self.index[r.run_id].update(tags=r.tags, params=r.params)
+        if changed:
+            self.save_index()
         return self._frame(runs), {"cached": len(runs) - len(stale), "fetched": len(stale), "offline": False}
 
     def params(self, run_ids) -> dict[str, dict[str, str]]:

@@ -29,7 +29,8 @@ def settle(df: pd.DataFrame, keys: list[str], spec: dict, params: dict[str, dict
     if df.empty:
         return df, keys, set()
     df = df.assign(config=run_config(df))
-    runs = df.drop_duplicates("run_id")[["run_id", *keys, "config"]].astype(str)
+    first = df.drop_duplicates("run_id")  # one row per run: its tags
+    runs = first[["run_id", *keys, "config"]].astype(str)
     counts = runs.groupby(keys, observed=True)["config"].nunique()
     mixed = {k if isinstance(k, tuple) else (k,) for k, n in counts.items() if n > 1}
     if not mixed:
@@ -37,7 +38,7 @@ def settle(df: pd.DataFrame, keys: list[str], spec: dict, params: dict[str, dict
     if spec.get("mixed", "refuse") == "split":
         return df, [*keys, "config"], mixed
     where = spec.get("_file", spec["name"])
-    tags = df.drop_duplicates("run_id").set_index(df.drop_duplicates("run_id")["run_id"].astype(str))
+    tags = first.set_index(first["run_id"].astype(str))
     tags = tags[[c for c in tags.columns if c not in NOT_CONFIG]].astype(str)
     params = {r: (params or {}).get(r) or tags.loc[r].to_dict() for r in runs["run_id"]}
     msgs = [_describe(runs, keys, cell, params) for cell in sorted(mixed)[:3]]

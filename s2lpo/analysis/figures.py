@@ -65,8 +65,6 @@ def curves(spec: dict, df: pd.DataFrame, panel: dict, params: dict | None = None
         d = d.dropna(subset=["y"])  # runs without that tag have no share to show
     d["y"] = d["y"] * scale
     out = {}
-    if "config" in names and "config" not in d:
-        d = d.merge(df[["run_id", "config"]].drop_duplicates("run_id"), on="run_id")
     for tags, g in d.groupby(names, observed=True, sort=True):
         tags = tags if isinstance(tags, tuple) else (tags,)
         by = "step" if x not in ("step", "k") else "x"
@@ -88,13 +86,9 @@ def curves(spec: dict, df: pd.DataFrame, panel: dict, params: dict | None = None
 def footnote(spec: dict, df: pd.DataFrame) -> str:
     """What a line and its band are, over how many seeds."""
     d = select(df, spec.get("filter"))
-    n = sorted({int(v) for v in d.groupby(run_config_of(d), observed=True)["run_id"].nunique()}) if len(d) else []
+    n = sorted({int(v) for v in d.groupby(cellcheck.run_config(d), observed=True)["run_id"].nunique()}) if len(d) else []
     band = (f"band: {LEVEL:.0%} bootstrap interval over seeds" if spec.get("band", "ci") != "none" else "no band")
     return spec.get("caption") or f"Line: mean over seeds (n = {', '.join(map(str, n)) or '0'} per line); {band}."
-
-
-def run_config_of(d: pd.DataFrame) -> pd.Series:
-    return cellcheck.run_config(d).astype(str)
 
 
 def render(spec: dict, df: pd.DataFrame, out_dir: Path, cache_dir: Path | None = None,

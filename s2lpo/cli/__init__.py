@@ -48,7 +48,7 @@ def _root(args: argparse.Namespace) -> Path:
 
 
 def _sweep_submit(args: argparse.Namespace) -> int:
-    from s2lpo.cli.console import progress_bar
+    from s2lpo.cli.console import lazy_bars, progress_bar
     from s2lpo.sweep.grid import SweepError, load_sweep
     from s2lpo.sweep.submit import submit_sweep
 
@@ -59,14 +59,7 @@ def _sweep_submit(args: argparse.Namespace) -> int:
     try:
         sweep = load_sweep(args.file, args.overrides)
         with progress_bar(console, transient=True) as bar:  # gone once the summary (or the error) prints
-            tasks: dict[str, int] = {}
-
-            def show(what: str, done: int, total: int) -> None:
-                if what not in tasks:
-                    tasks[what] = bar.add_task(what, total=total, info="")
-                bar.update(tasks[what], completed=done, total=total)
-
-            rep = submit_sweep(sweep, _root(args), dry_run=args.dry_run, progress=show)
+            rep = submit_sweep(sweep, _root(args), dry_run=args.dry_run, progress=lazy_bars(bar))
     except SweepError as e:
         console.print(f"[red]{e}[/red]")
         return 2

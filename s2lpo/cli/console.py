@@ -44,6 +44,19 @@ def progress_bar(on: Console | None = None, transient: bool = False) -> Progress
                     console=on or console, transient=transient)
 
 
+def lazy_bars(bar: Progress):
+    """``show(name, done, total, info="")``: a bar per name, added on its first call (work that is skipped, a
+    cached family, draws none)."""
+    tasks: dict[str, int] = {}
+
+    def show(name: str, done: int, total: int, info: str = "") -> None:
+        if name not in tasks:
+            tasks[name] = bar.add_task(name, total=total, info=info)
+        bar.update(tasks[name], completed=done, total=total, info=info)
+
+    return show
+
+
 def prepare_with_progress(cfg: DictConfig) -> None:
     """What a run needs before its first step, each with a progress bar: the toy family (built once; minutes on a
     CPU: its size and an ETA) and the explorer's cached samples (local backend; verl's runner fills its own)."""
@@ -51,13 +64,7 @@ def prepare_with_progress(cfg: DictConfig) -> None:
     from s2lpo.trainer.explorer_fill import fill_explorer_cache
 
     with progress_bar() as bar:
-        tasks: dict[str, int] = {}
-
-        def show(name: str, done: int, total: int, info: str = "") -> None:
-            if name not in tasks:  # a bar only for work that is really done (a cached family draws none)
-                tasks[name] = bar.add_task(name, total=total, info=info)
-            bar.update(tasks[name], completed=done, total=total, info=info)
-
+        show = lazy_bars(bar)
         if cfg.learner.family == "toy":
             toy_family(cfg, log=console.print, progress=lambda d, t, what: show("toy family", d, t, what))
         if cfg.trainer.backend == "local":

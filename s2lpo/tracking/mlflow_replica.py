@@ -80,8 +80,9 @@ def experiment_id(client, name: str, tracking_uri: str = "") -> str:
 
     exp = client.get_experiment_by_name(name)
     if exp is not None:
-        if exp.tags.get("mlflow.experimentKind") is None:  # made before the tag existed, or by hand
-            client.set_experiment_tag(exp.experiment_id, *next(iter(EXPERIMENT_KIND.items())))
+        for k, v in EXPERIMENT_KIND.items():  # an experiment made before the tag existed, or by hand
+            if k not in exp.tags:
+                client.set_experiment_tag(exp.experiment_id, k, v)
         return exp.experiment_id
     where = None
     if tracking_uri.startswith("sqlite:///"):
