@@ -33,10 +33,17 @@ class Batch:
     row_prompt: torch.Tensor  # [B] index of each row's prompt among the distinct prompts of the batch
 
     def select(self, idx: torch.Tensor) -> Batch:
+        """The rows ``idx``, padded only as wide as they need (left padding no row of them has, right padding
+        past the longest of their responses dropped): the same log-probs for less compute."""
         _, row_prompt = torch.unique(self.row_prompt[idx], return_inverse=True)
-        return Batch(self.input_ids[idx], self.attention_mask[idx], self.position_ids[idx], self.responses[idx],
-                     self.response_mask[idx], self.guidance_mask[idx], self.behavior_log_prob[idx], self.prompt_width,
-                     row_prompt)
+        att = self.attention_mask[idx]
+        P = self.prompt_width
+        lo = int(att[:, :P].any(0).long().argmax()) if P else 0
+        R = max(int(self.response_mask[idx].sum(-1).max()), 1)
+        cols = slice(lo, P + R)
+        return Batch(self.input_ids[idx, cols], att[:, cols], self.position_ids[idx, cols], self.responses[idx, :R],
+                     self.response_mask[idx, :R], self.guidance_mask[idx, :R], self.behavior_log_prob[idx, :R],
+                     P - lo, row_prompt)
 
 
 def collate(rows: list[Row], pad_id: int, device) -> Batch:

@@ -8,11 +8,14 @@ what makes a killed-and-resumed run reproduce an uninterrupted one exactly.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
 from transformers import DynamicCache
+
+from s2lpo.rollout.decode import FastDecoder
 
 # a GRPO group repeats its prompt G times: prefill each distinct context once and share its KV cache (the same
 # samples either way; benchmarks/bench_trainer_vs_trl.py turns it off to show what it saves)
@@ -64,8 +67,31 @@ def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tenso
     return logits
 
 
+def _draw(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """``torch.multinomial(probs, 1)`` spelled out (what it computes for one sample: ``argmax(p / q)`` with
+    ``q ~ Exp(1)`` drawn for every entry of ``probs``), so that a caller can draw for all rows and keep only
+    some: the generator advances the same way whichever rows are kept."""
+    q = torch.empty_like(probs).exponential_(1, generator=generator)
+    return torch.argmax(probs / q, dim=-1)
+
+
+def _distinct_prefill(contexts: list[list[int]], pad_id: int, device):
+    """Each distinct context once (left-padded ids, mask, positions) and each row's index among them."""
+    keys = [tuple(c) if SHARE_PREFILL else (i, *c) for i, c in enumerate(contexts)]
+    distinct: dict[tuple[int, ...], int] = {}
+    row_ctx = torch.tensor([distinct.setdefault(k, len(distinct)) for k in keys], device=device)
+    uids, uatt = left_pad([list(k) if SHARE_PREFILL else list(k[1:]) for k in distinct], pad_id, device)
+    return uids, uatt, (uatt.cumsum(-1) - 1).clamp(min=0), row_ctx
+
+
+def _samples(toks: torch.Tensor, lps: torch.Tensor, lengths: torch.Tensor, done: torch.Tensor) -> list[Sample]:
+    toks_l, lps_l, len_l, done_l = toks.tolist(), lps.tolist(), lengths.tolist(), done.tolist()
+    return [Sample(toks_l[i][: len_l[i]], lps_l[i][: len_l[i]], "stop" if done_l[i] else "length")
+            for i in range(len(toks_l))]
+
+
 @torch.inference_mode()
-def sample_batch(
+def sample_batch_hf(
     model,
     contexts: list[list[int]],
     params: SamplingParams,
@@ -73,19 +99,15 @@ def sample_batch(
     pad_id: int,
     generator: torch.Generator,
 ) -> list[Sample]:
-    """Sample one continuation per context (contexts may differ in length)."""
+    """Sample one continuation per context through the model's own (Hugging Face) forward: any architecture,
+    and the reference the fast path (``sample_batch``) is pinned to."""
     device = next(model.parameters()).device
     n = len(contexts)
-    # a GRPO group repeats its prompt G times: prefill each distinct context once, then share its cache
-    keys = [tuple(c) if SHARE_PREFILL else (i, *c) for i, c in enumerate(contexts)]
-    distinct: dict[tuple[int, ...], int] = {}
-    row_ctx = torch.tensor([distinct.setdefault(k, len(distinct)) for k in keys], device=device)
-    uids, uatt = left_pad([list(k) if SHARE_PREFILL else list(k[1:]) for k in distinct], pad_id, device)
-    upos = (uatt.cumsum(-1) - 1).clamp(min=0)
+    uids, uatt, upos, row_ctx = _distinct_prefill(contexts, pad_id, device)
     cache = DynamicCache()
     out = model(input_ids=uids, attention_mask=uatt, position_ids=upos, past_key_values=cache, use_cache=True,
                 logits_to_keep=1)
-    if len(distinct) < n:
+    if len(uids) < n:
         cache.batch_select_indices(row_ctx)
     logits = out.logits[row_ctx, -1].float()
     att, pos = uatt[row_ctx], upos[row_ctx]
@@ -115,10 +137,76 @@ def sample_batch(
                     use_cache=True)
         logits = out.logits[:, -1].float()
         next_pos = next_pos + 1
-    toks_l, lps_l, len_l, done_l = toks.tolist(), lps.tolist(), lengths.tolist(), done.tolist()
-    return [
-        Sample(toks_l[i][: len_l[i]], lps_l[i][: len_l[i]], "stop" if done_l[i] else "length") for i in range(n)
-    ]
+    return _samples(toks, lps, lengths, done)
+
+
+@torch.inference_mode()
+def sample_batch(
+    dec: FastDecoder,
+    contexts: list[list[int]],
+    params: SamplingParams,
+    eos_id: int,
+    pad_id: int,
+    generator: torch.Generator,
+) -> list[Sample]:
+    """Sample one continuation per context (contexts may differ in length) with the lean forward of
+    ``s2lpo.rollout.decode``: the same samples as ``sample_batch_hf`` for the same generator.
+
+    Rows that sampled eos leave the batch (and the KV cache) once they are a quarter of it; the random draws
+    are still made for every row, so each row's draws do not depend on when the others finished.
+    """
+    device = dec.device
+    n, T = len(contexts), params.max_new_tokens
+    uids, uatt, upos, row_ctx = _distinct_prefill(contexts, pad_id, device)
+    width = uids.shape[1]
+    cache = dec.cache(len(uids), width + T)
+    logits = dec.forward(uids, upos, cache, 0, uatt.bool())[row_ctx]
+    if len(uids) < n:
+        cache.select(row_ctx)
+    keys = torch.ones((n, width + T), dtype=torch.bool, device=device)
+    keys[:, :width] = uatt.bool()[row_ctx]
+    next_pos = upos[row_ctx, -1:] + 1
+    toks = torch.full((n, T), pad_id, dtype=torch.long, device=device)
+    lps = torch.zeros((n, T), dtype=torch.float32, device=device)
+    done = torch.zeros(n, dtype=torch.bool, device=device)
+    lengths = torch.full((n,), T, dtype=torch.long, device=device)
+    seen = torch.zeros((n, logits.shape[-1]), dtype=torch.bool, device=device) if params.presence_penalty else None
+    live = torch.arange(n, device=device)  # the rows in the batch (and the cache), in order
+    probs = torch.zeros((n, logits.shape[-1]), dtype=torch.float32, device=device)
+    for t in range(T):
+        if seen is not None:
+            logits = logits - params.presence_penalty * seen[live]
+        logp = torch.log_softmax(filter_logits(logits / params.temperature, params.top_k, params.top_p), -1)
+        probs[live] = logp.exp()
+        tok = _draw(probs, generator)[live]
+        tok = torch.where(done[live], pad_id, tok)
+        toks[live, t] = tok
+        if seen is not None:
+            seen[live, tok] = True
+        lps[live, t] = torch.where(done[live], 0.0, logp.gather(-1, tok[:, None]).squeeze(-1))
+        hit = (tok == eos_id) & ~done[live]
+        lengths[live[hit]] = t + 1
+        done[live[hit]] = True
+        if bool(done.all()) or t == T - 1:
+            break
+        gone = done[live]
+        if 4 * int(gone.sum()) >= len(live):  # drop the finished rows from the batch and the cache
+            keep = torch.nonzero(~gone).squeeze(-1)
+            live, tok = live[keep], tok[keep]
+            cache.select(keep)
+        logits = dec.forward(tok[:, None], next_pos[live], cache, width + t, keys[live])
+        next_pos = next_pos + 1
+    return _samples(toks, lps, lengths, done)
+
+
+def fast_decoder(model) -> FastDecoder | None:
+    """The lean forward of ``model`` when it covers its architecture (a bf16 copy of the weights under bf16
+    autocast), else None."""
+    if not FastDecoder.supports(model):
+        return None
+    device = next(model.parameters()).device
+    amp = torch.is_autocast_enabled(device.type)
+    return FastDecoder(model, torch.get_autocast_dtype(device.type) if amp else None)
 
 
 def sample(
@@ -133,8 +221,14 @@ def sample(
 ) -> list[Sample]:
     """Sample one continuation per context, ``batch_size`` contexts at a time (``progress(done)`` after each)."""
     out: list[Sample] = []
-    for b in range(0, len(contexts), batch_size):
-        out += sample_batch(model, contexts[b : b + batch_size], params, eos_id, pad_id, generator)
-        if progress:
-            progress(len(out))
+    dec = fast_decoder(model)
+    device = next(model.parameters()).device
+    # the fast path holds its own (bf16 under autocast) copy of the weights: autocast would re-cast them per call
+    with torch.autocast(device.type, enabled=False) if dec is not None else contextlib.nullcontext():
+        for b in range(0, len(contexts), batch_size):
+            chunk = contexts[b : b + batch_size]
+            out += (sample_batch(dec, chunk, params, eos_id, pad_id, generator) if dec is not None
+                    else sample_batch_hf(model, chunk, params, eos_id, pad_id, generator))
+            if progress:
+                progress(len(out))
     return out

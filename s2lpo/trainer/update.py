@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 from s2lpo.algo import grpo
 from s2lpo.algo.correction import CorrectionParams, get_correction
 from s2lpo.algo.plan import EXPLORER
-from s2lpo.rollout.batch import Row, collate, response_log_probs
+from s2lpo.rollout.batch import Batch, Row, collate, response_log_probs
 from s2lpo.rollout.metrics import outcome_metrics
 
 
@@ -92,15 +92,19 @@ def train_step(learner, ref, opt, rows: list[Row], pad_id: int, device, actor, u
                 pg = loss = torch.zeros((), device=device)
                 pm = {"actor/pg_clipfrac": 0.0, "actor/ppo_kl": 0.0}
             else:
-                b = batch.select(sel)
+                b = batch.select(sel)  # as wide as these rows need
+
+                def rows(x: torch.Tensor, b: Batch = b, sel: torch.Tensor = sel) -> torch.Tensor:
+                    return x[sel, : b.responses.shape[1]]
+
                 logp = response_log_probs(learner, b, u.temperature)
-                old = logp.detach() if fused else old_logp[sel]
-                mask = loss_mask[sel]
-                pg, pm = policy_loss(old, logp, adv[sel], mask, offpolicy[sel], b.behavior_log_prob, actor,
+                old = logp.detach() if fused else rows(old_logp)
+                mask = rows(loss_mask)
+                pg, pm = policy_loss(old, logp, rows(adv), mask, offpolicy[sel], b.behavior_log_prob, actor,
                                      u.correction_params)
                 loss = pg
                 if ref_logp is not None:
-                    kl = grpo.kl_loss(logp, ref_logp[sel], mask, u.kl_type, u.loss_agg_mode)
+                    kl = grpo.kl_loss(logp, rows(ref_logp), mask, u.kl_type, u.loss_agg_mode)
                     loss = loss + u.kl_coef * kl
                     out["train/kl_loss"] = kl.item()
                 loss.backward()
