@@ -13,6 +13,8 @@ savings with identical gradients are rows of their own:
 
 - ``ours``: the local trainer as it runs;
 - ``ours, no skip``: rows with zero advantage (no learning signal) kept in the forward and backward passes;
+- ``ours, HF decode``: sampling through the model's Hugging Face forward instead of the lean decode path
+  (``s2lpo.rollout.decode``: fused weights, a KV cache allocated once, finished rows leave the batch);
 - ``ours, no prompt sharing``: each of a group's G rows prefills its prompt itself;
 - ``ours, neither``: the work TRL does.
 
@@ -37,8 +39,9 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = {"ours": (True, True), "ours, no skip": (False, True), "ours, no prompt sharing": (True, False),
-            "ours, neither": (False, False), "TRL (no grad. checkpointing)": None}
+VARIANTS = {"ours": (True, True, True), "ours, HF decode": (True, True, False), "ours, no skip": (False, True, True),
+            "ours, no prompt sharing": (True, False, True), "ours, neither": (False, False, True),
+            "TRL (no grad. checkpointing)": None}
 
 
 def compose_cfg(root: Path, cache: Path, args) -> object:
@@ -57,7 +60,7 @@ def compose_cfg(root: Path, cache: Path, args) -> object:
         ])
 
 
-def run_ours(cfg, skip: bool, share: bool) -> dict:
+def run_ours(cfg, skip: bool, share: bool, fast: bool) -> dict:
     import s2lpo.rollout.sampler as sampler
     import s2lpo.trainer.local as local
     from s2lpo.models.resolve import model_params, model_path, toy_family
@@ -65,6 +68,7 @@ def run_ours(cfg, skip: bool, share: bool) -> dict:
     from s2lpo.trainer.update import train_step
 
     sampler.SHARE_PREFILL = share
+    sampler.FAST_DECODE = fast
     local.train_step = functools.partial(train_step, skip_zero_advantage=skip)
     res = local.train(cfg, log=lambda *_: None)
     h = read_history(res.run_dir)

@@ -118,3 +118,21 @@ def test_kl_loss_is_zero_at_reference():
     lp = torch.log(torch.tensor([[0.3, 0.6]]))
     assert grpo.kl_loss(lp, lp, torch.ones(1, 2)).item() == pytest.approx(0.0, abs=1e-7)
     assert grpo.kl_loss(lp, lp - 0.1, torch.ones(1, 2)).item() > 0
+
+
+def test_the_share_of_signal_only_explorer_rows_created():
+    """Four groups of four rows (two explorer, two learner): group 0 all solved (no signal); group 1 the
+    explorer's rows solve it, the learner's fail (signal only the explorer created); group 2 the learner's rows
+    differ (its own signal); group 3 both explorer rows fail, both learner rows solve (the learner's own success, not the explorer's)."""
+    from s2lpo.rollout.metrics import outcome_metrics
+
+    scores = [1, 1, 1, 1, 1, 1, 0, 0, 0, 1, 1, 0, 0, 0, 1, 1]
+    groups = [g for g in range(4) for _ in range(4)]
+    sources = ["explorer", "explorer", "learner", "learner"] * 4
+    m = outcome_metrics(scores, groups, sources)
+    assert m["train/groups_with_signal"] == 3 / 4
+    assert m["train/signal_from_explorer_only"] == 1 / 3
+    assert "train/groups_with_signal" not in outcome_metrics(scores, groups)
+    # a group of explorer rows only (alpha = 1): whatever signal it has, the explorer created
+    assert outcome_metrics([1, 0], [0, 0], ["explorer", "explorer"])["train/signal_from_explorer_only"] == 1.0
+    assert outcome_metrics([1, 1], [0, 0], ["learner", "learner"])["train/signal_from_explorer_only"] == 0.0

@@ -21,6 +21,8 @@ def test_study_writes_table_and_figure(tmp_path):
         OmegaConf.update(cfg, "study.runs", {"GRPO": ["algorithm=grpo", "explorer=none", "algorithm.t_mix=0"],
                                              "S2L-PO": ["algorithm=s2lpo", "explorer=toy_s"]}, merge=False)
         OmegaConf.update(cfg, "study.seeds", [0, 1])
+        OmegaConf.update(cfg, "study.diversity", {"explorers": ["s"], "learner": "l", "high_temperature": 1.3,
+                                                  "n": 4}, merge=False)
         runs = run_study(cfg).runs
         assert {k: len(v) for k, v in runs.items()} == {"GRPO": 2, "S2L-PO": 2}
         # an explorer cache was filled ahead of training: no run had a cache miss
@@ -38,7 +40,9 @@ def test_study_writes_table_and_figure(tmp_path):
     assert rows["GRPO"][2].strip() == "0 [0, 0]"  # no explorer tokens in GRPO
     assert not rows["S2L-PO · toy-s"][2].strip().startswith(("0", "–"))
     written = sorted(p.name for p in (tmp_path / "results").iterdir())
-    assert {"table1_toy.tex", "table1_toy.csv", "fig1_pass1_vs_step.pdf", "fig4_explorer_share.png"} <= set(written)
+    assert {"table1_toy.tex", "table1_toy.csv", "fig1_pass1_vs_step.pdf", "fig4_explorer_share.png",
+            "fig6_diversity.png"} <= set(written)  # the diversity figure: toy-s, toy-l, toy-l at T = 1.3
+    assert len({p.name for p in (tmp_path / "runs").iterdir() if p.name.startswith("eval-toy-")}) == 3
     img = Image.open(tmp_path / "results" / "fig1_pass1_vs_step.png")
     assert img.size == (750, 540)
     assert len(set(img.convert("L").getdata())) > 10  # not blank

@@ -39,3 +39,41 @@ def test_reward(text, truth, reward):
 def test_unknown_reward():
     with pytest.raises(ValueError, match="reward 'nope' is unknown"):
         get_reward_fn("nope")
+
+
+def test_a_solution_path_is_coherent_only_when_every_step_follows():
+    from s2lpo.data.toy import SolutionPath, all_problems, make_problem, solution_path
+
+    p = make_problem([7, 3, 5, 2], ["-", "*", "+"])  # Q: 7-3*5+2=?
+    assert solution_path(p.prompt, p.solution) == SolutionPath(("3*5=15", "7-15=-8", "-8+2=-6"), True)
+    assert all(solution_path(q.prompt, q.solution).coherent for q in all_problems(4))
+    incoherent = [" 3*5=16, 7-16=-9, -9+2=-7. #### -7",  # a wrong product
+                  " 3*5=15, 15+2=17, 7-17=-10. #### -10",  # 7-15+2 is not 7-(15+2)
+                  " 7-3=4, 4*5=20, 20+2=22. #### 22",  # before the product
+                  " 3*5=15, 7-15=-8. #### -6",  # a skipped step
+                  " 3*5=15, 7-15=-8, -8+2=-6. #### -5",  # an answer the steps do not give
+                  " 3*4=12, 7-12=-5, -5+2=-3. #### -3",  # an operand that is not there
+                  " 3*5=15, 7-15=-8, -8+2=-6 #### -6 junk, 1+1=2"]
+    assert [solution_path(p.prompt, c).coherent for c in incoherent] == [False] * 6 + [True]
+    q = make_problem([2, 3, 4], ["+", "+"])  # 2+(3+4) keeps the value: another coherent path
+    assert solution_path(q.prompt, " 3+4=7, 2+7=9. #### 9") == SolutionPath(("3+4=7", "2+7=9"), True)
+    assert not solution_path(make_problem([2, 3, 4], ["-", "-"]).prompt, " 3-4=-1, 2--1=3. #### 3").coherent
+
+
+def test_diversity_metrics_exact():
+    """Two problems, four samples each: pass@k, distinct correct coherent paths among the first k, incoherent share."""
+    from s2lpo.data.toy import make_problem
+    from s2lpo.study.diversity import diversity_metrics
+
+    p, q = make_problem([2, 3, 4], ["+", "+"]), make_problem([2, 3, 4], ["*", "+"])  # 9 and 10
+    a, b = " 2+3=5, 5+4=9. #### 9", " 3+4=7, 2+7=9. #### 9"
+    texts = [[a, b, a, " 2+3=6, 6+4=9. #### 9"], [" 2*3=6, 6+4=10. #### 10", " 2*3=6, 6+4=11. #### 11", "x", "y"]]
+    rewards = [[1, 1, 1, 1], [1, 0, 0, 0]]
+    m = diversity_metrics([p.prompt, q.prompt], texts, rewards)
+    assert m["eval/toy/pass@1"] == (1 + 1 / 4) / 2 and m["eval/toy/pass@4"] == 1.0
+    assert m["diversity/toy/paths@1"] == 1.0  # a; the first sample of q
+    assert m["diversity/toy/paths@2"] == 1.5  # a, b; q's one path
+    assert m["diversity/toy/paths@4"] == 1.5  # the fourth of p is rewarded but incoherent: not a path
+    assert m["diversity/toy/incoherent@1"] == 0.0 and m["diversity/toy/incoherent@2"] == 1 / 4
+    assert m["diversity/toy/incoherent@4"] == 4 / 8
+    assert m["diversity/toy/correct_but_incoherent"] == 1 / 5

@@ -21,7 +21,7 @@ from s2lpo.tracking.readers import POINT_COLUMNS, RunInfo
 
 TAG_COLUMNS = ["method", "learner", "explorer", "t_mix", "schedule", "temperature", "temperature_mode", "guidance",
                "seed", "sweep", "kind", "group_size", "status", "correction", "scorer", "evaluated_run", "family",
-               "config", "label"]
+               "config", "label", "policy"]
 
 
 class RunCache:
@@ -99,9 +99,8 @@ class RunCache:
     def _frame(self, runs: list[RunInfo]) -> pd.DataFrame:
         """The tidy frame of ``runs``; the assembled frame is kept too (one file, keyed by every run's
         id, version and fetched keys), so an unchanged set of runs is one read."""
-        key = hashlib.sha256(json.dumps(sorted((r.run_id, r.version, self.index.get(r.run_id, {}).get("history"),
-                                                sorted(r.tags.items())) for r in runs),
-                                        default=str).encode()).hexdigest()[:20]
+        key = hashlib.sha256(json.dumps([TAG_COLUMNS, sorted((r.run_id, r.version, self.index.get(r.run_id, {}).get(
+            "history"), sorted(r.tags.items())) for r in runs)], default=str).encode()).hexdigest()[:20]
         whole = self.dir / f"frame-{key}.parquet"
         if whole.exists():
             return pd.read_parquet(whole)

@@ -11,6 +11,7 @@
     divide_by: group_size   # optional: y / that tag (e.g. explorer rows / group size = explorer share)
     scale: 100
     xlabel: …, ylabel: …, logx: 2 (log base), at: final (x: k)
+    # a panel may set its own scale and ylabel ({label: …, y: …, scale: 1, ylabel: paths})
 
 With ``x: k`` each panel's ``y`` is a pattern with ``{k}`` (``eval/toy/pass@{k}``), read at each run's
 last step. A series aggregates the seeds of one configuration only (``s2lpo.analysis.cells``; ``mixed:
@@ -45,7 +46,7 @@ def curves(spec: dict, df: pd.DataFrame, panel: dict, params: dict | None = None
     df = select(df, spec.get("filter"))
     names = spec["series"] if isinstance(spec["series"], list) else [spec["series"]]
     df, names, mixed = cellcheck.settle(df, names, spec, params)
-    x, scale = spec.get("x", "step"), float(spec.get("scale", 1.0))
+    x, scale = spec.get("x", "step"), float(panel.get("scale", spec.get("scale", 1.0)))
     if x == "k":
         pat = re.compile("^" + re.escape(panel["y"]).replace(r"\{k\}", r"(\d+)") + "$")
         d = df[df["key"].astype(str).str.match(pat)].copy()
@@ -144,7 +145,7 @@ def _draw(spec: dict, data: list[dict], paths: list[Path]) -> None:
                 ax.fill_between(x, lo, hi, alpha=0.18)
         ax.set_title(panel.get("label", panel["y"]))
         ax.set_xlabel(spec.get("xlabel", spec.get("x", "step")))
-        ax.set_ylabel(spec.get("ylabel", panel["y"]))
+        ax.set_ylabel(panel.get("ylabel", spec.get("ylabel", panel["y"])))
         if spec.get("logx"):
             ax.set_xscale("log", base=int(spec["logx"]))
         ax.grid(alpha=0.3)

@@ -11,6 +11,7 @@ Everything is a pure function of a seed, so every run and test sees the same pro
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 
 ANSWER_MARK = "####"
@@ -98,3 +99,49 @@ def parse_answer(text: str) -> int | None:
         return int(tail[0].rstrip("."))
     except ValueError:
         return None
+
+
+STEP = re.compile(r"^(-?\d+)([+*-])(-?\d+)=(-?\d+)$")
+EXPR = re.compile(r"Q: ([0-9+*-]+)=\?")
+
+
+def _may(ops: list[str], i: int) -> bool:
+    """Whether reducing the pair at ``i`` first keeps the expression's value: a product always; a sum or
+    difference when no product binds either operand and what precedes it is a plus (``a-b+c`` is not
+    ``a-(b+c)``)."""
+    if ops[i] == "*":
+        return True
+    before, after = ops[i - 1] if i else "+", ops[i + 1] if i + 1 < len(ops) else "+"
+    return before == "+" and after != "*"
+
+
+@dataclass(frozen=True)
+class SolutionPath:
+    steps: tuple[str, ...]  # the worked steps as written, e.g. ("3*5=15", "7-15=-8", "-8+2=-6")
+    coherent: bool  # every step follows from the expression the previous steps left, and the answer from the last
+
+
+def solution_path(prompt: str, completion: str) -> SolutionPath:
+    """The worked steps of a completion and whether they are coherent: each step combines two neighbouring
+    numbers of the expression as the previous steps left it, with their operator, in an order that keeps the
+    expression's value (products first; any order the rules of arithmetic allow), and computes it right; the
+    steps reduce the expression to one number and the answer after ``####`` is that number. A step that does
+    not follow from the previous one (a wrong product, an operand that is not there, a skipped step, an
+    answer the steps do not give) makes the completion incoherent, whether or not the answer is right."""
+    expr = EXPR.search(prompt)
+    body = completion.split(ANSWER_MARK, 1)[0].strip().rstrip(".").strip()
+    steps = tuple(s.strip() for s in body.split(",") if s.strip())
+    if expr is None:
+        return SolutionPath(steps, False)
+    tokens = re.findall(r"\d+|[+*-]", expr.group(1))
+    nums, ops = [int(t) for t in tokens[::2]], tokens[1::2]
+    for s in steps:
+        m = STEP.match(s)
+        if m is None:
+            return SolutionPath(steps, False)
+        a, op, b, v = int(m.group(1)), m.group(2), int(m.group(3)), int(m.group(4))
+        at = next((i for i in range(len(ops)) if (nums[i], ops[i], nums[i + 1]) == (a, op, b) and _may(ops, i)), None)
+        if at is None or v != (a * b if op == "*" else a + b if op == "+" else a - b):
+            return SolutionPath(steps, False)
+        nums[at : at + 2], ops[at : at + 1] = [v], []
+    return SolutionPath(steps, len(nums) == 1 and parse_answer(completion) == nums[0])

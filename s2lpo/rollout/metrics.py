@@ -37,16 +37,31 @@ def source_metrics(sources: Sequence[str], rewards: Sequence[float], lengths: Se
     return out
 
 
-def outcome_metrics(scores: Sequence[float], groups: Sequence[Hashable]) -> dict[str, float]:
+def outcome_metrics(scores: Sequence[float], groups: Sequence[Hashable],
+                    sources: Sequence[str] | None = None) -> dict[str, float]:
     """Reward and accuracy of a step over all rows, the share of groups all/none solved, and the share of
-    rows with a learning signal (a reward different from its group's mean, i.e. a non-zero GRPO advantage)."""
+    rows with a learning signal (a reward different from its group's mean, i.e. a non-zero GRPO advantage).
+
+    With each row's source: ``train/groups_with_signal`` (share of groups whose rewards differ) and
+    ``train/signal_from_explorer_only``, the share of those groups whose signal only the explorer's rows
+    created: the learner's own rows all got one reward and an explorer row did better (or there were no own
+    rows) — S2L-PO's stated mechanism, explorer rows giving signal in groups where the learner's rows all fail."""
     per_group: dict[Hashable, list[float]] = {}
-    for g, s in zip(groups, scores):
+    own: dict[Hashable, set[float]] = {}
+    for i, (g, s) in enumerate(zip(groups, scores)):
         per_group.setdefault(g, []).append(float(s))
+        if sources is not None and sources[i] != EXPLORER:
+            own.setdefault(g, set()).add(float(s))
     means = {g: sum(v) / len(v) for g, v in per_group.items()}
     n, n_groups = len(scores), len(per_group)
-    return {"train/reward_mean": sum(scores) / n,
-            "train/accuracy": sum(s > 0 for s in scores) / n,
-            "train/groups_all_solved": sum(min(v) > 0 for v in per_group.values()) / n_groups,
-            "train/groups_none_solved": sum(max(v) <= 0 for v in per_group.values()) / n_groups,
-            "train/rows_with_signal": sum(abs(s - means[g]) > 1e-6 for g, s in zip(groups, scores)) / n}
+    out = {"train/reward_mean": sum(scores) / n,
+           "train/accuracy": sum(s > 0 for s in scores) / n,
+           "train/groups_all_solved": sum(min(v) > 0 for v in per_group.values()) / n_groups,
+           "train/groups_none_solved": sum(max(v) <= 0 for v in per_group.values()) / n_groups,
+           "train/rows_with_signal": sum(abs(s - means[g]) > 1e-6 for g, s in zip(groups, scores)) / n}
+    if sources is not None:
+        signal = [g for g, v in per_group.items() if max(v) - min(v) > 1e-6]
+        out["train/groups_with_signal"] = len(signal) / n_groups
+        only = [g for g in signal if not own.get(g) or (len(own[g]) == 1 and max(own[g]) < max(per_group[g]))]
+        out["train/signal_from_explorer_only"] = len(only) / len(signal) if signal else 0.0
+    return out

@@ -20,6 +20,9 @@ from s2lpo.rollout.decode import FastDecoder
 # a GRPO group repeats its prompt G times: prefill each distinct context once and share its KV cache (the same
 # samples either way; benchmarks/bench_trainer_vs_trl.py turns it off to show what it saves)
 SHARE_PREFILL = True
+# sample through the lean decode path (s2lpo.rollout.decode) where it covers the model; the benchmark turns it off
+# to show what it saves over the Hugging Face forward
+FAST_DECODE = True
 
 
 @dataclass(frozen=True)
@@ -221,7 +224,7 @@ def sample(
 ) -> list[Sample]:
     """Sample one continuation per context, ``batch_size`` contexts at a time (``progress(done)`` after each)."""
     out: list[Sample] = []
-    dec = fast_decoder(model)
+    dec = fast_decoder(model) if FAST_DECODE else None
     device = next(model.parameters()).device
     # the fast path holds its own (bf16 under autocast) copy of the weights: autocast would re-cast them per call
     with torch.autocast(device.type, enabled=False) if dec is not None else contextlib.nullcontext():

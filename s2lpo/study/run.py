@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from s2lpo.analysis.regenerate import regenerate
 from s2lpo.config.validate import ConfigError, validate
+from s2lpo.study.diversity import measure_diversity, policies
 from s2lpo.tracking.lifecycle import RunResult
 from s2lpo.tracking.mlflow_replica import announce_sweep
 from s2lpo.tracking.readers import JournalReader
@@ -54,6 +55,11 @@ def run_study(cfg: DictConfig, train: Callable[[DictConfig, str], RunResult] | N
             validate(c)
         except ConfigError as e:
             problems += [f"{label} (seed {seed}): {p}" for p in e.problems]
+    if cfg.study.get("diversity"):
+        d, sizes = cfg.study.diversity, list(configs[0][2].family.sizes)
+        problems += [f"study.diversity: size {s!r} is not in family {configs[0][2].family.name!r} (sizes: "
+                     f"{', '.join(sizes)}); use those sizes or drop study.diversity"
+                     for s in [*d.explorers, d.learner] if s not in sizes]
     if problems:
         raise ConfigError(problems)
     announce_sweep([OmegaConf.to_container(c.logger, resolve=True) for _, _, c in configs], cfg.study.name,
@@ -63,8 +69,13 @@ def run_study(cfg: DictConfig, train: Callable[[DictConfig, str], RunResult] | N
     runs: dict[str, list[Path]] = {}
     for label, seed, c in configs:
         runs.setdefault(label, []).append(train(c, f"{label} seed {seed}").run_dir)
+    extra = []
+    if cfg.study.get("diversity"):  # policy- vs token-level diversity of the family, before any RL (one run each)
+        d = cfg.study.diversity
+        pols = policies(configs[0][2], list(d.explorers), str(d.learner), float(d.high_temperature))
+        extra = [r.run_dir for r in measure_diversity(configs[0][2], pols, int(d.n), log)]
     out = Path(cfg.paths.results_dir).resolve()
-    written = write_results(cfg, [d for dirs in runs.values() for d in dirs], out, log)
+    written = write_results(cfg, [d for dirs in runs.values() for d in dirs] + extra, out, log)
     OmegaConf.save(cfg, out / "study.yaml")
     return StudyResult(runs, written, out)
 

@@ -61,6 +61,7 @@ def run_tags(cfg: dict, rid: str) -> dict[str, str]:
         "kind": str(cfg.get("kind") or "train"),
         **({"evaluated_run": str(cfg.get("evaluated_run") or ""), "scorer": str(cfg["eval"].get("scorer", ""))}
            if cfg.get("kind") == "eval" and cfg.get("eval") else {}),
+        **({"policy": str(cfg["policy"])} if cfg.get("policy") else {}),  # a diversity run's sampled policy
     }
 
 

@@ -94,17 +94,17 @@ def train_step(learner, ref, opt, rows: list[Row], pad_id: int, device, actor, u
             else:
                 b = batch.select(sel)  # as wide as these rows need
 
-                def rows(x: torch.Tensor, b: Batch = b, sel: torch.Tensor = sel) -> torch.Tensor:
+                def cut(x: torch.Tensor, b: Batch = b, sel: torch.Tensor = sel) -> torch.Tensor:
                     return x[sel, : b.responses.shape[1]]
 
                 logp = response_log_probs(learner, b, u.temperature)
-                old = logp.detach() if fused else rows(old_logp)
-                mask = rows(loss_mask)
-                pg, pm = policy_loss(old, logp, rows(adv), mask, offpolicy[sel], b.behavior_log_prob, actor,
+                old = logp.detach() if fused else cut(old_logp)
+                mask = cut(loss_mask)
+                pg, pm = policy_loss(old, logp, cut(adv), mask, offpolicy[sel], b.behavior_log_prob, actor,
                                      u.correction_params)
                 loss = pg
                 if ref_logp is not None:
-                    kl = grpo.kl_loss(logp, rows(ref_logp), mask, u.kl_type, u.loss_agg_mode)
+                    kl = grpo.kl_loss(logp, cut(ref_logp), mask, u.kl_type, u.loss_agg_mode)
                     loss = loss + u.kl_coef * kl
                     out["train/kl_loss"] = kl.item()
                 loss.backward()
@@ -114,6 +114,6 @@ def train_step(learner, ref, opt, rows: list[Row], pad_id: int, device, actor, u
                         "train/pg_clipfrac": pm["actor/pg_clipfrac"], "train/ppo_kl": pm["actor/ppo_kl"]})
     actor.global_batch_info.clear()
     learner.eval()
-    out.update(outcome_metrics(scores.tolist(), groups))
+    out.update(outcome_metrics(scores.tolist(), groups, [r.source for r in rows]))
     out["train/response_length"] = float(batch.response_mask.sum(-1).mean())
     return out

@@ -52,7 +52,7 @@ def step_metrics(batch, uids: Sequence[str], sources: Sequence[str], plan: Group
     generated = [n - min(guidance_length, n) if s == GUIDED else n for s, n in zip(sources, lengths)]
     trained = int(batch.batch["attention_mask"].sum())
     out = source_metrics(sources, scores, lengths, generated, trained, plan, learner_params, explorer_params, cum)
-    out.update(outcome_metrics(scores, list(uids)))
+    out.update(outcome_metrics(scores, list(uids), list(sources)))
     return out
 
 
