@@ -264,3 +264,27 @@ def test_the_entry_point_prints_what_it_wrote(world, tmp_path):
     assert (tmp_path / "out" / "table1_toy.md").read_bytes() == (GOLDEN / "table1_toy.md").read_bytes()
     bad = subprocess.run([*cmd[:2], "--specs", str(tmp_path / "none")], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "no spec files" in bad.stderr
+
+
+def test_start_gain_and_steps_to_reach_the_baselines_final(tmp_path):
+    """Per-column ``at``, ``change_from`` and ``reach``: pass@1 rises linearly from 0 to each run's final value
+    (evaluations at steps 0, 5, 10; total FLOPs 6e9 per step, 7e9 with an explorer), so the step at which a run
+    first reaches GRPO's final mean and the FLOPs spent by then follow from the finals alone."""
+    from s2lpo_testing import write_logged_runs
+
+    runs = {("grpo", "none"): [0.10, 0.12, 0.11], ("s2lpo", "toy_s"): [0.60, 0.62, 0.61],
+            ("token_temp", "none"): [0.05, 0.65, 0.30]}
+    write_logged_runs(tmp_path / "w", runs=runs)
+    spec = yaml.safe_load((SPECS / "table2_toy_vs_grpo.yaml").read_text())
+    spec["columns"] = [c for c in spec["columns"] if "pass@16" not in c["label"]]
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(spec))
+    regenerate([f"journal:{tmp_path}/w/runs"], tmp_path / "t.yaml", tmp_path / "out", tmp_path / "cache",
+               warn=lambda *_: None)
+    rows = {r.split("|")[1].strip(): [c.strip() for c in r.split("|")[2:-1]]
+            for r in (tmp_path / "out" / "table2_toy_vs_grpo.md").read_text().splitlines() if r.startswith("| ")}
+    target = np.mean([0.10, 0.12, 0.11])
+    reached = [f for f in (0.10, 0.12, 0.11) if f >= target - 1e-12]  # GRPO's own seeds at step 10
+    assert rows["S2L-PO · toy-s"][:5] == ["0.0 [0.0, 0.0]", "61.0 [60.0, 62.0] (+50.0)", "61.0 [60.0, 62.0] (+50.0)",
+                                          "5 [5, 5]", "42 [42, 42]"]  # step 5: 6 steps x 7e9 FLOPs (high T ties)
+    assert rows["GRPO (high T)"][3] == "5 [5, 5] (2 of 3 reached)"  # the 0.05 seed never gets there
+    assert rows["GRPO"][3] == (f"10 [10, 10] ({len(reached)} of 3 reached)" if len(reached) < 3 else "10 [10, 10]")

@@ -39,6 +39,9 @@ def test_run_id_ignores_paths_and_logger(tmp_path):
 
 
 REJECTIONS = [
+    (["family=toy", "family.precedence_share=1.5"], "family.precedence_share=1.5 must be null or a number in [0, 1]"),
+    (["family=toy", "+family.left_to_right.xl=0.5"], "family.left_to_right.xl: 'xl' is not in family.sizes"),
+    (["family=toy", "+family.left_to_right.l=2"], "family.left_to_right.l=2 must be a number in [0, 1]"),
     (["algorithm.t_mix=1"], "algorithm.t_mix=1"),
     (["algorithm.t_mix=500"], "exceeds trainer.total_steps"),
     (["algorithm.group_size=1"], "algorithm.group_size=1"),
@@ -175,7 +178,13 @@ def test_the_studys_labels_are_the_tables_and_the_dashboards(tmp_path):
         cfg = OmegaConf.to_container(c, resolve=True)
         tags = run_tags(cfg, run_id(cfg))
         assert tags["label"] == label and run_name(cfg, tags) == f"{label} · seed {seed}"
-    assert len({run_tags(OmegaConf.to_container(c, resolve=True), "x")["config"] for *_, c in runs}) == len(runs)
+    assert len({run_tags(OmegaConf.to_container(c, resolve=True), "x")["config"] for *_, c in runs}) == len(
+        {label for label, *_ in runs})  # the seeds of a label share its config
+    by_label = {label: c for label, _, c in runs}
+    study = OmegaConf.load(CONF / "study" / "toy.yaml")
+    assert len(study.seeds) >= 3  # the demo measures over seeds
+    # the diversity figure's high temperature is the token-level baseline's, as that run uses it
+    assert study.diversity.high_temperature == by_label["GRPO (high T)"].algorithm.temperature
 
 
 @pytest.mark.parametrize("study", sorted(p.stem for p in (CONF / "study").glob("*.yaml")))

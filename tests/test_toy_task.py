@@ -77,3 +77,28 @@ def test_diversity_metrics_exact():
     assert m["diversity/toy/incoherent@1"] == 0.0 and m["diversity/toy/incoherent@2"] == 1 / 4
     assert m["diversity/toy/incoherent@4"] == 4 / 8
     assert m["diversity/toy/correct_but_incoherent"] == 1 / 5
+
+
+def test_the_task_mix_and_a_warm_up_misconception():
+    """``precedence_share`` fixes the share of problems where working left to right is wrong in every split;
+    ``warmup_solutions`` teaches that share of a pool's precedence-sensitive problems left to right."""
+    from s2lpo.data.toy import left_to_right, make_problem, make_splits, precedence_matters, warmup_solutions
+    from s2lpo.models.family import FamilyRecipe
+
+    p = make_problem([7, 3, 5, 2], ["-", "*", "+"])
+    assert left_to_right(p).solution == " 7-3=4, 4*5=20, 20+2=22. #### 22" and left_to_right(p).answer == -6
+    assert precedence_matters(p) and not precedence_matters(make_problem([7, 3, 5], ["*", "+"]))
+    sp = make_splits(0, 500, 200, 100, 3, 0.4)
+    assert [sum(map(precedence_matters, s)) for s in (sp.sft, sp.rl, sp.eval)] == [200, 80, 40]
+    assert len({q.uid for s in (sp.sft, sp.rl, sp.eval) for q in s}) == 800  # disjoint
+    uniform = make_splits(0, 500, 200, 100, 3)
+    assert 0.1 < sum(map(precedence_matters, uniform.sft)) / 500 < 0.3
+    taught = warmup_solutions(sp.sft, 0.75, 1)
+    assert taught[:500] == sp.sft and len(taught) == 650  # the worked solutions stay; 150 misconceived copies
+    assert all(precedence_matters(q) and q.solution == left_to_right(q).solution and q.uid in {x.uid for x in sp.sft}
+               for q in taught[500:])
+    assert warmup_solutions(sp.sft, 0.0, 1) == sp.sft
+    with pytest.raises(ValueError, match="precedence_share=0.9 needs"):
+        make_splits(0, 2000, 1024, 128, 3, 0.9)
+    # unset, the new recipe fields leave every existing family's cache key as it was
+    assert FamilyRecipe().key() == "97b82dbf02c9" != FamilyRecipe(precedence_share=0.4).key()

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pandas as pd
 
@@ -48,6 +48,7 @@ class Cell:
     delta: float | None = None
     bold: bool = False
     reference: float | None = None
+    of: int | None = None  # a ``reach`` column: the runs of the cell (``n`` of them reached the target)
     digits: int = 1
 
 
@@ -66,6 +67,41 @@ def final_values(df: pd.DataFrame, metric: str, at) -> pd.DataFrame:
     else:
         d = d[d["step"] == int(at)]
     return d
+
+
+def column_values(df: pd.DataFrame, col: dict, at, keys: list[str]) -> pd.DataFrame:
+    """One value per run for a column: the metric at ``at`` (the column's own ``at`` first); with ``change_from:
+    <step>`` its change since that step; with ``reach: {<tag>: <value>}`` the first step at which the run's
+    metric reaches the final mean of that row of its group (``report: <metric>`` gives that metric at that
+    step instead, e.g. the FLOPs spent by then; a run that never reaches it is left out of the cell)."""
+    v = final_values(df, col["metric"], col.get("at", at))
+    if "change_from" in col:
+        start = final_values(df, col["metric"], col["change_from"]).set_index("run_id")["value"]
+        v = v.assign(value=v["value"].to_numpy() - v["run_id"].map(start).astype(float).to_numpy())
+    if "reach" in col:
+        ref = v
+        for k, val in col["reach"].items():
+            ref = ref[ref[k].astype(str) == str(val)]
+        group = [k for k in keys if k not in col["reach"]][:1] if len(keys) > len(col["reach"]) else []
+        target = ref.groupby(group, observed=True)["value"].mean() if group else ref["value"].mean()
+        hist = df[df["key"] == col["metric"]].sort_values(["run_id", "step"])
+        rows = []
+        for rid, h in hist.groupby("run_id", observed=True):
+            if not len(h):
+                continue
+            t = target.get(h[group[0]].iloc[0]) if group else target
+            hit = h[h["value"] >= t - 1e-12] if t is not None and t == t else h.iloc[0:0]
+            if len(hit):
+                step = int(hit["step"].iloc[0])
+                if col.get("report"):
+                    r = df[(df["key"] == col["report"]) & (df["run_id"] == rid) & (df["step"] == step)]
+                    value = float(r["value"].iloc[0]) if len(r) else float("nan")
+                else:
+                    value = float(step)
+                rows.append(h.iloc[[0]].assign(value=value))
+        v = pd.concat(rows) if rows else v.iloc[0:0]
+        v = v[v["value"] == v["value"]]
+    return v
 
 
 def eval_sizes(spec: dict, df: pd.DataFrame) -> str:
@@ -98,9 +134,11 @@ def build(spec: dict, df: pd.DataFrame, params: dict[str, dict] | None = None
     at = spec.get("at", "final")
     per_col = []
     for col in spec["columns"]:
-        v = final_values(df, col["metric"], at)
+        v = column_values(df, col, at, keys)
         per_col.append(v.groupby(keys, observed=True)["value"].agg(list) if len(v) else pd.Series(dtype=object))
     index = sorted({k if isinstance(k, tuple) else (k,) for s in per_col for k in s.index})
+    runs_per_key = df[df["key"].isin([c["metric"] for c in spec["columns"]])].groupby(
+        keys, observed=True)["run_id"].nunique()
     order = spec.get("order", {})
 
     def sort_key(k: tuple) -> tuple:
@@ -117,6 +155,8 @@ def build(spec: dict, df: pd.DataFrame, params: dict[str, dict] | None = None
             digits = int(col.get("digits", spec.get("digits", 1)))
             cells.append(Cell(e.mean, e.low, e.high, e.n, digits=digits) if e else Cell(None, None, None, 0,
                                                                                       digits=digits))
+            if "reach" in col:  # how many of the cell's runs reached the target at all
+                cells[-1].of = int(runs_per_key.get(k if len(k) > 1 else k[0], 0))
         shown = {k: labels_of(spec).get(str(v), v) for k, v in tags.items()}
         label = spec.get("row_label", " · ".join("{" + r + "}" for r in rows_by)).format(**shown).strip(" ·")
         label = " · ".join(p for p in label.split(" · ") if p.strip())  # an empty part (explorer none) drops out
@@ -177,6 +217,9 @@ def _num(x: float | None, digits: int) -> str:
 
 def _cell_text(c: Cell, tex: bool) -> str:
     digits = c.digits
+    if c.of is not None and c.n < c.of:
+        return (f"never (0 of {c.of})" if c.mean is None else
+                _cell_text(replace(c, of=None), tex) + f" ({c.n} of {c.of} reached)")
     if c.mean is None:
         return "–"
     ci = f"[{_num(c.low, digits)}, {_num(c.high, digits)}]" if c.low is not None else ""

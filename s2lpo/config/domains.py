@@ -86,6 +86,9 @@ def known_keys() -> dict[str, set[str]]:
     return out
 
 
+FREE_MAPS = {"family": ("left_to_right",)}  # maps whose keys are the user's (sizes), checked by their group's checker
+
+
 def unknown_key_problems(cfg: DictConfig) -> list[str]:
     errs = []
     for group, known in known_keys().items():
@@ -93,7 +96,8 @@ def unknown_key_problems(cfg: DictConfig) -> list[str]:
         if group == "trainer":
             node.pop("verl", None)
         for key in sorted(_keys(node)):
-            if key in known or any(key.startswith(k + ".") for k in known if k.endswith("resources")):
+            if key in known or any(key.startswith(k + ".") for k in known if k.endswith("resources")) or \
+                    any(key.startswith(m + ".") for m in FREE_MAPS.get(group, ())):
                 continue
             if "." in key and key.rsplit(".", 1)[0] not in known:
                 continue  # reported at its parent

@@ -248,6 +248,15 @@ def check_family(cfg: DictConfig, this_machine: bool = True) -> list[str]:
                 arch.num_key_value_heads >= 1 and arch.num_attention_heads % arch.num_key_value_heads:
             errs.append(f"family.sizes.{size}.num_attention_heads={arch.num_attention_heads} must be a multiple of "
                         f"num_key_value_heads={arch.num_key_value_heads}")
+    share = f.get("precedence_share")
+    if share is not None and (not _num(share) or not 0 <= share <= 1):
+        errs.append(f"family.precedence_share={share!r} must be null or a number in [0, 1]")
+    for size, v in (f.get("left_to_right") or {}).items():
+        if size not in (f.get("sizes") or {}):
+            errs.append(f"family.left_to_right.{size}: {size!r} is not in family.sizes "
+                        f"({', '.join(f.get('sizes') or {})}); use one of them")
+        elif not _num(v) or not 0 <= v <= 1:
+            errs.append(f"family.left_to_right.{size}={v!r} must be a number in [0, 1]")
     n_eval, ask = f.get("n_eval"), cfg.trainer.get("eval_problems")
     if _int(n_eval) and _int(ask) and ask > n_eval:
         errs.append(f"trainer.eval_problems={ask} exceeds the family's {n_eval} evaluation problems "

@@ -40,6 +40,32 @@ def _solve(nums: list[int], ops: list[str]) -> tuple[list[str], int]:
     return steps, acc
 
 
+def _left_to_right(nums: list[int], ops: list[str]) -> tuple[list[str], int]:
+    acc, steps = nums[0], []
+    for op, b in zip(ops, nums[1:]):
+        v = acc * b if op == "*" else acc + b if op == "+" else acc - b
+        steps.append(f"{acc}{op}{b}={v}")
+        acc = v
+    return steps, acc
+
+
+def _operands(problem: Problem) -> tuple[list[int], list[str]]:
+    tokens = re.findall(r"\d+|[+*-]", problem.uid)
+    return [int(t) for t in tokens[::2]], tokens[1::2]
+
+
+def left_to_right(problem: Problem) -> Problem:
+    """The problem with a misconceived worked solution: every step left to right, products not first
+    (``7-3*5+2``: ``7-3=4, 4*5=20, 20+2=22. #### 22``); the answer field keeps the true answer."""
+    steps, ans = _left_to_right(*_operands(problem))
+    return Problem(problem.uid, problem.prompt, f" {', '.join(steps)}. {ANSWER_MARK} {ans}", problem.answer)
+
+
+def precedence_matters(problem: Problem) -> bool:
+    """Whether working left to right gives a wrong answer (a product after a sum or difference, mostly)."""
+    return _left_to_right(*_operands(problem))[1] != problem.answer
+
+
 def make_problem(nums: list[int], ops: list[str]) -> Problem:
     expr = "".join(str(n) + o for n, o in zip(nums, ops)) + str(nums[-1])
     steps, ans = _solve(nums, ops)
@@ -74,8 +100,11 @@ class ToySplits:
     eval: list[Problem]  # held-out evaluation problems
 
 
-def make_splits(seed: int, n_sft: int, n_rl: int, n_eval: int, n_operands: int = 3) -> ToySplits:
-    """Disjoint splits drawn from the task without replacement, deterministic in ``seed``."""
+def make_splits(seed: int, n_sft: int, n_rl: int, n_eval: int, n_operands: int = 3,
+                precedence_share: float | None = None) -> ToySplits:
+    """Disjoint splits drawn from the task without replacement, deterministic in ``seed``. With
+    ``precedence_share`` that share of every split is precedence-sensitive problems (``precedence_matters``:
+    left to right gives a wrong answer), the rest not; else problems are drawn uniformly (about 20 % are)."""
     pool = all_problems(n_operands)
     need = n_sft + n_rl + n_eval
     if need > len(pool):
@@ -84,8 +113,37 @@ def make_splits(seed: int, n_sft: int, n_rl: int, n_eval: int, n_operands: int =
             f"n_operands={n_operands}; lower the split sizes or raise n_operands"
         )
     rng = random.Random(seed)
-    picked = rng.sample(pool, need)
-    return ToySplits(picked[:n_sft], picked[n_sft : n_sft + n_rl], picked[n_sft + n_rl :])
+    if precedence_share is None:
+        picked = rng.sample(pool, need)
+        return ToySplits(picked[:n_sft], picked[n_sft : n_sft + n_rl], picked[n_sft + n_rl :])
+    sens = [p for p in pool if precedence_matters(p)]
+    rest = [p for p in pool if not precedence_matters(p)]
+    sizes = [n_sft, n_rl, n_eval]
+    k = [round(precedence_share * n) for n in sizes]
+    if sum(k) > len(sens) or need - sum(k) > len(rest):
+        raise ValueError(f"data: precedence_share={precedence_share} needs {sum(k)} precedence-sensitive and "
+                         f"{need - sum(k)} other problems; the task has {len(sens)} and {len(rest)}: lower the "
+                         f"split sizes or the share")
+    a, b = rng.sample(sens, sum(k)), rng.sample(rest, need - sum(k))
+    out, i, j = [], 0, 0
+    for n, ks in zip(sizes, k):
+        split = a[i : i + ks] + b[j : j + n - ks]
+        rng.shuffle(split)
+        out.append(split)
+        i, j = i + ks, j + n - ks
+    return ToySplits(*out)
+
+
+def warmup_solutions(problems: list[Problem], left_to_right_share: float, seed: int) -> list[Problem]:
+    """The warm-up pool of one family member: with ``left_to_right_share`` > 0 that share of its
+    precedence-sensitive problems (chosen by ``seed``) is also taught with the misconceived left-to-right
+    solution (``left_to_right``), beside the worked one: a model that learned both procedures and picks the
+    wrong one about half the time on those problems (the pool grows by those copies)."""
+    if not left_to_right_share:
+        return problems
+    sens = [i for i, p in enumerate(problems) if precedence_matters(p)]
+    wrong = sorted(random.Random(seed).sample(sens, round(left_to_right_share * len(sens))))
+    return problems + [left_to_right(problems[i]) for i in wrong]
 
 
 def parse_answer(text: str) -> int | None:

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
-from s2lpo.data.toy import Problem, ToySplits, make_splits
+from s2lpo.data.toy import Problem, ToySplits, make_splits, warmup_solutions
 from s2lpo.models.tokenizer import build_tokenizer, tokenizer_digest
 
 FAMILY_FORMAT = 1  # bump when the build procedure changes in a way the recipe does not capture
@@ -58,9 +58,17 @@ class FamilyRecipe:
     sft_batch_size: int = 64
     sft_lr: float = 3e-3
     max_position_embeddings: int = 128
+    # the task's mix: the share of precedence-sensitive problems in every split (None: uniform, about 20 %)
+    precedence_share: float | None = None
+    # per size, the share of its precedence-sensitive warm-up problems taught left to right (a misconception)
+    left_to_right: dict[str, float] = field(default_factory=dict)
 
     def key(self) -> str:
-        payload = json.dumps({"format": FAMILY_FORMAT, **asdict(self)}, sort_keys=True)
+        d = asdict(self)
+        for k, default in (("precedence_share", None), ("left_to_right", {})):  # unset: the keys of before
+            if d[k] == default:
+                del d[k]
+        payload = json.dumps({"format": FAMILY_FORMAT, **d}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
     @classmethod
@@ -88,7 +96,7 @@ class Family:
 
     def splits(self) -> ToySplits:
         r = self.recipe
-        return make_splits(r.seed, r.n_sft, r.n_rl, r.n_eval, r.n_operands)
+        return make_splits(r.seed, r.n_sft, r.n_rl, r.n_eval, r.n_operands, r.precedence_share)
 
 
 def param_count(model: torch.nn.Module) -> int:
@@ -175,7 +183,8 @@ def weights_digest(model_dir: Path) -> str:
 
 def _build(recipe: FamilyRecipe, out: Path, log: Callable[[str], None],
            progress: Callable[[int, int, str], None] | None = None) -> dict:
-    splits = make_splits(recipe.seed, recipe.n_sft, recipe.n_rl, recipe.n_eval, recipe.n_operands)
+    splits = make_splits(recipe.seed, recipe.n_sft, recipe.n_rl, recipe.n_eval, recipe.n_operands,
+                         recipe.precedence_share)
     tok = build_tokenizer([p.prompt + p.solution for p in splits.sft], recipe.vocab_size)
     tok.save_pretrained(out / "tokenizer")
     manifest: dict = {"key": recipe.key(), "recipe": asdict(recipe), "tokenizer": tokenizer_digest(tok), "models": {}}
@@ -192,7 +201,8 @@ def _build(recipe: FamilyRecipe, out: Path, log: Callable[[str], None],
             if progress:
                 progress(done[0], total, what)
 
-        loss = sft_warmup(model, tok, splits.sft, recipe.sft_epochs, recipe.sft_batch_size, recipe.sft_lr,
+        pool = warmup_solutions(splits.sft, recipe.left_to_right.get(size, 0.0), recipe.seed * 1000 + i)
+        loss = sft_warmup(model, tok, pool, recipe.sft_epochs, recipe.sft_batch_size, recipe.sft_lr,
                           recipe.seed * 1000 + i, tick)
         d = out / "models" / size
         model.save_pretrained(d)

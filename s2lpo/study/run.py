@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from s2lpo.analysis.regenerate import regenerate
 from s2lpo.config.validate import ConfigError, validate
 from s2lpo.study.diversity import measure_diversity, policies
+from s2lpo.study.parallel import train_in_workers
 from s2lpo.tracking.lifecycle import RunResult
 from s2lpo.tracking.mlflow_replica import announce_sweep
 from s2lpo.tracking.readers import JournalReader
@@ -67,8 +68,14 @@ def run_study(cfg: DictConfig, train: Callable[[DictConfig, str], RunResult] | N
     for _, _, c in configs:
         prepare(c)
     runs: dict[str, list[Path]] = {}
-    for label, seed, c in configs:
-        runs.setdefault(label, []).append(train(c, f"{label} seed {seed}").run_dir)
+    jobs = int(cfg.study.get("jobs") or 1)
+    if jobs > 1:  # worker processes: the entry point's per-run progress bars give way to a line per finished run
+        dirs = train_in_workers([(f"{label} seed {seed}", c) for label, seed, c in configs], jobs, log)
+        for (label, _, _), d in zip(configs, dirs):
+            runs.setdefault(label, []).append(d)
+    else:
+        for label, seed, c in configs:
+            runs.setdefault(label, []).append(train(c, f"{label} seed {seed}").run_dir)
     extra = []
     if cfg.study.get("diversity"):  # policy- vs token-level diversity of the family, before any RL (one run each)
         d = cfg.study.diversity

@@ -1,0 +1,56 @@
+"""A study's runs over several worker processes, each with its share of the cores.
+
+For the tiny models of the embedded default a run is bound by per-operation overhead, not by matmul
+throughput: a second torch thread gains it little, a second process nearly doubles what two cores do
+(``study.jobs``). Each worker trains whole runs (``s2lpo.trainer.dispatch.train``); the journals, manifests
+and the tracking replicas are per run, and the sqlite MLflow store is made for concurrent writers.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+
+def _train(container: dict, threads: int) -> tuple[str, str]:
+    from s2lpo.trainer.dispatch import train
+
+    cfg = OmegaConf.create(container)
+    if not cfg.trainer.get("threads"):
+        cfg.trainer.threads = threads
+    res = train(cfg, log=lambda *_: None)
+    return str(res.run_dir), res.status
+
+
+def threads_per_job(jobs: int) -> int:
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
+def train_in_workers(items: list[tuple[str, DictConfig]], jobs: int,
+                     log: Callable[[str], None] = print) -> list[Path]:
+    """Train ``(name, config)`` items on ``jobs`` processes; their run directories, in the items' order. The
+    first run that raises stops the rest (not yet started ones are cancelled) and its error is raised here."""
+    threads = threads_per_job(jobs)
+    out: list[Path | None] = [None] * len(items)
+    with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+        futures = {pool.submit(_train, OmegaConf.to_container(c, resolve=True), threads): i
+                   for i, (_, c) in enumerate(items)}
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            for f in done:
+                if f.exception() is not None:
+                    for p in pending:
+                        p.cancel()
+                    raise f.exception()
+                run_dir, status = f.result()
+                i = futures[f]
+                out[i] = Path(run_dir)
+                log(f"{items[i][0]}: {status} ({sum(o is not None for o in out)}/{len(items)}, {jobs} workers "
+                    f"x {threads} thread(s))")
+    return [p for p in out if p is not None]
