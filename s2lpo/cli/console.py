@@ -17,6 +17,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from s2lpo.analysis.cells import MixedCellError
 from s2lpo.config.validate import ConfigError, validate
 from s2lpo.data.prepare import DataError
 from s2lpo.eval.benchmarks import EvalError
@@ -31,7 +32,7 @@ from s2lpo.trainer.dispatch import train
 # what the library raises for bad input or a damaged run: each says what is wrong and what to do, so the entry
 # points print it and exit 2 (a traceback would bury it)
 USER_ERRORS = (ConfigError, EvalError, DataError, CheckpointError, ExplorerCacheError, RunDirError, JournalGapError,
-               ManifestError)
+               ManifestError, MixedCellError)
 
 _probe = Console(stderr=True)
 # logs and CI are no terminal: give tables and paths room instead of rich's 80-column default

@@ -11,7 +11,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 from collections.abc import Callable
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -40,17 +40,14 @@ def train_in_workers(items: list[tuple[str, DictConfig]], jobs: int,
     with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
         futures = {pool.submit(_train, OmegaConf.to_container(c, resolve=True), threads): i
                    for i, (_, c) in enumerate(items)}
-        pending = set(futures)
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-            for f in done:
-                if f.exception() is not None:
-                    for p in pending:
-                        p.cancel()
-                    raise f.exception()
-                run_dir, status = f.result()
-                i = futures[f]
-                out[i] = Path(run_dir)
-                log(f"{items[i][0]}: {status} ({sum(o is not None for o in out)}/{len(items)}, {jobs} workers "
-                    f"x {threads} thread(s))")
+        for f in as_completed(futures):  # as each run ends
+            if f.exception() is not None:
+                for other in futures:
+                    other.cancel()
+                raise f.exception()
+            run_dir, status = f.result()
+            i = futures[f]
+            out[i] = Path(run_dir)
+            log(f"{items[i][0]}: {status} ({sum(o is not None for o in out)}/{len(items)}, {jobs} workers "
+                f"x {threads} thread(s))")
     return [p for p in out if p is not None]
