@@ -41,7 +41,7 @@ def test_run_id_ignores_paths_and_logger(tmp_path):
 REJECTIONS = [
     (["family=toy", "family.precedence_share=1.5"], "family.precedence_share=1.5 must be null or a number in [0, 1]"),
     (["family=toy", "+family.left_to_right.xl=0.5"], "family.left_to_right.xl: 'xl' is not in family.sizes"),
-    (["family=toy", "+family.left_to_right.l=2"], "family.left_to_right.l=2 must be a number in [0, 1]"),
+    (["family=toy", "family.left_to_right.l=2"], "family.left_to_right.l=2 must be a number in [0, 1]"),
     (["algorithm.t_mix=1"], "algorithm.t_mix=1"),
     (["algorithm.t_mix=500"], "exceeds trainer.total_steps"),
     (["algorithm.group_size=1"], "algorithm.group_size=1"),

@@ -11,6 +11,7 @@
     divide_by: group_size   # optional: y / that tag (e.g. explorer rows / group size = explorer share)
     scale: 100
     xlabel: …, ylabel: …, logx: 2 (log base), at: final (x: k)
+    optional: true     # no matching runs: no figure (else an error naming the filter and panels)
     # a panel may set its own scale and ylabel ({label: …, y: …, scale: 1, ylabel: paths})
 
 With ``x: k`` each panel's ``y`` is a pattern with ``{k}`` (``eval/toy/pass@{k}``), read at each run's
@@ -100,6 +101,8 @@ def render(spec: dict, df: pd.DataFrame, out_dir: Path, cache_dir: Path | None =
     data = [curves(spec, df, panel, params) for panel in panels]
     spec = {**spec, "_footnote": footnote(spec, df)}
     if not any(data):
+        if spec.get("optional"):  # drawn only when the runs hold what it shows (e.g. a study's diversity runs)
+            return []
         raise ValueError(f"figure {spec['name']}: no data matched (filter {spec.get('filter')}, "
                          f"panels {[p['y'] for p in panels]})")
     formats = spec.get("formats", ["png", "pdf"])

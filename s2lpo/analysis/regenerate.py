@@ -23,8 +23,8 @@ from s2lpo.tracking.readers import make_reader
 
 TABLE_KEYS = {"kind", "name", "title", "filter", "group", "rows", "row_label", "columns", "at", "scale", "digits",
               "delta_vs", "bold", "reference", "order", "formats", "labels", "mixed"}
-FIGURE_KEYS = {"kind", "name", "title", "filter", "panels", "x", "series", "divide_by", "scale", "xlabel", "ylabel",
-               "logx", "band", "size", "dpi", "formats", "labels", "series_format", "mixed", "caption"}
+FIGURE_KEYS = {"kind", "name", "optional", "title", "filter", "panels", "x", "series", "divide_by", "scale", "xlabel",
+               "ylabel", "logx", "band", "size", "dpi", "formats", "labels", "series_format", "mixed", "caption"}
 
 
 class SpecError(ValueError):
