@@ -31,7 +31,7 @@ def test_the_printed_dashboard_url_opens_on_the_studys_runs_by_name(tmp_path, ml
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        study = compose("study", overrides=[f"paths.root_dir={tmp_path}"])
+        study = compose("study", overrides=[f"paths.root_dir={tmp_path}", "study.seeds=[0]"])  # a run per label
         configs = study_configs(study)
     runs = []
     for label, seed, c in configs:  # each study run as the trainer leaves it: a manifest and a journal
