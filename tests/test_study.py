@@ -46,3 +46,20 @@ def test_study_writes_table_and_figure(tmp_path):
     img = Image.open(tmp_path / "results" / "fig1_pass1_vs_step.png")
     assert img.size == (750, 540)
     assert len(set(img.convert("L").getdata())) > 10  # not blank
+
+
+def test_a_run_that_fails_in_a_worker_raises_its_error_in_the_study(tmp_path):
+    """With ``study.jobs`` > 1 a run's error crosses the process intact: the study raises the same user error (the
+    entry point prints it and exits 2), not a garbled copy."""
+    import pickle
+
+    from s2lpo.config.validate import ConfigError
+    from s2lpo.study.parallel import train_in_workers
+    from s2lpo_testing import make_cfg
+
+    assert pickle.loads(pickle.dumps(ConfigError(["a", "b"]))).problems == ["a", "b"]
+    bad = make_cfg(tmp_path, *QUICK, "trainer.total_steps=3")
+    OmegaConf.update(bad, "trainer.lr", -1.0)
+    with pytest.raises(ConfigError) as err:
+        train_in_workers([("bad", bad), ("bad again", bad)], 2, log=lambda *_: None)
+    assert any(p.startswith("trainer.lr=-1.0") for p in err.value.problems), err.value.problems

@@ -21,6 +21,9 @@ class ConfigError(ValueError):
         self.problems = problems
         super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
 
+    def __reduce__(self):  # rebuilt from its problems when it crosses a process (a study's worker)
+        return ConfigError, (self.problems,)
+
 
 SOLUTIONS_FIX = ("join solutions by question text: python experiments/prepare_data.py <dataset> <file> --solutions "
                  "<file with question and solution columns> (rows left without one are dropped), or prepare a "
