@@ -30,8 +30,13 @@ def test_study_writes_table_and_figure(tmp_path):
 
         for d in runs["S2L-PO"]:
             assert sum(read_history(d)["compute/explorer/cache_misses"].values()) == 0
+        assert cfg.study.jobs == 2  # trained two at a time, in worker processes
         again = run_study(cfg).runs  # finished runs are reused, not trained again
         assert again == runs
+        import json
+
+        for d in [d for dirs in runs.values() for d in dirs]:  # nor even started again (no worker for them)
+            assert len(json.loads((d / "manifest.json").read_text())["starts"]) == 1
     lines = (tmp_path / "results" / "table1_toy.md").read_text().splitlines()
     assert lines[2] == "|  | pass@1 (%) | pass@8 (%) | explorer tokens | learner tokens |"
     rows = {line.split("|")[1].strip(): line.split("|")[2:6] for line in lines[5:7]}

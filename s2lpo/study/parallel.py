@@ -8,6 +8,7 @@ and the tracking replicas are per run, and the sqlite MLflow store is made for c
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 from collections.abc import Callable
@@ -15,6 +16,8 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
+
+from s2lpo.tracking.run import run_id
 
 
 def _train(container: dict, threads: int) -> tuple[str, str]:
@@ -27,19 +30,36 @@ def _train(container: dict, threads: int) -> tuple[str, str]:
     return str(res.run_dir), res.status
 
 
+def finished_run(cfg: DictConfig) -> Path | None:
+    """The run directory of a local-backend run that already finished (reused without starting a worker:
+    a second study costs seconds), else None."""
+    if cfg.trainer.backend != "local":
+        return None
+    d = Path(cfg.paths.runs_dir).expanduser().resolve() / run_id(OmegaConf.to_container(cfg, resolve=True))
+    try:
+        return d if json.loads((d / "manifest.json").read_text()).get("status") == "finished" else None
+    except (OSError, ValueError):  # none yet, or damaged: the worker's start says so
+        return None
+
+
 def threads_per_job(jobs: int) -> int:
     return max(1, (os.cpu_count() or 1) // jobs)
 
 
 def train_in_workers(items: list[tuple[str, DictConfig]], jobs: int,
                      log: Callable[[str], None] = print) -> list[Path]:
-    """Train ``(name, config)`` items on ``jobs`` processes; their run directories, in the items' order. The
-    first run that raises stops the rest (not yet started ones are cancelled) and its error is raised here."""
+    """Train ``(name, config)`` items on ``jobs`` processes; their run directories, in the items' order. Runs that
+    already finished are reused without a worker; the first run that raises stops the rest (not yet started ones
+    are cancelled) and its error is raised here."""
     threads = threads_per_job(jobs)
     out: list[Path | None] = [None] * len(items)
-    with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
-        futures = {pool.submit(_train, OmegaConf.to_container(c, resolve=True), threads): i
-                   for i, (_, c) in enumerate(items)}
+    for i, (_, c) in enumerate(items):
+        out[i] = finished_run(c)
+    todo = [i for i, d in enumerate(out) if d is None]
+    if not todo:
+        return [p for p in out if p is not None]
+    with ProcessPoolExecutor(min(jobs, len(todo)), mp_context=mp.get_context("spawn")) as pool:
+        futures = {pool.submit(_train, OmegaConf.to_container(items[i][1], resolve=True), threads): i for i in todo}
         for f in as_completed(futures):  # as each run ends
             if f.exception() is not None:
                 for other in futures:
