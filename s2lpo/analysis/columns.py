@@ -34,8 +34,6 @@ def column_values(df: pd.DataFrame, col: dict, at, keys: list[str]) -> pd.DataFr
         hist = df[df["key"] == col["metric"]].sort_values(["run_id", "step"])
         rows = []
         for rid, h in hist.groupby("run_id", observed=True):
-            if not len(h):
-                continue
             t = target.get(h[group[0]].iloc[0]) if group else target
             hit = h[h["value"] >= t - 1e-12] if t is not None and t == t else h.iloc[0:0]
             if len(hit):

@@ -47,8 +47,7 @@ def diversity_metrics(prompts: list[str], texts: list[list[str]], rewards: list[
     paths = [[solution_path(p, t) for t in ts[:n]] for p, ts in zip(prompts, texts)]
     out: dict[str, float] = {}
     for k in power_of_two_ks(n):
-        out[f"eval/toy/pass@{k}"] = mean_pass_at_k([n] * len(texts), [sum(r[:n][j] > 0 for j in range(n))
-                                                                      for r in rewards], k)
+        out[f"eval/toy/pass@{k}"] = mean_pass_at_k([n] * len(texts), [sum(x > 0 for x in r[:n]) for r in rewards], k)
         out[f"diversity/toy/paths@{k}"] = sum(
             len({p.steps for p, r in zip(ps[:k], rs) if r > 0 and p.coherent}) for ps, rs in zip(paths, rewards)
         ) / len(paths)
