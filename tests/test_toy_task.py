@@ -100,5 +100,22 @@ def test_the_task_mix_and_a_warm_up_misconception():
     assert warmup_solutions(sp.sft, 0.0, 1) == sp.sft
     with pytest.raises(ValueError, match="precedence_share=0.9 needs"):
         make_splits(0, 2000, 1024, 128, 3, 0.9)
-    # unset, the new recipe fields leave every existing family's cache key as it was
-    assert FamilyRecipe().key() == "97b82dbf02c9" != FamilyRecipe(precedence_share=0.4).key()
+    # unset, the newer recipe fields leave a family's cache key as it was
+    keys = {FamilyRecipe().key(), FamilyRecipe(precedence_share=0.4).key(), FamilyRecipe(drills=1).key(),
+            FamilyRecipe(left_to_right={"l": 0.5}).key()}
+    assert FamilyRecipe().key() == "97b82dbf02c9" and len(keys) == 4
+
+
+def test_arithmetic_drills_are_every_step_of_the_task_and_no_problem_of_it():
+    from s2lpo.data.toy import _operands, _solve, all_problems, arithmetic_drills, parse_answer
+
+    drills = arithmetic_drills(3)
+    problems = all_problems(3)
+    assert len(drills) == 1674 == len({d.uid for d in drills})
+    by_prompt = {d.prompt: d for d in drills}
+    assert by_prompt["Q: 7-15=?"].solution == " 7-15=-8. #### -8" and by_prompt["Q: 7-15=?"].answer == -8
+    steps = {s for p in problems for s in _solve(*_operands(p))[0]}
+    assert steps == {d.solution.split(".")[0].strip() for d in drills}
+    assert all(parse_answer(d.solution) == d.answer == eval(d.uid.removeprefix("drill:")) for d in drills)
+    assert not {p.prompt for p in problems} & set(by_prompt)  # no problem of the task is taught by a drill
+    assert arithmetic_drills(3) == drills  # a fixed order

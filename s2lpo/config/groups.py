@@ -257,6 +257,12 @@ def check_family(cfg: DictConfig, this_machine: bool = True) -> list[str]:
                         f"({', '.join(f.get('sizes') or {})}); use one of them")
         elif not _num(v) or not 0 <= v <= 1:
             errs.append(f"family.left_to_right.{size}={v!r} must be a number in [0, 1]")
+    drills = f.get("drills", 0)
+    if not _int(drills) or drills < 0:
+        errs.append(f"family.drills={drills!r} must be an integer >= 0 (copies of every arithmetic step per epoch)")
+    elif drills and _int(f.get("n_operands")) and f.n_operands < 3:
+        errs.append(f"family.drills={drills} needs family.n_operands >= 3: with {f.n_operands} operands a step is "
+                    f"a whole problem, so drills would teach the evaluation split; set drills: 0")
     n_eval, ask = f.get("n_eval"), cfg.trainer.get("eval_problems")
     if _int(n_eval) and _int(ask) and ask > n_eval:
         errs.append(f"trainer.eval_problems={ask} exceeds the family's {n_eval} evaluation problems "

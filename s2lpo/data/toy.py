@@ -146,6 +146,24 @@ def warmup_solutions(problems: list[Problem], left_to_right_share: float, seed: 
     return problems + [left_to_right(problems[i]) for i in wrong]
 
 
+def arithmetic_drills(n_operands: int = 3) -> list[Problem]:
+    """Every distinct step of the task's worked solutions as a problem of its own (``Q: 7-15=? 7-15=-8. #### -8``),
+    in a fixed order: the arithmetic a model family knows from pre-training, taught beside the worked problems so
+    a model's errors come from its procedure rather than from facts it never saw. One-step problems share no
+    prompt with the task's problems (``n_operands`` >= 3), so they reveal no split's procedure."""
+    facts: dict[str, tuple[int, str, int, int]] = {}
+    for p in all_problems(n_operands):
+        for step in _solve(*_operands(p))[0]:
+            m = STEP.match(step)
+            facts.setdefault(step, (int(m.group(1)), m.group(2), int(m.group(3)), int(m.group(4))))
+    out = []
+    for step, (a, op, b, v) in sorted(facts.items(), key=lambda kv: kv[1]):
+        expr = f"{a}{op}{b}"
+        out.append(Problem(uid=f"drill:{expr}", prompt=f"Q: {expr}=?", solution=f" {step}. {ANSWER_MARK} {v}",
+                           answer=v))
+    return out
+
+
 def parse_answer(text: str) -> int | None:
     """The integer after the last ``####``, or None when the completion gives none."""
     if ANSWER_MARK not in text:

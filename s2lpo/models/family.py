@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
-from s2lpo.data.toy import Problem, ToySplits, make_splits, warmup_solutions
+from s2lpo.data.toy import Problem, ToySplits, arithmetic_drills, make_splits, warmup_solutions
 from s2lpo.models.tokenizer import build_tokenizer, tokenizer_digest
 
 FAMILY_FORMAT = 1  # bump when the build procedure changes in a way the recipe does not capture
@@ -62,10 +62,13 @@ class FamilyRecipe:
     precedence_share: float | None = None
     # per size, the share of its precedence-sensitive warm-up problems taught left to right (a misconception)
     left_to_right: dict[str, float] = field(default_factory=dict)
+    # every size is also taught each distinct step of the task as a one-step problem (data.toy.arithmetic_drills),
+    # this many times per epoch (0: never)
+    drills: int = 0
 
     def key(self) -> str:
         d = asdict(self)
-        for k, default in (("precedence_share", None), ("left_to_right", {})):  # unset: the keys of before
+        for k, default in (("precedence_share", None), ("left_to_right", {}), ("drills", 0)):  # unset: the keys of before
             if d[k] == default:
                 del d[k]
         payload = json.dumps({"format": FAMILY_FORMAT, **d}, sort_keys=True)
@@ -188,7 +191,10 @@ def _build(recipe: FamilyRecipe, out: Path, log: Callable[[str], None],
     tok = build_tokenizer([p.prompt + p.solution for p in splits.sft], recipe.vocab_size)
     tok.save_pretrained(out / "tokenizer")
     manifest: dict = {"key": recipe.key(), "recipe": asdict(recipe), "tokenizer": tokenizer_digest(tok), "models": {}}
-    total = len(recipe.sizes) * sft_steps(len(splits.sft), recipe.sft_epochs, recipe.sft_batch_size)
+    drills = arithmetic_drills(recipe.n_operands) * recipe.drills
+    pools = {size: warmup_solutions(splits.sft, recipe.left_to_right.get(size, 0.0), recipe.seed * 1000 + i) + drills
+             for i, size in enumerate(recipe.sizes)}
+    total = sum(sft_steps(len(pool), recipe.sft_epochs, recipe.sft_batch_size) for pool in pools.values())
     done = [0]
     for i, (size, arch) in enumerate(recipe.sizes.items()):
         t0 = time.time()
@@ -201,8 +207,7 @@ def _build(recipe: FamilyRecipe, out: Path, log: Callable[[str], None],
             if progress:
                 progress(done[0], total, what)
 
-        pool = warmup_solutions(splits.sft, recipe.left_to_right.get(size, 0.0), recipe.seed * 1000 + i)
-        loss = sft_warmup(model, tok, pool, recipe.sft_epochs, recipe.sft_batch_size, recipe.sft_lr,
+        loss = sft_warmup(model, tok, pools[size], recipe.sft_epochs, recipe.sft_batch_size, recipe.sft_lr,
                           recipe.seed * 1000 + i, tick)
         d = out / "models" / size
         model.save_pretrained(d)
