@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from s2lpo.data.toy import all_problems, make_problem, make_splits, parse_answer
@@ -119,3 +121,22 @@ def test_arithmetic_drills_are_every_step_of_the_task_and_no_problem_of_it():
     assert all(parse_answer(d.solution) == d.answer == eval(d.uid.removeprefix("drill:")) for d in drills)
     assert not {p.prompt for p in problems} & set(by_prompt)  # no problem of the task is taught by a drill
     assert arithmetic_drills(3) == drills  # a fixed order
+
+
+def test_each_size_warms_up_on_its_pool_of_problems_misconceptions_and_drills():
+    import yaml
+
+    from s2lpo.data.toy import left_to_right, precedence_matters
+    from s2lpo.models.family import Family, FamilyRecipe, warmup_pools
+
+    recipe = FamilyRecipe(n_sft=200, n_rl=50, n_eval=20, precedence_share=0.5, left_to_right={"l": 1.0}, drills=2)
+    splits = Family(Path("."), recipe, {}).splits()
+    pools = warmup_pools(recipe, splits)
+    assert [len(pools[s]) for s in ("xs", "s", "m", "l")] == [200 + 2 * 1674] * 3 + [200 + 100 + 2 * 1674]
+    assert pools["l"][:200] == splits.sft == pools["m"][:200]
+    assert all(precedence_matters(q) and q == left_to_right(q) for q in pools["l"][200:300])
+    assert {q.uid for q in pools["l"][300:]} == {q.uid for q in pools["s"][200:]} and pools["s"][200].uid.startswith("drill:")
+    # the demo's recipe drills every size twice an epoch and teaches the learner both procedures
+    conf = yaml.safe_load((Path(__file__).parents[1] / "conf/family/toy.yaml").read_text())
+    assert conf["drills"] == 2 and conf["left_to_right"] == {"l": 1.0}
+

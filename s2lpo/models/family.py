@@ -184,6 +184,14 @@ def weights_digest(model_dir: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def warmup_pools(recipe: FamilyRecipe, splits: ToySplits) -> dict[str, list[Problem]]:
+    """Each size's warm-up pool: the worked problems of the SFT split, the share of its precedence-sensitive
+    ones the recipe also teaches it left to right, and ``recipe.drills`` copies of every arithmetic step."""
+    drills = arithmetic_drills(recipe.n_operands) * recipe.drills
+    return {size: warmup_solutions(splits.sft, recipe.left_to_right.get(size, 0.0), recipe.seed * 1000 + i) + drills
+            for i, size in enumerate(recipe.sizes)}
+
+
 def _build(recipe: FamilyRecipe, out: Path, log: Callable[[str], None],
            progress: Callable[[int, int, str], None] | None = None) -> dict:
     splits = make_splits(recipe.seed, recipe.n_sft, recipe.n_rl, recipe.n_eval, recipe.n_operands,
@@ -191,9 +199,7 @@ def _build(recipe: FamilyRecipe, out: Path, log: Callable[[str], None],
     tok = build_tokenizer([p.prompt + p.solution for p in splits.sft], recipe.vocab_size)
     tok.save_pretrained(out / "tokenizer")
     manifest: dict = {"key": recipe.key(), "recipe": asdict(recipe), "tokenizer": tokenizer_digest(tok), "models": {}}
-    drills = arithmetic_drills(recipe.n_operands) * recipe.drills
-    pools = {size: warmup_solutions(splits.sft, recipe.left_to_right.get(size, 0.0), recipe.seed * 1000 + i) + drills
-             for i, size in enumerate(recipe.sizes)}
+    pools = warmup_pools(recipe, splits)
     total = sum(sft_steps(len(pool), recipe.sft_epochs, recipe.sft_batch_size) for pool in pools.values())
     done = [0]
     for i, (size, arch) in enumerate(recipe.sizes.items()):
