@@ -43,7 +43,7 @@ REJECTIONS = [
     (["family=toy", "+family.left_to_right.xl=0.5"], "family.left_to_right.xl: 'xl' is not in family.sizes"),
     (["family=toy", "family.left_to_right.l=2"], "family.left_to_right.l=2 must be a number in [0, 1]"),
     (["family=toy", "family.drills=-1"], "family.drills=-1 must be an integer >= 0"),
-    (["family=toy", "family.n_operands=2"], "family.drills=3 needs family.n_operands >= 3"),
+    (["family=toy", "family.n_operands=2"], "family.drills=2 needs family.n_operands >= 3"),
     (["algorithm.t_mix=1"], "algorithm.t_mix=1"),
     (["algorithm.t_mix=500"], "exceeds trainer.total_steps"),
     (["algorithm.group_size=1"], "algorithm.group_size=1"),
