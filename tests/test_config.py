@@ -42,6 +42,7 @@ REJECTIONS = [
     (["family=toy", "family.precedence_share=1.5"], "family.precedence_share=1.5 must be null or a number in [0, 1]"),
     (["family=toy", "+family.left_to_right.xl=0.5"], "family.left_to_right.xl: 'xl' is not in family.sizes"),
     (["family=toy", "family.left_to_right.l=2"], "family.left_to_right.l=2 must be a number in [0, 1]"),
+    (["family=toy", "+family.left_to_right_only.l=0.5"], "family.left_to_right.l=1.0 + family.left_to_right_only.l=0.5 exceeds 1"),
     (["family=toy", "family.drills=-1"], "family.drills=-1 must be an integer >= 0"),
     (["family=toy", "family.n_operands=2"], "family.drills=2 needs family.n_operands >= 3"),
     (["algorithm.t_mix=1"], "algorithm.t_mix=1"),

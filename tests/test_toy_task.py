@@ -100,6 +100,15 @@ def test_the_task_mix_and_a_warm_up_misconception():
     assert all(precedence_matters(q) and q.solution == left_to_right(q).solution and q.uid in {x.uid for x in sp.sft}
                for q in taught[500:])
     assert warmup_solutions(sp.sft, 0.0, 1) == sp.sft
+    # taught left to right instead: a misconception without the worked solution beside it
+    only = warmup_solutions(sp.sft, 0.0, 1, left_to_right_only=1.0)
+    assert len(only) == 500 and [q.uid for q in only] == [q.uid for q in sp.sft]
+    assert all(q.solution == (left_to_right(p) if precedence_matters(p) else p).solution for p, q in zip(sp.sft, only))
+    mixed = warmup_solutions(sp.sft, 0.5, 1, left_to_right_only=0.5)  # half both ways, the other half only wrong
+    copies = {q.uid for q in mixed[500:]}
+    replaced = {p.uid for p, q in zip(sp.sft, mixed) if p.solution != q.solution}
+    assert len(copies) == len(replaced) == 100 and not copies & replaced
+    assert mixed[500:] == warmup_solutions(sp.sft, 0.5, 1)[500:]  # the both-ways half is chosen as without it
     with pytest.raises(ValueError, match="precedence_share=0.9 needs"):
         make_splits(0, 2000, 1024, 128, 3, 0.9)
     # unset, the newer recipe fields leave a family's cache key as it was

@@ -86,7 +86,7 @@ def known_keys() -> dict[str, set[str]]:
     return out
 
 
-FREE_MAPS = {"family": ("left_to_right",)}  # maps whose keys are the user's (sizes), checked by their group's checker
+FREE_MAPS = {"family": ("left_to_right", "left_to_right_only")}  # maps whose keys are the user's (sizes), checked by their group's checker
 
 
 def unknown_key_problems(cfg: DictConfig) -> list[str]:

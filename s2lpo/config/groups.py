@@ -251,12 +251,18 @@ def check_family(cfg: DictConfig, this_machine: bool = True) -> list[str]:
     share = f.get("precedence_share")
     if share is not None and (not _num(share) or not 0 <= share <= 1):
         errs.append(f"family.precedence_share={share!r} must be null or a number in [0, 1]")
-    for size, v in (f.get("left_to_right") or {}).items():
-        if size not in (f.get("sizes") or {}):
-            errs.append(f"family.left_to_right.{size}: {size!r} is not in family.sizes "
-                        f"({', '.join(f.get('sizes') or {})}); use one of them")
-        elif not _num(v) or not 0 <= v <= 1:
-            errs.append(f"family.left_to_right.{size}={v!r} must be a number in [0, 1]")
+    for key in ("left_to_right", "left_to_right_only"):
+        for size, v in (f.get(key) or {}).items():
+            if size not in (f.get("sizes") or {}):
+                errs.append(f"family.{key}.{size}: {size!r} is not in family.sizes "
+                            f"({', '.join(f.get('sizes') or {})}); use one of them")
+            elif not _num(v) or not 0 <= v <= 1:
+                errs.append(f"family.{key}.{size}={v!r} must be a number in [0, 1]")
+    both, only = f.get("left_to_right") or {}, f.get("left_to_right_only") or {}
+    for size in set(both) & set(only):
+        if _num(both[size]) and _num(only[size]) and both[size] + only[size] > 1:
+            errs.append(f"family.left_to_right.{size}={both[size]} + family.left_to_right_only.{size}={only[size]} "
+                        f"exceeds 1: a problem is taught both ways or left to right only; lower one of them")
     drills = f.get("drills", 0)
     if not _int(drills) or drills < 0:
         errs.append(f"family.drills={drills!r} must be an integer >= 0 (copies of every arithmetic step per epoch)")

@@ -134,16 +134,22 @@ def make_splits(seed: int, n_sft: int, n_rl: int, n_eval: int, n_operands: int =
     return ToySplits(*out)
 
 
-def warmup_solutions(problems: list[Problem], left_to_right_share: float, seed: int) -> list[Problem]:
+def warmup_solutions(problems: list[Problem], left_to_right_share: float, seed: int,
+                     left_to_right_only: float = 0.0) -> list[Problem]:
     """The warm-up pool of one family member: with ``left_to_right_share`` > 0 that share of its
     precedence-sensitive problems (chosen by ``seed``) is also taught with the misconceived left-to-right
     solution (``left_to_right``), beside the worked one: a model that learned both procedures and picks the
-    wrong one about half the time on those problems (the pool grows by those copies)."""
-    if not left_to_right_share:
+    wrong one about half the time on those problems (the pool grows by those copies). With
+    ``left_to_right_only`` > 0 that share of its sensitive problems (among the others) is taught left to right
+    *instead* of worked: a model that never saw a product done before a sum or difference before it."""
+    if not left_to_right_share and not left_to_right_only:
         return problems
     sens = [i for i, p in enumerate(problems) if precedence_matters(p)]
     wrong = sorted(random.Random(seed).sample(sens, round(left_to_right_share * len(sens))))
-    return problems + [left_to_right(problems[i]) for i in wrong]
+    rest = sorted(set(sens) - set(wrong))
+    only = set(random.Random(seed + 1).sample(rest, min(len(rest), round(left_to_right_only * len(sens)))))
+    pool = [left_to_right(p) if i in only else p for i, p in enumerate(problems)]
+    return pool + [left_to_right(problems[i]) for i in wrong]
 
 
 def arithmetic_drills(n_operands: int = 3) -> list[Problem]:

@@ -62,13 +62,15 @@ class FamilyRecipe:
     precedence_share: float | None = None
     # per size, the share of its precedence-sensitive warm-up problems taught left to right (a misconception)
     left_to_right: dict[str, float] = field(default_factory=dict)
+    # per size, the share of its sensitive warm-up problems taught left to right *instead* of worked
+    left_to_right_only: dict[str, float] = field(default_factory=dict)
     # every size is also taught each distinct step of the task as a one-step problem (data.toy.arithmetic_drills),
     # this many times per epoch (0: never)
     drills: int = 0
 
     def key(self) -> str:
         d = asdict(self)
-        for k, default in (("precedence_share", None), ("left_to_right", {}), ("drills", 0)):  # unset: the keys of before
+        for k, default in (("precedence_share", None), ("left_to_right", {}), ("left_to_right_only", {}), ("drills", 0)):  # unset: the keys of before
             if d[k] == default:
                 del d[k]
         payload = json.dumps({"format": FAMILY_FORMAT, **d}, sort_keys=True)
@@ -186,9 +188,11 @@ def weights_digest(model_dir: Path) -> str:
 
 def warmup_pools(recipe: FamilyRecipe, splits: ToySplits) -> dict[str, list[Problem]]:
     """Each size's warm-up pool: the worked problems of the SFT split, the share of its precedence-sensitive
-    ones the recipe also teaches it left to right, and ``recipe.drills`` copies of every arithmetic step."""
+    ones the recipe also (or only) teaches it left to right, and ``recipe.drills`` copies of every arithmetic
+    step."""
     drills = arithmetic_drills(recipe.n_operands) * recipe.drills
-    return {size: warmup_solutions(splits.sft, recipe.left_to_right.get(size, 0.0), recipe.seed * 1000 + i) + drills
+    return {size: warmup_solutions(splits.sft, recipe.left_to_right.get(size, 0.0), recipe.seed * 1000 + i,
+                                   recipe.left_to_right_only.get(size, 0.0)) + drills
             for i, size in enumerate(recipe.sizes)}
 
 
