@@ -118,7 +118,7 @@ def test_the_task_mix_and_a_warm_up_misconception():
 
 
 def test_arithmetic_drills_are_every_step_of_the_task_and_no_problem_of_it():
-    from s2lpo.data.toy import _operands, _solve, all_problems, arithmetic_drills, parse_answer
+    from s2lpo.data.toy import _operands, _solve, arithmetic_drills
 
     drills = arithmetic_drills(3)
     problems = all_problems(3)
@@ -136,10 +136,10 @@ def test_each_size_warms_up_on_its_pool_of_problems_misconceptions_and_drills():
     import yaml
 
     from s2lpo.data.toy import left_to_right, precedence_matters
-    from s2lpo.models.family import Family, FamilyRecipe, warmup_pools
+    from s2lpo.models.family import FamilyRecipe, warmup_pools
 
     recipe = FamilyRecipe(n_sft=200, n_rl=50, n_eval=20, precedence_share=0.5, left_to_right={"l": 1.0}, drills=2)
-    splits = Family(Path("."), recipe, {}).splits()
+    splits = recipe.splits()
     pools = warmup_pools(recipe, splits)
     assert [len(pools[s]) for s in ("xs", "s", "m", "l")] == [200 + 2 * 1674] * 3 + [200 + 100 + 2 * 1674]
     assert pools["l"][:200] == splits.sft == pools["m"][:200]

@@ -76,6 +76,10 @@ class FamilyRecipe:
         payload = json.dumps({"format": FAMILY_FORMAT, **d}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
+    def splits(self) -> ToySplits:
+        """The task's SFT, RL and evaluation splits this recipe draws."""
+        return make_splits(self.seed, self.n_sft, self.n_rl, self.n_eval, self.n_operands, self.precedence_share)
+
     @classmethod
     def from_dict(cls, d: dict) -> FamilyRecipe:
         d = dict(d)
@@ -100,8 +104,7 @@ class Family:
         return self.root / "tokenizer"
 
     def splits(self) -> ToySplits:
-        r = self.recipe
-        return make_splits(r.seed, r.n_sft, r.n_rl, r.n_eval, r.n_operands, r.precedence_share)
+        return self.recipe.splits()
 
 
 def param_count(model: torch.nn.Module) -> int:
@@ -198,8 +201,7 @@ def warmup_pools(recipe: FamilyRecipe, splits: ToySplits) -> dict[str, list[Prob
 
 def _build(recipe: FamilyRecipe, out: Path, log: Callable[[str], None],
            progress: Callable[[int, int, str], None] | None = None) -> dict:
-    splits = make_splits(recipe.seed, recipe.n_sft, recipe.n_rl, recipe.n_eval, recipe.n_operands,
-                         recipe.precedence_share)
+    splits = recipe.splits()
     tok = build_tokenizer([p.prompt + p.solution for p in splits.sft], recipe.vocab_size)
     tok.save_pretrained(out / "tokenizer")
     manifest: dict = {"key": recipe.key(), "recipe": asdict(recipe), "tokenizer": tokenizer_digest(tok), "models": {}}
