@@ -25,7 +25,8 @@ def make_cfg(tmp_path: Path, *overrides: str):
     """Compose conf/train.yaml as the app would, with paths under ``tmp_path`` and the shared cache."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        return compose("train", overrides=[f"paths.root_dir={tmp_path}", f"paths.cache_dir={CACHE}", *overrides])
+        return compose("train", overrides=[f"paths.root_dir={tmp_path}", f"paths.cache_dir={CACHE}",
+                                           f"paths.eval_cache_dir={tmp_path}/eval", *overrides])
 
 
 

@@ -35,7 +35,8 @@ def test_study_writes_table_and_figure(tmp_path):
         assert again == runs
         import json
 
-        for d in [d for dirs in runs.values() for d in dirs]:  # nor even started again (no worker for them)
+        diversity = [d for d in (tmp_path / "runs").iterdir() if d.name.startswith("eval-toy-")]
+        for d in [d for dirs in runs.values() for d in dirs] + diversity:  # nor even started again (no worker)
             assert len(json.loads((d / "manifest.json").read_text())["starts"]) == 1
     lines = (tmp_path / "results" / "table1_toy.md").read_text().splitlines()
     assert lines[2] == "|  | pass@1 (%) | pass@8 (%) | explorer tokens | learner tokens |"

@@ -218,3 +218,35 @@ def test_killed_after_the_last_checkpoint_finishes_without_training(tmp_path, ti
     assert again.status == "finished"
     assert again.final_metrics["eval/toy/pass@1"] == h["eval/toy/pass@1"][4]
     assert (res.run_dir / "metrics.jsonl").read_text() == lines  # nothing trained or logged again
+
+
+def test_runs_from_the_same_start_evaluate_it_once(tmp_path, tiny_family, monkeypatch):
+    """Step 0 is the same for every run from the same weights and seed (s2lpo.eval.memo): a second method reads
+    the first's evaluation instead of sampling it again; what it reads is what an evaluation gives; another seed,
+    or a damaged entry, is evaluated anew."""
+    import s2lpo.trainer.local as local
+
+    calls = []
+    real = local.evaluate
+    monkeypatch.setattr(local, "evaluate", lambda *a, **k: calls.append(a[4]) or real(*a, **k))
+    grpo_ov = ["algorithm=grpo", "explorer=none", "algorithm.t_mix=0", "trainer.total_steps=1"]
+    memo = f"paths.eval_cache_dir={tmp_path}/memo"
+
+    def step0(h):
+        return {k: v[0] for k, v in h.items() if k.startswith("eval/") and 0 in v}
+
+    _, h1, _ = run(tmp_path / "a", *grpo_ov, memo)
+    assert calls == [2, 4]  # step 0 (eval_samples) and the final evaluation (final_eval_samples)
+    entries = list((tmp_path / "memo").glob("*.json"))
+    assert len(entries) == 1
+    _, h2, _ = run(tmp_path / "b", "algorithm=token_temp", "explorer=none", "algorithm.t_mix=0",
+                   "trainer.total_steps=1", memo)
+    assert calls == [2, 4, 4] and step0(h2) == step0(h1) and set(step0(h1)) >= {"eval/toy/pass@1", "eval/toy/pass@2"}
+    _, h3, _ = run(tmp_path / "c", *grpo_ov, f"paths.eval_cache_dir={tmp_path}/empty")
+    assert step0(h3) == step0(h1)  # evaluated, not read: the same numbers
+    run(tmp_path / "d", *grpo_ov, memo, "seed=1")
+    assert len(list((tmp_path / "memo").glob("*.json"))) == 2 and calls[-2:] == [2, 4]
+    entries[0].write_text("{not json")
+    del calls[:]
+    _, h5, _ = run(tmp_path / "e", *grpo_ov, memo)
+    assert calls == [2, 4] and step0(h5) == step0(h1)

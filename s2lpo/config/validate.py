@@ -89,7 +89,7 @@ def file_problems(cfg: DictConfig) -> list[str]:
                     "experiments/prepare_data.py <dataset> <local file>) or set data.train_file=null for the toy task")
     elif cfg.algorithm.guidance.enabled and d.train_file is not None:
         _check_solutions(Path(str(d.train_file)), errs)
-    dirs = ["runs_dir", "cache_dir"] + (["explorer_cache_dir"] if cfg.algorithm.t_mix else [])
+    dirs = ["runs_dir", "cache_dir", "eval_cache_dir"] + (["explorer_cache_dir"] if cfg.algorithm.t_mix else [])
     errs += [p for key in dirs if (p := writable_problem(f"paths.{key}", cfg.paths.get(key)))]
     if cfg.trainer.backend == "verl":
         for f in d.get("eval_files") or []:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -63,33 +64,48 @@ def policies(cfg: DictConfig, explorers: list[str], learner: str, high_temperatu
             Policy(f"toy-{learner} · T = {high_temperature:g}", learner, high_temperature)])
 
 
-def measure_diversity(cfg: DictConfig, pols: list[Policy], n: int = 32,
-                      log: Callable[[str], None] = print) -> list[RunResult]:
-    """One logged run per policy (reused when it already finished), on the family's held-out problems."""
+def _run_id(cfg: DictConfig, pol: Policy, n: int) -> tuple[str, Path]:
+    d = toy_family(cfg, log=lambda *_: None).model_dir(pol.size)
+    return eval_run_id(pol.name, weights_digest(d), ["toy"], n, "diversity", int(cfg.seed), [pol.temperature]), d
+
+
+def policy_run_dir(cfg: DictConfig, pol: Policy, n: int) -> Path:
+    """Where ``pol``'s diversity run of ``n`` samples lives (the family must be built)."""
+    return Path(cfg.paths.runs_dir).expanduser().resolve() / _run_id(cfg, pol, n)[0]
+
+
+def measure_policy(cfg: DictConfig, pol: Policy, n: int = 32, log: Callable[[str], None] = print) -> RunResult:
+    """``pol``'s logged run (reused when it already finished), on the family's held-out problems."""
     family = toy_family(cfg, log=log)
+    rid, d = _run_id(cfg, pol, n)
+    config = {**OmegaConf.to_container(cfg, resolve=True), "kind": "diversity", "policy": pol.name,
+              "run_name": f"diversity · {pol.name}"}
+    run = RunLifecycle(cfg.paths.runs_dir, config, log, rid=rid, final_prefixes=("eval/", "diversity/"))
+    if run.done is not None:
+        return run.done
     tok = load_tokenizer(family.tokenizer_dir)
     problems = family.splits().eval
     reward = get_reward_fn(cfg.data.reward)
-    device = pick_device(cfg.trainer.device)
-    base = OmegaConf.to_container(cfg, resolve=True)
-    out = []
-    for pol in pols:
-        d = family.model_dir(pol.size)
-        rid = eval_run_id(pol.name, weights_digest(d), ["toy"], n, "diversity", int(cfg.seed), [pol.temperature])
-        config = {**base, "kind": "diversity", "policy": pol.name, "run_name": f"diversity · {pol.name}"}
-        run = RunLifecycle(cfg.paths.runs_dir, config, log, rid=rid, final_prefixes=("eval/", "diversity/"))
-        if run.done is not None:
-            out.append(run.done)
-            continue
-        with run.running() as tracker:
-            model = load_model(d, device).eval()
-            g = torch.Generator(device=device).manual_seed(step_seed(cfg.seed, 0, f"diversity-{pol.name}"))
-            ctx = [tok(p.prompt, add_special_tokens=False)["input_ids"] for p in problems for _ in range(n)]
-            params = SamplingParams(pol.temperature, 1.0, 0, int(cfg.data.max_new_tokens))
-            samples = sample(model, ctx, params, tok.eos_token_id, tok.pad_token_id, g, int(cfg.trainer.gen_batch_size))
-            flat = tok.batch_decode([s.tokens for s in samples], skip_special_tokens=True)
-            texts = [flat[i * n : (i + 1) * n] for i in range(len(problems))]
-            rewards = [[reward(t, str(p.answer)) for t in ts] for p, ts in zip(problems, texts)]
-            tracker.log(0, diversity_metrics([p.prompt for p in problems], texts, rewards))
-        out.append(run.result)
-    return out
+    with run.running() as tracker:
+        model = load_model(d, pick_device(cfg.trainer.device)).eval()
+        g = torch.Generator(device=model.device).manual_seed(step_seed(cfg.seed, 0, f"diversity-{pol.name}"))
+        ctx = [tok(p.prompt, add_special_tokens=False)["input_ids"] for p in problems for _ in range(n)]
+        params = SamplingParams(pol.temperature, 1.0, 0, int(cfg.data.max_new_tokens))
+        samples = sample(model, ctx, params, tok.eos_token_id, tok.pad_token_id, g, int(cfg.trainer.gen_batch_size))
+        flat = tok.batch_decode([s.tokens for s in samples], skip_special_tokens=True)
+        texts = [flat[i * n : (i + 1) * n] for i in range(len(problems))]
+        rewards = [[reward(t, str(p.answer)) for t in ts] for p, ts in zip(problems, texts)]
+        tracker.log(0, diversity_metrics([p.prompt for p in problems], texts, rewards))
+    return run.result
+
+
+def measure_diversity(cfg: DictConfig, pols: list[Policy], n: int = 32,
+                      log: Callable[[str], None] = print) -> list[RunResult]:
+    """One logged run per policy (:func:`measure_policy`)."""
+    return [measure_policy(cfg, pol, n, log) for pol in pols]
+
+
+def policy_task(container: dict, pol: dict, n: int, threads: int) -> tuple[str, str]:
+    """:func:`measure_policy` in a study's worker process (``s2lpo.study.parallel.Task``)."""
+    res = measure_policy(OmegaConf.create(container), Policy(**pol), n, log=lambda *_: None)
+    return str(res.run_dir), res.status

@@ -1,9 +1,11 @@
-"""A study's runs over several worker processes, each with its share of the cores.
+"""A study's work over several worker processes, each with its share of the cores.
 
 For the tiny models of the embedded default a run is bound by per-operation overhead, not by matmul
 throughput: a second torch thread gains it little, a second process nearly doubles what two cores do
-(``study.jobs``). Each worker trains whole runs (``s2lpo.trainer.dispatch.train``); the journals, manifests
-and the tracking replicas are per run, and the sqlite MLflow store is made for concurrent writers.
+(``study.jobs``). The work is a list of :class:`Task` — whole training runs (``s2lpo.trainer.dispatch.train``)
+and the diversity measurements (``s2lpo.study.diversity``), the short ones last so that they fill the cores the
+last runs leave idle. The journals, manifests and tracking replicas are per run, and the sqlite MLflow store is
+made for concurrent writers.
 """
 
 from __future__ import annotations
@@ -13,11 +15,25 @@ import multiprocessing as mp
 import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from s2lpo.tracking.run import run_id
+
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of a study's work: ``fn(*args)`` in a worker with ``threads`` torch threads returns ``(run directory,
+    status)``; ``fn`` is a module-level function (workers are spawned: it travels by name). ``done``: the run
+    directory of a run that already finished (no worker is started for it)."""
+
+    name: str
+    fn: Callable[..., tuple[str, str]]
+    args: tuple
+    done: Path | None = None
 
 
 def _train(container: dict, threads: int) -> tuple[str, str]:
@@ -30,37 +46,47 @@ def _train(container: dict, threads: int) -> tuple[str, str]:
     return str(res.run_dir), res.status
 
 
+def finished_dir(d: Path) -> Path | None:
+    """``d`` if it holds a run that finished, else None (none yet, or damaged: its worker's start says so)."""
+    try:
+        return d if json.loads((d / "manifest.json").read_text()).get("status") == "finished" else None
+    except (OSError, ValueError):
+        return None
+
+
 def finished_run(cfg: DictConfig) -> Path | None:
     """The run directory of a local-backend run that already finished (reused without starting a worker:
     a second study costs seconds), else None."""
     if cfg.trainer.backend != "local":
         return None
-    d = Path(cfg.paths.runs_dir).expanduser().resolve() / run_id(OmegaConf.to_container(cfg, resolve=True))
-    try:
-        return d if json.loads((d / "manifest.json").read_text()).get("status") == "finished" else None
-    except (OSError, ValueError):  # none yet, or damaged: the worker's start says so
-        return None
+    return finished_dir(Path(cfg.paths.runs_dir).expanduser().resolve() / run_id(OmegaConf.to_container(cfg, resolve=True)))
+
+
+def train_task(name: str, cfg: DictConfig) -> Task:
+    return Task(name, _train, (OmegaConf.to_container(cfg, resolve=True),), finished_run(cfg))
 
 
 def threads_per_job(jobs: int) -> int:
     return max(1, (os.cpu_count() or 1) // jobs)
 
 
-def train_in_workers(items: list[tuple[str, DictConfig]], jobs: int,
-                     log: Callable[[str], None] = print) -> list[Path]:
-    """Train ``(name, config)`` items on ``jobs`` processes; their run directories, in the items' order. Runs that
-    already finished are reused without a worker; the first run that raises stops the rest (not yet started ones
-    are cancelled) and its error is raised here."""
+def _call(fn: Callable[..., tuple[str, str]], args: tuple, threads: int) -> tuple[str, str]:
+    torch.set_num_threads(threads)
+    return fn(*args, threads)
+
+
+def run_tasks(tasks: list[Task], jobs: int, log: Callable[[str], None] = print) -> list[Path]:
+    """Run ``tasks`` on ``jobs`` processes, in their order; their run directories, in the same order. Finished ones
+    are reused without a worker; the first task that raises stops the rest (not yet started ones are cancelled) and
+    its error is raised here."""
     threads = threads_per_job(jobs)
-    out: list[Path | None] = [None] * len(items)
-    for i, (_, c) in enumerate(items):
-        out[i] = finished_run(c)
+    out: list[Path | None] = [t.done for t in tasks]
     todo = [i for i, d in enumerate(out) if d is None]
     if not todo:
         return [p for p in out if p is not None]
     with ProcessPoolExecutor(min(jobs, len(todo)), mp_context=mp.get_context("spawn")) as pool:
-        futures = {pool.submit(_train, OmegaConf.to_container(items[i][1], resolve=True), threads): i for i in todo}
-        for f in as_completed(futures):  # as each run ends
+        futures = {pool.submit(_call, tasks[i].fn, tasks[i].args, threads): i for i in todo}
+        for f in as_completed(futures):  # as each task ends
             if f.exception() is not None:
                 for other in futures:
                     other.cancel()
@@ -68,6 +94,12 @@ def train_in_workers(items: list[tuple[str, DictConfig]], jobs: int,
             run_dir, status = f.result()
             i = futures[f]
             out[i] = Path(run_dir)
-            log(f"{items[i][0]}: {status} ({sum(o is not None for o in out)}/{len(items)}, {jobs} workers "
+            log(f"{tasks[i].name}: {status} ({sum(o is not None for o in out)}/{len(tasks)}, {jobs} workers "
                 f"x {threads} thread(s))")
     return [p for p in out if p is not None]
+
+
+def train_in_workers(items: list[tuple[str, DictConfig]], jobs: int,
+                     log: Callable[[str], None] = print) -> list[Path]:
+    """Train ``(name, config)`` items on ``jobs`` processes (:func:`run_tasks`); their run directories, in order."""
+    return run_tasks([train_task(name, c) for name, c in items], jobs, log)

@@ -4,7 +4,7 @@ raises (``ConfigError`` before anything runs); ``train`` and ``log`` come from t
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from hydra import compose
@@ -12,8 +12,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from s2lpo.analysis.regenerate import regenerate
 from s2lpo.config.validate import ConfigError, validate
-from s2lpo.study.diversity import measure_diversity, policies
-from s2lpo.study.parallel import train_in_workers
+from s2lpo.study.diversity import measure_diversity, policies, policy_run_dir, policy_task
+from s2lpo.study.parallel import Task, finished_dir, run_tasks, train_task
 from s2lpo.tracking.lifecycle import RunResult
 from s2lpo.tracking.mlflow_replica import announce_sweep
 from s2lpo.tracking.readers import JournalReader
@@ -69,18 +69,21 @@ def run_study(cfg: DictConfig, train: Callable[[DictConfig, str], RunResult] | N
         prepare(c)
     runs: dict[str, list[Path]] = {}
     jobs = int(cfg.study.get("jobs") or 1)
-    if jobs > 1:  # worker processes: the entry point's per-run progress bars give way to a line per finished run
-        dirs = train_in_workers([(f"{label} seed {seed}", c) for label, seed, c in configs], jobs, log)
-        for (label, _, _), d in zip(configs, dirs):
-            runs.setdefault(label, []).append(d)
+    div = cfg.study.get("diversity")  # policy- vs token-level diversity of the family, before any RL (one run each)
+    pols = policies(configs[0][2], list(div.explorers), str(div.learner), float(div.high_temperature)) if div else []
+    if jobs > 1:  # worker processes: the entry point's per-run progress bars give way to a line per finished task
+        tasks = [train_task(f"{label} seed {seed}", c) for label, seed, c in configs]
+        tasks += [Task(f"diversity · {p.name}", policy_task,
+                       (OmegaConf.to_container(configs[0][2], resolve=True), asdict(p), int(div.n)),
+                       finished_dir(policy_run_dir(configs[0][2], p, int(div.n)))) for p in pols]
+        dirs = run_tasks(tasks, jobs, log)  # the diversity measurements last: they fill the cores runs leave idle
+        for (label, _, _), run_dir in zip(configs, dirs):
+            runs.setdefault(label, []).append(run_dir)
+        extra = dirs[len(configs):]
     else:
         for label, seed, c in configs:
             runs.setdefault(label, []).append(train(c, f"{label} seed {seed}").run_dir)
-    extra = []
-    if cfg.study.get("diversity"):  # policy- vs token-level diversity of the family, before any RL (one run each)
-        d = cfg.study.diversity
-        pols = policies(configs[0][2], list(d.explorers), str(d.learner), float(d.high_temperature))
-        extra = [r.run_dir for r in measure_diversity(configs[0][2], pols, int(d.n), log)]
+        extra = [r.run_dir for r in measure_diversity(configs[0][2], pols, int(div.n), log)] if div else []
     out = Path(cfg.paths.results_dir).resolve()
     written = write_results(cfg, [d for dirs in runs.values() for d in dirs] + extra, out, log)
     OmegaConf.save(cfg, out / "study.yaml")

@@ -22,12 +22,15 @@ from s2lpo.algo.guidance import make_guidance
 from s2lpo.algo.plan import plan_group
 from s2lpo.algo.schedule import alpha
 from s2lpo.algo.seeds import batch_indices, step_seed
+from s2lpo.config.paths import abspath
 from s2lpo.config.validate import ConfigError
+from s2lpo.eval.memo import memo_eval, start_eval_key
 from s2lpo.eval.runner import evaluate, power_of_two_ks
 from s2lpo.models.checkpoint import load_latest, save_checkpoint
 from s2lpo.models.resolve import load_model, model_params
 from s2lpo.models.tokenizer import load_tokenizer
 from s2lpo.rewards import get_reward_fn, token_scorer
+from s2lpo.rollout import sampler
 from s2lpo.rollout.collect import Rollout
 from s2lpo.rollout.explorer_cache import explorer_cache_for, explorer_sampling
 from s2lpo.rollout.metrics import source_metrics
@@ -102,8 +105,12 @@ def train(cfg: DictConfig, progress: Callable[[int, int, dict], None] | None = N
             cum, start = ckpt.state["cum"], ckpt.state["step"]
             mend_journal(run.run_dir, run.run_id, logged(start), start, log)  # the journal covers the checkpoint
             log(f"resuming {run.run_id} from step {start}")
-        if start == 0:
-            tracker.log(0, run_eval(0, t.eval_samples))
+        if start == 0:  # the start is the same for every run from these weights and seed: evaluated once
+            key = start_eval_key(res.learner_path, res.eval, n=t.eval_samples, temperature=t.eval_temperature,
+                                 max_new_tokens=cfg.data.max_new_tokens, seed=cfg.seed, bench=bench,
+                                 batch=t.gen_batch_size, precision=t.precision, device=str(device),
+                                 fast_decode=sampler.FAST_DECODE, reward=str(cfg.data.reward))
+            tracker.log(0, memo_eval(abspath(cfg.paths.eval_cache_dir), key, lambda: run_eval(0, t.eval_samples)))
         for step in range(start + 1, t.total_steps + 1):
             t0 = time.time()
             glen = guidance.length if guidance is not None else 0
