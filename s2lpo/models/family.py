@@ -167,7 +167,7 @@ def sft_warmup(model, tok, problems: list[Problem], epochs: int, batch_size: int
             x, a, m = ids[idx], att[idx], lm[idx]
             w = int(a.sum(1).max())
             x, a, m = x[:, :w], a[:, :w], m[:, :w]
-            logits = model(input_ids=x, attention_mask=a).logits[:, :-1]
+            logits = model(input_ids=x, attention_mask=a, use_cache=False).logits[:, :-1]
             loss = torch.nn.functional.cross_entropy(logits[m[:, 1:]], x[:, 1:][m[:, 1:]])
             opt.zero_grad(set_to_none=True)
             loss.backward()
