@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed
 define install
 	$(PYTHON) -m venv $(1)
 	if $(1)/bin/python -m pip install -q uv; then \
-		uv="$(1)/bin/python -m uv pip install -q --python $(1)/bin/python $$($(PYTHON) tools/uv_sources.py)"; \
+		uv="$(1)/bin/python -m uv pip install -q --compile-bytecode --python $(1)/bin/python $$($(PYTHON) tools/uv_sources.py)"; \
 	else uv="$(1)/bin/python -m pip install -q"; fi; \
 	$$uv torch==2.13.0 && $$uv -e '.[$(2)]'
 endef

@@ -51,6 +51,31 @@ def test_the_family_build_reports_each_step_with_the_size_it_trains(tmp_path):
     assert seen == []  # cached: nothing to show
 
 
+def test_family_sizes_are_built_when_first_asked_for(tmp_path):
+    """A run of the learner alone builds the learner alone; a later size joins the same family, and every size's
+    weights are those a whole build gives (seeded per size, not by build order)."""
+    import pytest
+
+    from s2lpo.models.family import build_family
+    from s2lpo.models.resolve import family_recipe
+
+    recipe = family_recipe(make_cfg(tmp_path, "family=toy_tiny", "family.n_sft=64", "family.sft_epochs=2"))
+    quiet = {"log": lambda *_: None}
+    fam = build_family(recipe, tmp_path / "lazy", sizes=["l"], **quiet)
+    assert list(fam.manifest["models"]) == ["l"] and fam.model_dir("l").is_dir()
+    with pytest.raises(ValueError, match="size 's' of family .* is not built yet"):
+        fam.model_dir("s")
+    with pytest.raises(ValueError, match=r"sizes \['xl'\] are not in the toy family"):
+        build_family(recipe, tmp_path / "lazy", sizes=["xl"], **quiet)
+    l_weights = sorted(fam.model_dir("l").glob("*.safetensors"))[0].stat().st_mtime_ns
+    fam = build_family(recipe, tmp_path / "lazy", sizes=["s"], **quiet)
+    assert list(fam.manifest["models"]) == ["s", "l"]  # the recipe's order
+    assert sorted(fam.model_dir("l").glob("*.safetensors"))[0].stat().st_mtime_ns == l_weights  # not rebuilt
+    whole = build_family(recipe, tmp_path / "whole", **quiet)
+    assert {s: m["digest"] for s, m in whole.manifest["models"].items()} == {
+        s: m["digest"] for s, m in fam.manifest["models"].items()}
+
+
 def test_a_run_prepares_with_progress_bars(tmp_path, tiny_family, capsys):
     from s2lpo.cli.console import prepare_with_progress
 

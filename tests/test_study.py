@@ -6,7 +6,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 from PIL import Image
 
-from s2lpo.study.run import run_study
+from s2lpo.study.run import prepare_run, run_study
 from s2lpo_testing import CACHE, CONF, QUICK
 
 pytestmark = pytest.mark.slow
@@ -69,3 +69,37 @@ def test_a_run_that_fails_in_a_worker_raises_its_error_in_the_study(tmp_path):
     with pytest.raises(ConfigError) as err:
         train_in_workers([("bad", bad), ("bad again", bad)], 2, log=lambda *_: None)
     assert any(p.startswith("trainer.lr=-1.0") for p in err.value.problems), err.value.problems
+
+
+def test_an_explorer_not_built_yet_is_built_in_a_worker_beside_the_first_runs(tmp_path):
+    """With study.jobs > 1 the learner's size is built here (every core, a progress bar); an explorer's size that
+    is not built yet is built, and its cache filled, by a worker task that its runs wait for, while the other
+    worker trains the runs that need no explorer."""
+    import json
+
+    from s2lpo.tracking.journal import read_history
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        cfg = compose("study", overrides=[f"paths.root_dir={tmp_path}", f"paths.cache_dir={tmp_path}/cache"])
+        small = ["family.n_sft=64", "family.sft_epochs=2"]  # a family of its own, built in seconds
+        OmegaConf.update(cfg, "study.common", [*QUICK, *small, "trainer.total_steps=3", "trainer.eval_every=3"])
+        OmegaConf.update(cfg, "study.runs", {"GRPO": ["algorithm=grpo", "explorer=none", "algorithm.t_mix=0"],
+                                             "S2L-PO": ["algorithm=s2lpo", "explorer=toy_s"]}, merge=False)
+        OmegaConf.update(cfg, "study.seeds", [0])
+        OmegaConf.update(cfg, "study.diversity", None, merge=False)
+        lines: list[str] = []
+        here: list[str] = []
+
+        def prepare(c):
+            here.append(str(c.algorithm.name))
+            prepare_run(c, lines.append)
+
+        runs = run_study(cfg, log=lines.append, prepare=prepare).runs
+    family = next((tmp_path / "cache" / "family").glob("[0-9a-f]*"))
+    assert list(json.loads((family / "manifest.json").read_text())["models"]) == ["s", "l"]
+    assert here == ["grpo"]  # prepared here: the GRPO run (the learner's size); the explorer's went to a worker
+    ends = [line.split(":")[0] for line in lines if "workers x 1 thread(s)" in line]
+    assert ends.index("toy-family size s and the explorer cache of toy-s") < ends.index("S2L-PO seed 0")
+    assert any(line.startswith("toy-family size s and the explorer cache of toy-s: built, ") for line in lines)
+    assert sum(read_history(runs["S2L-PO"][0])["compute/explorer/cache_misses"].values()) == 0

@@ -10,7 +10,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import math
 import os
 import shutil
 import time
@@ -22,9 +21,10 @@ import torch
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
 from s2lpo.data.toy import Problem, ToySplits, arithmetic_drills, make_splits, warmup_solutions
-from s2lpo.models.tokenizer import build_tokenizer, tokenizer_digest
+from s2lpo.models.sft import sft_steps, sft_warmup
+from s2lpo.models.tokenizer import build_tokenizer, load_tokenizer, tokenizer_digest
 
-FAMILY_FORMAT = 1  # bump when the build procedure changes in a way the recipe does not capture
+FAMILY_FORMAT = 2  # bump when the build procedure changes in a way the recipe does not capture (2: packed warm-up)
 
 
 @dataclass(frozen=True)
@@ -97,6 +97,9 @@ class Family:
     def model_dir(self, size: str) -> Path:
         if size not in self.recipe.sizes:
             raise ValueError(f"size={size!r} is not in the toy family; sizes: {', '.join(self.recipe.sizes)}")
+        if size not in self.manifest["models"]:
+            raise ValueError(f"size {size!r} of family {self.root.name} is not built yet; ask build_family for it "
+                             f"(sizes=[...]); built: {', '.join(self.manifest['models'])}")
         return self.root / "models" / size
 
     @property
@@ -124,64 +127,6 @@ def make_model(arch: Arch, vocab_size: int, tok, max_pos: int) -> Qwen3ForCausal
     return Qwen3ForCausalLM(cfg)
 
 
-def encode_sft(tok, problems: list[Problem]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-padded ``prompt + solution + eos`` ids with a loss mask on the completion tokens."""
-    seqs, masks = [], []
-    for p in problems:
-        pi = tok(p.prompt, add_special_tokens=False)["input_ids"]
-        ci = tok(p.solution, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-        seqs.append(pi + ci)
-        masks.append([0] * len(pi) + [1] * len(ci))
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), tok.pad_token_id, dtype=torch.long)
-    lm = torch.zeros((len(seqs), width), dtype=torch.bool)
-    att = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, (s, m) in enumerate(zip(seqs, masks)):
-        ids[i, : len(s)] = torch.tensor(s)
-        lm[i, : len(m)] = torch.tensor(m, dtype=torch.bool)
-        att[i, : len(s)] = 1
-    return ids, att, lm
-
-
-def sft_steps(n_problems: int, epochs: int, batch_size: int) -> int:
-    return epochs * math.ceil(n_problems / batch_size)
-
-
-def sft_warmup(model, tok, problems: list[Problem], epochs: int, batch_size: int, lr: float, seed: int,
-               tick: Callable[[], None] | None = None) -> float:
-    """Supervised warm-up on worked solutions; returns the last epoch's mean loss (``tick()`` per step)."""
-    ids, att, lm = encode_sft(tok, problems)
-    g = torch.Generator().manual_seed(seed)
-    steps = epochs * math.ceil(len(problems) / batch_size)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / 20) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
-    )
-    model.train()
-    last = 0.0
-    for _ in range(epochs):
-        perm = torch.randperm(len(problems), generator=g)
-        tot, n = 0.0, 0
-        for b in range(0, len(problems), batch_size):
-            idx = perm[b : b + batch_size]
-            x, a, m = ids[idx], att[idx], lm[idx]
-            w = int(a.sum(1).max())
-            x, a, m = x[:, :w], a[:, :w], m[:, :w]
-            logits = model(input_ids=x, attention_mask=a, use_cache=False).logits[:, :-1]
-            loss = torch.nn.functional.cross_entropy(logits[m[:, 1:]], x[:, 1:][m[:, 1:]])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            tot, n = tot + loss.item(), n + 1
-            if tick:
-                tick()
-        last = tot / n
-    model.eval()
-    return last
-
-
 def weights_digest(model_dir: Path) -> str:
     h = hashlib.sha256()
     for f in sorted(model_dir.glob("*.safetensors")):
@@ -199,64 +144,90 @@ def warmup_pools(recipe: FamilyRecipe, splits: ToySplits) -> dict[str, list[Prob
             for i, size in enumerate(recipe.sizes)}
 
 
-def _build(recipe: FamilyRecipe, out: Path, log: Callable[[str], None],
-           progress: Callable[[int, int, str], None] | None = None) -> dict:
-    splits = recipe.splits()
-    tok = build_tokenizer([p.prompt + p.solution for p in splits.sft], recipe.vocab_size)
-    tok.save_pretrained(out / "tokenizer")
-    manifest: dict = {"key": recipe.key(), "recipe": asdict(recipe), "tokenizer": tokenizer_digest(tok), "models": {}}
-    pools = warmup_pools(recipe, splits)
-    total = sum(sft_steps(len(pool), recipe.sft_epochs, recipe.sft_batch_size) for pool in pools.values())
-    done = [0]
-    for i, (size, arch) in enumerate(recipe.sizes.items()):
-        t0 = time.time()
-        torch.manual_seed(recipe.seed * 1000 + i)
-        model = make_model(arch, len(tok), tok, recipe.max_position_embeddings)
-        what = f"size {size} ({param_count(model) / 1e6:.2f}M params, {i + 1}/{len(recipe.sizes)})"
+def _build_size(recipe: FamilyRecipe, size: str, tok, pool: list[Problem], out: Path, log: Callable[[str], None],
+                tick: Callable[[str], None], of: str) -> dict:
+    """Warm one size up from its seeded initialisation and save it under ``out/models/<size>``; its manifest entry.
+    The weights depend on the recipe and the size alone (not on which other sizes were built, or in what order)."""
+    t0 = time.time()
+    i = list(recipe.sizes).index(size)
+    torch.manual_seed(recipe.seed * 1000 + i)
+    model = make_model(recipe.sizes[size], len(tok), tok, recipe.max_position_embeddings)
+    what = f"size {size} ({param_count(model) / 1e6:.2f}M params, {of})"
+    loss = sft_warmup(model, tok, pool, recipe.sft_epochs, recipe.sft_batch_size, recipe.sft_lr,
+                      recipe.seed * 1000 + i, lambda: tick(what))
+    d = out / "models" / size
+    model.save_pretrained(d)
+    tok.save_pretrained(d)
+    log(f"toy family: built size {size} ({param_count(model) / 1e6:.2f}M params, sft loss {loss:.3f}) in "
+        f"{time.time() - t0:.0f}s")
+    return {"params": param_count(model), "sft_loss": round(loss, 6), "digest": weights_digest(d),
+            "build_s": round(time.time() - t0, 1)}
 
-        def tick(what: str = what) -> None:
+
+def _build(recipe: FamilyRecipe, sizes: list[str], root: Path, manifest: dict | None, log: Callable[[str], None],
+           progress: Callable[[int, int, str], None] | None) -> dict:
+    """Build ``sizes`` (and, for a new family, its tokenizer) in a temporary directory and move them into ``root``;
+    the family's manifest, written last (atomically): a size is in it once its weights are in place."""
+    splits = recipe.splits()
+    tmp = root.parent / f".tmp-{recipe.key()}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    torch_threads = torch.get_num_threads()
+    try:
+        if manifest is None:
+            tok = build_tokenizer([p.prompt + p.solution for p in splits.sft], recipe.vocab_size)
+            tok.save_pretrained(tmp / "tokenizer")
+            manifest = {"key": recipe.key(), "recipe": asdict(recipe), "tokenizer": tokenizer_digest(tok), "models": {}}
+        else:
+            tok = load_tokenizer(root / "tokenizer")
+        pools = warmup_pools(recipe, splits)
+        total = sum(sft_steps(len(pools[s]), recipe.sft_epochs, recipe.sft_batch_size) for s in sizes)
+        done = [0]
+
+        def tick(what: str) -> None:
             done[0] += 1
             if progress:
                 progress(done[0], total, what)
 
-        loss = sft_warmup(model, tok, pools[size], recipe.sft_epochs, recipe.sft_batch_size, recipe.sft_lr,
-                          recipe.seed * 1000 + i, tick)
-        d = out / "models" / size
-        model.save_pretrained(d)
-        tok.save_pretrained(d)
-        manifest["models"][size] = {
-            "params": param_count(model),
-            "sft_loss": round(loss, 6),
-            "digest": weights_digest(d),
-            "build_s": round(time.time() - t0, 1),
-        }
-        log(f"toy family: built size {size} ({param_count(model) / 1e6:.2f}M params, "
-            f"sft loss {loss:.3f}) in {time.time() - t0:.0f}s")
-    return manifest
+        built = {size: _build_size(recipe, size, tok, pools[size], tmp, log, tick, f"{k + 1}/{len(sizes)}")
+                 for k, size in enumerate(sizes)}
+        manifest = {**manifest, "models": {s: ({**manifest["models"], **built})[s] for s in recipe.sizes
+                                           if s in manifest["models"] or s in built}}
+        if not root.exists():  # a new family: its tokenizer and sizes in one rename
+            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+            os.replace(tmp, root)
+            return manifest
+        for size in sizes:
+            shutil.rmtree(root / "models" / size, ignore_errors=True)
+            (root / "models").mkdir(exist_ok=True)
+            os.replace(tmp / "models" / size, root / "models" / size)
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        os.replace(tmp / "manifest.json", root / "manifest.json")
+        return manifest
+    finally:
+        torch.set_num_threads(torch_threads)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def build_family(
     recipe: FamilyRecipe, cache_dir: str | Path, log: Callable[[str], None] = print,
-    progress: Callable[[int, int, str], None] | None = None,
+    progress: Callable[[int, int, str], None] | None = None, sizes: list[str] | None = None,
 ) -> Family:
-    """Return the family for ``recipe``, building it once under ``cache_dir/family/<key>`` (``progress(done,
-    total, what)`` per warm-up step of the build: minutes on a CPU)."""
+    """Return the family for ``recipe`` with ``sizes`` built (default: every size of the recipe), building what is
+    missing under ``cache_dir/family/<key>`` (``progress(done, total, what)`` per warm-up step: minutes on a CPU).
+    Sizes are built when first asked for: a run of the learner and one explorer does not wait for the others."""
+    unknown = [s for s in sizes or [] if s not in recipe.sizes]
+    if unknown:
+        raise ValueError(f"sizes {unknown} are not in the toy family; sizes: {', '.join(recipe.sizes)}")
+    want = [s for s in recipe.sizes if sizes is None or s in sizes]
     root = Path(cache_dir) / "family" / recipe.key()
     root.parent.mkdir(parents=True, exist_ok=True)
     with open(root.parent / f".{recipe.key()}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (root / "manifest.json").exists():
-            tmp = root.parent / f".tmp-{recipe.key()}-{os.getpid()}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir()
-            torch_threads = torch.get_num_threads()
-            try:
-                manifest = _build(recipe, tmp, log, progress)
-                (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-                shutil.rmtree(root, ignore_errors=True)
-                os.replace(tmp, root)
-            finally:
-                torch.set_num_threads(torch_threads)
-                shutil.rmtree(tmp, ignore_errors=True)
-    manifest = json.loads((root / "manifest.json").read_text())
+        manifest = json.loads((root / "manifest.json").read_text()) if (root / "manifest.json").exists() else None
+        if manifest is None:
+            shutil.rmtree(root, ignore_errors=True)  # a build killed before its rename leaves no family behind
+        missing = want if manifest is None else [s for s in want if s not in manifest["models"]]
+        if manifest is None or missing:
+            manifest = _build(recipe, missing, root, manifest, log, progress)
     return Family(root, recipe, manifest)

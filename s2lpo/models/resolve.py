@@ -19,9 +19,17 @@ def family_recipe(cfg: DictConfig) -> FamilyRecipe:
     return FamilyRecipe.from_dict(d)
 
 
-def toy_family(cfg: DictConfig, log=print, progress=None) -> Family:
-    """The run's toy family, built once and cached under ``paths.cache_dir`` (later calls only read it)."""
-    return build_family(family_recipe(cfg), abspath(cfg.paths.cache_dir), log=log, progress=progress)
+def role_sizes(cfg: DictConfig) -> list[str]:
+    """The toy-family sizes the learner and the explorer of ``cfg`` are (a role with a ``path`` is not built)."""
+    return [str(cfg[r].size) for r in ("learner", "explorer")
+            if cfg[r].name != "none" and cfg[r].get("family") == "toy" and cfg[r].get("path") is None]
+
+
+def toy_family(cfg: DictConfig, log=print, progress=None, sizes: list[str] | None = None) -> Family:
+    """The run's toy family, built once and cached under ``paths.cache_dir`` (later calls only read it): ``sizes``
+    built (default: the learner's and the explorer's, :func:`role_sizes`), the others when first asked for."""
+    return build_family(family_recipe(cfg), abspath(cfg.paths.cache_dir), log=log, progress=progress,
+                        sizes=role_sizes(cfg) if sizes is None else sizes)
 
 
 def model_path(cfg: DictConfig, role: str, family: Family | None = None) -> Path | None:

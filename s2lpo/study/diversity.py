@@ -65,7 +65,7 @@ def policies(cfg: DictConfig, explorers: list[str], learner: str, high_temperatu
 
 
 def _run_id(cfg: DictConfig, pol: Policy, n: int) -> tuple[str, Path]:
-    d = toy_family(cfg, log=lambda *_: None).model_dir(pol.size)
+    d = toy_family(cfg, log=lambda *_: None, sizes=[pol.size]).model_dir(pol.size)
     return eval_run_id(pol.name, weights_digest(d), ["toy"], n, "diversity", int(cfg.seed), [pol.temperature]), d
 
 
@@ -76,7 +76,7 @@ def policy_run_dir(cfg: DictConfig, pol: Policy, n: int) -> Path:
 
 def measure_policy(cfg: DictConfig, pol: Policy, n: int = 32, log: Callable[[str], None] = print) -> RunResult:
     """``pol``'s logged run (reused when it already finished), on the family's held-out problems."""
-    family = toy_family(cfg, log=log)
+    family = toy_family(cfg, log=log, sizes=[pol.size])
     rid, d = _run_id(cfg, pol, n)
     config = {**OmegaConf.to_container(cfg, resolve=True), "kind": "diversity", "policy": pol.name,
               "run_name": f"diversity · {pol.name}"}

@@ -29,7 +29,7 @@ class FamilyPassK:
 
 
 def family_passk(cfg: DictConfig, n: int = 64, log: Callable[[str], None] = print) -> FamilyPassK:
-    family = toy_family(cfg, log=log)
+    family = toy_family(cfg, log=log, sizes=list(cfg.family.sizes))
     tok = load_tokenizer(family.tokenizer_dir)
     problems = family.splits().eval
     device = pick_device(cfg.trainer.device)

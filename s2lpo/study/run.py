@@ -3,6 +3,7 @@ raises (``ConfigError`` before anything runs); ``train`` and ``log`` come from t
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -11,9 +12,11 @@ from hydra import compose
 from omegaconf import DictConfig, OmegaConf
 
 from s2lpo.analysis.regenerate import regenerate
+from s2lpo.config.paths import abspath
 from s2lpo.config.validate import ConfigError, validate
+from s2lpo.models.resolve import family_recipe, role_sizes, toy_family
 from s2lpo.study.diversity import measure_diversity, policies, policy_run_dir, policy_task
-from s2lpo.study.parallel import Task, finished_dir, run_tasks, train_task
+from s2lpo.study.parallel import Task, finished_dir, prepare_task, run_tasks, train_task
 from s2lpo.tracking.lifecycle import RunResult
 from s2lpo.tracking.mlflow_replica import announce_sweep
 from s2lpo.tracking.readers import JournalReader
@@ -42,13 +45,22 @@ def study_configs(cfg: DictConfig) -> list[tuple[str, int, DictConfig]]:
     return out
 
 
+def prepare_run(c: DictConfig, log: Callable[[str], None] = print) -> None:
+    """What a run needs before its first step: its toy-family sizes built, its explorer cache filled."""
+    if c.learner.family == "toy":
+        toy_family(c, log=log)
+    fill_explorer_cache(c, log=log)
+
+
 def run_study(cfg: DictConfig, train: Callable[[DictConfig, str], RunResult] | None = None,
               log: Callable[[str], None] = print, prepare: Callable[[DictConfig], object] | None = None) -> StudyResult:
     """Check every run's config (all problems, each prefixed by its run), ``prepare`` each (default: fill its
     explorer cache; the entry point's also draws progress bars), train (``train(cfg, label)``; finished runs are
-    reused), then write the study's tables and figures."""
+    reused), then write the study's tables and figures. With ``study.jobs`` > 1 the work is a task list on worker
+    processes (``s2lpo.study.parallel``): explorers not built yet are built and their caches filled there, beside
+    the first runs (:func:`pool_prepare`), and the diversity measurements come last."""
     train = train or (lambda c, _label: train_run(c, log=log))
-    prepare = prepare or (lambda c: fill_explorer_cache(c, log=log))
+    prepare = prepare or (lambda c: prepare_run(c, log))
     configs = study_configs(cfg)
     problems = []
     for label, seed, c in configs:  # every config is checked before anything runs
@@ -65,29 +77,65 @@ def run_study(cfg: DictConfig, train: Callable[[DictConfig, str], RunResult] | N
         raise ConfigError(problems)
     announce_sweep([OmegaConf.to_container(c.logger, resolve=True) for _, _, c in configs], cfg.study.name,
                    len(configs), warn=log)
-    for _, _, c in configs:
-        prepare(c)
     runs: dict[str, list[Path]] = {}
     jobs = int(cfg.study.get("jobs") or 1)
     div = cfg.study.get("diversity")  # policy- vs token-level diversity of the family, before any RL (one run each)
-    pols = policies(configs[0][2], list(div.explorers), str(div.learner), float(div.high_temperature)) if div else []
-    if jobs > 1:  # worker processes: the entry point's per-run progress bars give way to a line per finished task
-        tasks = [train_task(f"{label} seed {seed}", c) for label, seed, c in configs]
-        tasks += [Task(f"diversity · {p.name}", policy_task,
-                       (OmegaConf.to_container(configs[0][2], resolve=True), asdict(p), int(div.n)),
-                       finished_dir(policy_run_dir(configs[0][2], p, int(div.n)))) for p in pols]
-        dirs = run_tasks(tasks, jobs, log)  # the diversity measurements last: they fill the cores runs leave idle
-        for (label, _, _), run_dir in zip(configs, dirs):
-            runs.setdefault(label, []).append(run_dir)
-        extra = dirs[len(configs):]
-    else:
+    if jobs == 1:
+        for _, _, c in configs:
+            prepare(c)
         for label, seed, c in configs:
             runs.setdefault(label, []).append(train(c, f"{label} seed {seed}").run_dir)
+        pols = policies(configs[0][2], list(div.explorers), str(div.learner), float(div.high_temperature)) if div else []
         extra = [r.run_dir for r in measure_diversity(configs[0][2], pols, int(div.n), log)] if div else []
+    else:  # worker processes: the entry point's per-run progress bars give way to a line per finished task
+        tasks = pool_prepare(configs, prepare)
+        after = {t.name: (i,) for i, t in enumerate(tasks)}
+        first = len(tasks)
+        tasks += [train_task(f"{label} seed {seed}", c, after.get(_prepare_name(c), ()) if c.algorithm.t_mix else ())
+                  for label, seed, c in configs]  # each after the task that prepares its explorer, if one does
+        if div:
+            pols = policies(configs[0][2], list(div.explorers), str(div.learner), float(div.high_temperature))
+            tasks += [Task(f"diversity · {p.name}", policy_task,
+                           (OmegaConf.to_container(configs[0][2], resolve=True), asdict(p), int(div.n)),
+                           finished_dir(policy_run_dir(configs[0][2], p, int(div.n)))
+                           if built(configs[0][2], p.size) else None, tuple(range(first)))
+                      for p in pols]  # last: they fill the cores the last runs leave idle
+        dirs = run_tasks(tasks, jobs, log)
+        for (label, _, _), run_dir in zip(configs, dirs[first : first + len(configs)]):
+            runs.setdefault(label, []).append(run_dir)
+        extra = [d for d in dirs[first + len(configs) :] if d is not None]
     out = Path(cfg.paths.results_dir).resolve()
     written = write_results(cfg, [d for dirs in runs.values() for d in dirs] + extra, out, log)
     OmegaConf.save(cfg, out / "study.yaml")
     return StudyResult(runs, written, out)
+
+
+def _prepare_name(c: DictConfig) -> str:
+    return f"toy-family size {c.explorer.size} and the explorer cache of {c.explorer.name}"
+
+
+def built(c: DictConfig, size: str) -> bool:
+    """Whether ``c``'s toy family has ``size`` built (its manifest read, nothing built)."""
+    m = abspath(c.paths.cache_dir) / "family" / family_recipe(c).key() / "manifest.json"
+    try:
+        return size in json.loads(m.read_text())["models"]
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def pool_prepare(configs: list[tuple[str, int, DictConfig]], prepare: Callable[[DictConfig], object]) -> list[Task]:
+    """Prepare here what needs no more than the learners' sizes (built with every core, under a progress bar) or is
+    built already; return a worker task per explorer whose size is not built yet: its size built and its caches
+    filled (in the configs' order) beside the first runs — a small model gains little from a second thread."""
+    learners = {str(c.learner.size) for _, _, c in configs}
+    deferred: dict[str, list[DictConfig]] = {}
+    for _, _, c in configs:
+        need = [s for s in role_sizes(c) if s not in learners]
+        if c.trainer.backend == "local" and c.algorithm.t_mix and need and not all(built(c, s) for s in need):
+            deferred.setdefault(_prepare_name(c), []).append(c)
+        else:
+            prepare(c)
+    return [prepare_task(name, cs) for name, cs in deferred.items()]
 
 
 def write_results(cfg: DictConfig, run_dirs: list[Path], out: Path, log: Callable[[str], None] = print) -> list[Path]:
