@@ -17,14 +17,12 @@ from pathlib import Path
 
 import torch
 
-import s2lpo
-
 # the code a step-0 evaluation runs: a change to any of these files is a different key
 _CODE = ["rollout/sampler.py", "rollout/decode.py", "eval/runner.py", "eval/passk.py", "rewards"]
 
 
 def code_digest() -> str:
-    root = Path(s2lpo.__file__).parent
+    root = Path(__file__).resolve().parents[1]  # the s2lpo package
     h = hashlib.sha256()
     for rel in _CODE:
         p = root / rel
