@@ -174,3 +174,14 @@ def assert_passk_is_an_estimate(values: dict[int, float], n: int, problems: int)
         scaled = values[k] * problems * comb(n, k)
         assert abs(scaled - round(scaled)) < 1e-6, (k, values[k], n, problems)
     assert all(values[a] <= values[b] + 1e-12 for a, b in zip(ks, ks[1:])), values
+
+
+def build_sizes(recipe, cache_dir, sizes: list[str], threads: int):
+    """``build_family`` in a spawned worker with the caller's torch threads (tests of concurrent builds); its
+    manifest."""
+    import torch
+
+    from s2lpo.models.family import build_family
+
+    torch.set_num_threads(threads)
+    return build_family(recipe, cache_dir, log=lambda *_: None, sizes=sizes).manifest

@@ -74,6 +74,22 @@ def test_family_sizes_are_built_when_first_asked_for(tmp_path):
     whole = build_family(recipe, tmp_path / "whole", **quiet)
     assert {s: m["digest"] for s, m in whole.manifest["models"].items()} == {
         s: m["digest"] for s, m in fam.manifest["models"].items()}
+    # two processes at once, each building another size: neither waits for the other's size, both land
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    import torch
+
+    from s2lpo_testing import build_sizes
+
+    with ProcessPoolExecutor(2, mp_context=mp.get_context("spawn")) as pool:
+        done = [f.result() for f in [pool.submit(build_sizes, recipe, tmp_path / "both", [s], torch.get_num_threads())
+                                     for s in ("s", "l")]]
+    assert [list(m["models"]) for m in done] in (
+        [["s"], ["s", "l"]], [["s", "l"], ["l"]], [["s", "l"], ["s", "l"]])
+    both = build_family(recipe, tmp_path / "both", **quiet)
+    assert {s: m["digest"] for s, m in both.manifest["models"].items()} == {
+        s: m["digest"] for s, m in whole.manifest["models"].items()}
 
 
 def test_a_run_prepares_with_progress_bars(tmp_path, tiny_family, capsys):

@@ -1,8 +1,10 @@
 """The offline toy model family: Qwen3-architecture causal LMs of several sizes sharing one tokenizer.
 
 Built from a recipe (seed, task splits, architectures, supervised warm-up) with nothing downloaded,
-and cached on disk under a hash of the recipe, so a second build costs nothing. A build happens in a
-temporary directory renamed into place, under a file lock, so concurrent callers build it once.
+and cached on disk under a hash of the recipe, so a second build costs nothing. The family's directory (its
+tokenizer) is made once; each size is built when first asked for, in a temporary directory moved into place
+under a lock of its own, and entered in the manifest last: concurrent callers build each size once, and one
+that needs only built sizes waits for nobody.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -164,46 +167,54 @@ def _build_size(recipe: FamilyRecipe, size: str, tok, pool: list[Problem], out: 
             "build_s": round(time.time() - t0, 1)}
 
 
-def _build(recipe: FamilyRecipe, sizes: list[str], root: Path, manifest: dict | None, log: Callable[[str], None],
-           progress: Callable[[int, int, str], None] | None) -> dict:
-    """Build ``sizes`` (and, for a new family, its tokenizer) in a temporary directory and move them into ``root``;
-    the family's manifest, written last (atomically): a size is in it once its weights are in place."""
-    splits = recipe.splits()
+@contextmanager
+def _locked(path: Path):
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def _read_manifest(root: Path) -> dict | None:
+    try:
+        return json.loads((root / "manifest.json").read_text())
+    except FileNotFoundError:
+        return None
+
+
+def _new_family(recipe: FamilyRecipe, root: Path) -> dict:
+    """The family's directory with its tokenizer and a manifest of no sizes, in one rename."""
     tmp = root.parent / f".tmp-{recipe.key()}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    try:
+        tok = build_tokenizer([p.prompt + p.solution for p in recipe.splits().sft], recipe.vocab_size)
+        tok.save_pretrained(tmp / "tokenizer")
+        manifest = {"key": recipe.key(), "recipe": asdict(recipe), "tokenizer": tokenizer_digest(tok), "models": {}}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        shutil.rmtree(root, ignore_errors=True)  # what a build killed before this rename left
+        os.replace(tmp, root)
+        return manifest
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _add_size(recipe: FamilyRecipe, size: str, pool: list[Problem], root: Path, log: Callable[[str], None],
+              tick: Callable[[str], None], of: str) -> None:
+    """Build ``size`` in a temporary directory, move it into ``root/models`` and enter it in the manifest (under
+    the family's lock, re-read: sizes built at the same time by other processes are kept)."""
+    tmp = root.parent / f".tmp-{recipe.key()}-{size}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
     torch_threads = torch.get_num_threads()
     try:
-        if manifest is None:
-            tok = build_tokenizer([p.prompt + p.solution for p in splits.sft], recipe.vocab_size)
-            tok.save_pretrained(tmp / "tokenizer")
-            manifest = {"key": recipe.key(), "recipe": asdict(recipe), "tokenizer": tokenizer_digest(tok), "models": {}}
-        else:
-            tok = load_tokenizer(root / "tokenizer")
-        pools = warmup_pools(recipe, splits)
-        total = sum(sft_steps(len(pools[s]), recipe.sft_epochs, recipe.sft_batch_size) for s in sizes)
-        done = [0]
-
-        def tick(what: str) -> None:
-            done[0] += 1
-            if progress:
-                progress(done[0], total, what)
-
-        built = {size: _build_size(recipe, size, tok, pools[size], tmp, log, tick, f"{k + 1}/{len(sizes)}")
-                 for k, size in enumerate(sizes)}
-        manifest = {**manifest, "models": {s: ({**manifest["models"], **built})[s] for s in recipe.sizes
-                                           if s in manifest["models"] or s in built}}
-        if not root.exists():  # a new family: its tokenizer and sizes in one rename
-            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-            os.replace(tmp, root)
-            return manifest
-        for size in sizes:
-            shutil.rmtree(root / "models" / size, ignore_errors=True)
-            (root / "models").mkdir(exist_ok=True)
-            os.replace(tmp / "models" / size, root / "models" / size)
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        os.replace(tmp / "manifest.json", root / "manifest.json")
-        return manifest
+        entry = _build_size(recipe, size, load_tokenizer(root / "tokenizer"), pool, tmp, log, tick, of)
+        shutil.rmtree(root / "models" / size, ignore_errors=True)
+        (root / "models").mkdir(exist_ok=True)
+        os.replace(tmp / "models" / size, root / "models" / size)
+        with _locked(root.parent / f".{recipe.key()}.lock"):
+            manifest = _read_manifest(root)
+            models = {**manifest["models"], size: entry}
+            manifest["models"] = {s: models[s] for s in recipe.sizes if s in models}  # the recipe's order
+            (root / ".manifest.json.tmp").write_text(json.dumps(manifest, indent=2))
+            os.replace(root / ".manifest.json.tmp", root / "manifest.json")
     finally:
         torch.set_num_threads(torch_threads)
         shutil.rmtree(tmp, ignore_errors=True)
@@ -215,19 +226,31 @@ def build_family(
 ) -> Family:
     """Return the family for ``recipe`` with ``sizes`` built (default: every size of the recipe), building what is
     missing under ``cache_dir/family/<key>`` (``progress(done, total, what)`` per warm-up step: minutes on a CPU).
-    Sizes are built when first asked for: a run of the learner and one explorer does not wait for the others."""
+    Sizes are built when first asked for, each under a lock of its own: a run of the learner and one explorer does
+    not wait for the others, nor for another process building a size it does not need."""
     unknown = [s for s in sizes or [] if s not in recipe.sizes]
     if unknown:
         raise ValueError(f"sizes {unknown} are not in the toy family; sizes: {', '.join(recipe.sizes)}")
     want = [s for s in recipe.sizes if sizes is None or s in sizes]
     root = Path(cache_dir) / "family" / recipe.key()
     root.parent.mkdir(parents=True, exist_ok=True)
-    with open(root.parent / f".{recipe.key()}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        manifest = json.loads((root / "manifest.json").read_text()) if (root / "manifest.json").exists() else None
-        if manifest is None:
-            shutil.rmtree(root, ignore_errors=True)  # a build killed before its rename leaves no family behind
-        missing = want if manifest is None else [s for s in want if s not in manifest["models"]]
-        if manifest is None or missing:
-            manifest = _build(recipe, missing, root, manifest, log, progress)
+    manifest = _read_manifest(root)
+    if manifest is None:
+        with _locked(root.parent / f".{recipe.key()}.lock"):
+            manifest = _read_manifest(root) or _new_family(recipe, root)
+    missing = [s for s in want if s not in manifest["models"]]
+    if missing:
+        pools = warmup_pools(recipe, recipe.splits())
+        total, done = sum(sft_steps(len(pools[s]), recipe.sft_epochs, recipe.sft_batch_size) for s in missing), [0]
+
+        def tick(what: str) -> None:
+            done[0] += 1
+            if progress:
+                progress(done[0], total, what)
+
+        for k, size in enumerate(missing):
+            with _locked(root.parent / f".{recipe.key()}-{size}.lock"):
+                if size not in _read_manifest(root)["models"]:  # not built by another process meanwhile
+                    _add_size(recipe, size, pools[size], root, log, tick, f"{k + 1}/{len(missing)}")
+        manifest = _read_manifest(root)
     return Family(root, recipe, manifest)
