@@ -103,7 +103,9 @@ def test_rows_follow_the_schedule_and_concatenate(verl_rollout):
                     assert float(out.batch["rm_scores"][i].sum()) == pytest.approx(cached.reward)
                 mask = out.batch["response_mask"][i]
                 if src == "guided":  # the reference prefix is masked out of the loss (mask_guidance)
-                    prefix = tok(problems[g].solution, add_special_tokens=False)["input_ids"][:GLEN]
+                    side = read_history(verl_rollout["run_dir"] / "verl" / "s2lpo")  # this step's adapted length
+                    glen = int(side["train/guidance_length"][step])
+                    prefix = tok(problems[g].solution, add_special_tokens=False)["input_ids"][:glen]
                     assert out.batch["responses"][i, : len(prefix)].tolist() == prefix
                     assert mask[: len(prefix)].sum() == 0 and mask[len(prefix):resp_len].all()
                 else:

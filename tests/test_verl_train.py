@@ -148,8 +148,9 @@ def test_metric_names_equal_the_local_backends(all_sources, tmp_path):
 
 
 SHORT = ["trainer.total_steps=2", "trainer.eval_every=2", "trainer.checkpoint_every=2"]
-HOT = ["algorithm=token_temp", "explorer=none", "algorithm.t_mix=0", "algorithm.temperature=1.5",
-       "algorithm.temperature_mode=tempered", *SHORT]
+HOT_PROMPTS = 4  # the tiny learner solves ~14 % at T = 1.2: 8 groups over two steps, so some carry a signal
+HOT = ["algorithm=token_temp", "explorer=none", "algorithm.t_mix=0", "algorithm.temperature=1.2",
+       "algorithm.temperature_mode=tempered", f"data.prompts_per_step={HOT_PROMPTS}", *SHORT]
 
 
 @pytest.fixture(scope="module")
@@ -172,9 +173,9 @@ def test_tempered_temperature_and_unmasked_guidance_train(hot, tmp_path):
         assert sorted(digests) == [0, 1, 2] and len(set(digests.values())) >= 2  # the learner trained
     # verl samples at T and divides the actor's logits by T (tempered); no sample-only override per row
     v = to_verl(make_cfg(tmp_path / "hot", *BASE, *HOT), tmp_path, "x")
-    assert v.actor_rollout_ref.rollout.temperature == 1.5 and v.s2lpo.learner_agent is None
+    assert v.actor_rollout_ref.rollout.temperature == 1.2 and v.s2lpo.learner_agent is None
     for rows in rollouts(hot.run_dir).values():
-        assert [r["source"] for r in rows] == ["learner"] * G * PROMPTS
+        assert [r["source"] for r in rows] == ["learner"] * G * HOT_PROMPTS
     for step, rows in rollouts(guided.run_dir).items():
         glen = int(read_history(guided.run_dir)["train/guidance_length"][step])
         sources = [r["source"] for r in rows]
