@@ -181,6 +181,18 @@ def _read_manifest(root: Path) -> dict | None:
         return None
 
 
+def family_root(recipe: FamilyRecipe, cache_dir: str | Path) -> Path:
+    return Path(cache_dir) / "family" / recipe.key()
+
+
+def built_sizes(recipe: FamilyRecipe, cache_dir: str | Path) -> list[str]:
+    """The sizes of ``recipe``'s family already built under ``cache_dir`` (its manifest read; nothing built)."""
+    try:
+        return list((_read_manifest(family_root(recipe, cache_dir)) or {"models": {}})["models"])
+    except (OSError, ValueError, KeyError):
+        return []
+
+
 def _new_family(recipe: FamilyRecipe, root: Path) -> dict:
     """The family's directory with its tokenizer and a manifest of no sizes, in one rename."""
     tmp = root.parent / f".tmp-{recipe.key()}-{os.getpid()}"
@@ -232,7 +244,7 @@ def build_family(
     if unknown:
         raise ValueError(f"sizes {unknown} are not in the toy family; sizes: {', '.join(recipe.sizes)}")
     want = [s for s in recipe.sizes if sizes is None or s in sizes]
-    root = Path(cache_dir) / "family" / recipe.key()
+    root = family_root(recipe, cache_dir)
     root.parent.mkdir(parents=True, exist_ok=True)
     manifest = _read_manifest(root)
     if manifest is None:

@@ -64,20 +64,21 @@ def policies(cfg: DictConfig, explorers: list[str], learner: str, high_temperatu
             Policy(f"toy-{learner} · T = {high_temperature:g}", learner, high_temperature)])
 
 
-def _run_id(cfg: DictConfig, pol: Policy, n: int) -> tuple[str, Path]:
-    d = toy_family(cfg, log=lambda *_: None, sizes=[pol.size]).model_dir(pol.size)
-    return eval_run_id(pol.name, weights_digest(d), ["toy"], n, "diversity", int(cfg.seed), [pol.temperature]), d
+def _run_id(cfg: DictConfig, pol: Policy, n: int, model_dir: Path) -> str:
+    return eval_run_id(pol.name, weights_digest(model_dir), ["toy"], n, "diversity", int(cfg.seed), [pol.temperature])
 
 
 def policy_run_dir(cfg: DictConfig, pol: Policy, n: int) -> Path:
     """Where ``pol``'s diversity run of ``n`` samples lives (the family must be built)."""
-    return Path(cfg.paths.runs_dir).expanduser().resolve() / _run_id(cfg, pol, n)[0]
+    d = toy_family(cfg, log=lambda *_: None, sizes=[pol.size]).model_dir(pol.size)
+    return Path(cfg.paths.runs_dir).expanduser().resolve() / _run_id(cfg, pol, n, d)
 
 
 def measure_policy(cfg: DictConfig, pol: Policy, n: int = 32, log: Callable[[str], None] = print) -> RunResult:
     """``pol``'s logged run (reused when it already finished), on the family's held-out problems."""
     family = toy_family(cfg, log=log, sizes=[pol.size])
-    rid, d = _run_id(cfg, pol, n)
+    d = family.model_dir(pol.size)
+    rid = _run_id(cfg, pol, n, d)
     config = {**OmegaConf.to_container(cfg, resolve=True), "kind": "diversity", "policy": pol.name,
               "run_name": f"diversity · {pol.name}"}
     run = RunLifecycle(cfg.paths.runs_dir, config, log, rid=rid, final_prefixes=("eval/", "diversity/"))

@@ -3,7 +3,6 @@ raises (``ConfigError`` before anything runs); ``train`` and ``log`` come from t
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from s2lpo.analysis.regenerate import regenerate
 from s2lpo.config.paths import abspath
 from s2lpo.config.validate import ConfigError, validate
+from s2lpo.models.family import built_sizes
 from s2lpo.models.resolve import family_recipe, role_sizes, toy_family
 from s2lpo.study.diversity import measure_diversity, policies, policy_run_dir, policy_task
 from s2lpo.study.parallel import Task, finished_dir, prepare_task, run_tasks, train_task
@@ -115,12 +115,8 @@ def _prepare_name(c: DictConfig) -> str:
 
 
 def built(c: DictConfig, size: str) -> bool:
-    """Whether ``c``'s toy family has ``size`` built (its manifest read, nothing built)."""
-    m = abspath(c.paths.cache_dir) / "family" / family_recipe(c).key() / "manifest.json"
-    try:
-        return size in json.loads(m.read_text())["models"]
-    except (OSError, ValueError, KeyError):
-        return False
+    """Whether ``c``'s toy family has ``size`` built (nothing is built)."""
+    return size in built_sizes(family_recipe(c), abspath(c.paths.cache_dir))
 
 
 def pool_prepare(configs: list[tuple[str, int, DictConfig]], prepare: Callable[[DictConfig], object]) -> list[Task]:
