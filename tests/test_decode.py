@@ -11,6 +11,11 @@ from s2lpo.rollout.decode import FastDecoder
 
 PARAMS = [sampler.SamplingParams(max_new_tokens=40),
           sampler.SamplingParams(temperature=1.3, top_p=0.9, top_k=20, max_new_tokens=40, presence_penalty=0.5)]
+# float32 summation order alone moves this model's log-probs by ~1e-5: the Hugging Face forward itself gives
+# log-probs 1.1e-5 apart for the same tokens when the batch is padded 3 columns wider, and its incremental
+# (sampling) and full-sequence (training) passes 1.6e-5 apart; the fast path's decode attention (two matmuls)
+# sums in another order than the fused kernel, 1.0-1.6e-5 from it over four seeds
+LOGPROB_TOL = 5e-5
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +29,7 @@ def model_and_contexts(tiny_family):
 
 @pytest.mark.parametrize("params", PARAMS, ids=["plain", "filtered"])
 def test_the_fast_path_samples_what_the_hugging_face_forward_samples(model_and_contexts, params):
-    """Same generator seed: the same tokens, log-probs within 1e-5, the same finish reasons; rows finish at
+    """Same generator seed: the same tokens, log-probs within ``LOGPROB_TOL``, the same finish reasons; rows finish at
     different steps, so rows leave the batch (and its KV cache) while others continue."""
     model, tok, contexts = model_and_contexts
     assert FastDecoder.supports(model)
@@ -35,7 +40,7 @@ def test_the_fast_path_samples_what_the_hugging_face_forward_samples(model_and_c
                               torch.Generator().manual_seed(seed))
         assert [s.tokens for s in fast] == [s.tokens for s in ref]
         assert [s.finish_reason for s in fast] == [s.finish_reason for s in ref]
-        assert max(abs(a - b) for x, y in zip(fast, ref) for a, b in zip(x.logprobs, y.logprobs)) < 1e-5
+        assert max(abs(a - b) for x, y in zip(fast, ref) for a, b in zip(x.logprobs, y.logprobs)) < LOGPROB_TOL
         stops = {len(s.tokens) for s in ref if s.finish_reason == "stop"}
         assert len(stops) >= 3 and sum(s.finish_reason == "stop" for s in ref) >= len(ref) // 2
 

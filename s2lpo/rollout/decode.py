@@ -23,8 +23,7 @@ import torch.nn.functional as F
 class _Layer:
     in_norm: torch.Tensor
     qkv: torch.Tensor  # [(H + 2·KV)·hd, hidden]
-    q_norm: torch.Tensor
-    k_norm: torch.Tensor
+    qk_norm: torch.Tensor  # [H + KV, hd]: q_norm's weight for every query head, k_norm's for every kv head
     o: torch.Tensor
     post_norm: torch.Tensor
     gate_up: torch.Tensor  # [2·inter, hidden]
@@ -35,10 +34,11 @@ class KVCache:
     """Keys and values of every layer for ``rows`` sequences of up to ``length`` positions, allocated once."""
 
     def __init__(self, layers: int, rows: int, kv_heads: int, length: int, head_dim: int, dtype, device):
-        self.kv = torch.zeros((layers, 2, rows, kv_heads, length, head_dim), dtype=dtype, device=device)
+        self.k = torch.zeros((layers, rows, kv_heads, length, head_dim), dtype=dtype, device=device)
+        self.v = torch.zeros((layers, rows, kv_heads, length, head_dim), dtype=dtype, device=device)
 
     def select(self, rows: torch.Tensor) -> None:
-        self.kv = self.kv.index_select(2, rows)
+        self.k, self.v = self.k.index_select(1, rows), self.v.index_select(1, rows)
 
 
 class FastDecoder:
@@ -58,7 +58,9 @@ class FastDecoder:
         self.layers = [
             _Layer(w(lay.input_layernorm.weight),
                    w(torch.cat([lay.self_attn.q_proj.weight, lay.self_attn.k_proj.weight, lay.self_attn.v_proj.weight])),
-                   w(lay.self_attn.q_norm.weight), w(lay.self_attn.k_norm.weight), w(lay.self_attn.o_proj.weight),
+                   w(torch.cat([lay.self_attn.q_norm.weight.expand(self.heads, -1),
+                                lay.self_attn.k_norm.weight.expand(self.kv_heads, -1)])),
+                   w(lay.self_attn.o_proj.weight),
                    w(lay.post_attention_layernorm.weight),
                    w(torch.cat([lay.mlp.gate_proj.weight, lay.mlp.up_proj.weight])), w(lay.mlp.down_proj.weight))
             for lay in inner.layers
@@ -80,44 +82,53 @@ class FastDecoder:
     def cache(self, rows: int, length: int) -> KVCache:
         return KVCache(len(self.layers), rows, self.kv_heads, length, self.head_dim, self.dtype, self.device)
 
-    def _rms(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        return weight * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
+    def rope_table(self, positions: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sign-folded sin of every position below ``positions`` ([positions, head_dim]): Hugging Face's
+        outer product, exactly, computed once per sampling call instead of once per layer and token."""
+        freqs = torch.arange(positions, device=self.device).float()[:, None] * self.inv_freq
+        emb = torch.cat((freqs, freqs), dim=-1)
+        half = emb.shape[-1] // 2
+        sin = emb.sin() * self.rope_scale
+        sin[:, :half] = -sin[:, :half]  # rotate_half's negation moved onto sin: the same products, bit for bit
+        return (emb.cos() * self.rope_scale).to(self.dtype), sin.to(self.dtype)
 
-    def _rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        half = x.shape[-1] // 2
-        return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
-
-    def forward(self, ids: torch.Tensor, pos: torch.Tensor, cache: KVCache, start: int,
-                key_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, ids: torch.Tensor, pos: torch.Tensor, cache: KVCache, start: int, key_mask: torch.Tensor,
+                rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """Logits ([rows, vocab], float32) at the last of ``ids`` ([rows, s], written to the cache at positions
         ``start .. start+s-1``); ``pos`` the tokens' RoPE positions, ``key_mask`` ([rows, >= start+s], bool)
-        which cached positions are real tokens (left padding is not)."""
+        which cached positions are real tokens (left padding is not); ``rope`` a :meth:`rope_table` covering
+        ``pos`` (computed here when not given)."""
         n, s = ids.shape
         end = start + s
-        freqs = pos.float()[..., None] * self.inv_freq  # [n, s, hd/2]: HF's outer product, exactly
-        emb = torch.cat((freqs, freqs), dim=-1)
-        cos = (emb.cos() * self.rope_scale).to(self.dtype)[:, None]
-        sin = (emb.sin() * self.rope_scale).to(self.dtype)[:, None]
-        mask = key_mask[:, None, None, :end]
+        cos_t, sin_t = rope if rope is not None else self.rope_table(int(pos.max()) + 1)
+        cos, sin = cos_t[pos][:, :, None], sin_t[pos][:, :, None]  # [n, s, 1, hd]
+        mask = key_mask[:, None, :end]
         if s > 1:  # causal within the new tokens; a padded query attends to itself (never an empty row)
             q_at = torch.arange(start, end, device=ids.device)[:, None]
             k_at = torch.arange(end, device=ids.device)[None]
             mask = (mask & (k_at <= q_at)) | (k_at == q_at)
+        # one query token: [n, 1, 1, end], broadcast over kv heads and the queries sharing one
+        bias = torch.zeros(mask.shape, dtype=self.dtype, device=ids.device).masked_fill_(~mask, float("-inf"))[:, None]
         h = self.embed[ids]
         H, KV, hd = self.heads, self.kv_heads, self.head_dim
+        half = hd // 2
         for i, lay in enumerate(self.layers):
-            x = self._rms(h, lay.in_norm)
-            qkv = F.linear(x, lay.qkv).view(n, s, H + 2 * KV, hd)
-            q = self._rms(qkv[:, :, :H], lay.q_norm).transpose(1, 2)
-            k = self._rms(qkv[:, :, H : H + KV], lay.k_norm).transpose(1, 2)
-            v = qkv[:, :, H + KV :].transpose(1, 2)
-            cache.kv[i, 0, :, :, start:end] = self._rope(k, cos, sin)
-            cache.kv[i, 1, :, :, start:end] = v
-            att = F.scaled_dot_product_attention(self._rope(q, cos, sin), cache.kv[i, 0, :, :, :end],
-                                                 cache.kv[i, 1, :, :, :end], attn_mask=mask, scale=self.scale,
-                                                 enable_gqa=H != KV)
+            qkv = F.linear(F.rms_norm(h, (h.shape[-1],), lay.in_norm, self.eps), lay.qkv).view(n, s, H + 2 * KV, hd)
+            qk = F.rms_norm(qkv[:, :, : H + KV], (hd,), eps=self.eps) * lay.qk_norm  # q_norm and k_norm at once
+            qk = qk * cos + qk.roll(half, -1) * sin  # RoPE: x·cos + rotate_half(x)·sin
+            if s == 1:  # one query token: two batched matmuls, the queries grouped by the kv head they share
+                cache.k[i, :, :, start] = qk[:, 0, H:]  # (on CPU 1.1x faster a decode step than the fused kernel)
+                cache.v[i, :, :, start] = qkv[:, 0, H + KV :]
+                q = qk[:, :, :H].reshape(n, KV, H // KV, hd)
+                scores = torch.matmul(q, cache.k[i, :, :, :end].transpose(-1, -2)) * self.scale + bias
+                att = torch.matmul(scores.softmax(-1), cache.v[i, :, :, :end]).view(n, H, 1, hd)
+            else:  # a prefill: the fused kernel, as the Hugging Face forward runs it
+                cache.k[i, :, :, start:end] = qk[:, :, H:].transpose(1, 2)
+                cache.v[i, :, :, start:end] = qkv[:, :, H + KV :].transpose(1, 2)
+                k = cache.k[i, :, :, :end] if start else qk[:, :, H:].transpose(1, 2)
+                att = F.scaled_dot_product_attention(qk[:, :, :H].transpose(1, 2), k, cache.v[i, :, :, :end],
+                                                     attn_mask=mask[:, None], scale=self.scale, enable_gqa=H != KV)
             h = h + F.linear(att.transpose(1, 2).reshape(n, s, H * hd), lay.o)
-            gate, up = F.linear(self._rms(h, lay.post_norm), lay.gate_up).chunk(2, dim=-1)
+            gate, up = F.linear(F.rms_norm(h, (h.shape[-1],), lay.post_norm, self.eps), lay.gate_up).chunk(2, dim=-1)
             h = h + F.linear(F.silu(gate) * up, lay.down)
-        return F.linear(self._rms(h[:, -1], self.norm), self.lm_head).float()
+        return F.linear(F.rms_norm(h[:, -1], (h.shape[-1],), self.norm, self.eps), self.lm_head).float()

@@ -162,8 +162,8 @@ def sample_batch(
     n, T = len(contexts), params.max_new_tokens
     uids, uatt, upos, row_ctx = _distinct_prefill(contexts, pad_id, device)
     width = uids.shape[1]
-    cache = dec.cache(len(uids), width + T)
-    logits = dec.forward(uids, upos, cache, 0, uatt.bool())[row_ctx]
+    cache, rope = dec.cache(len(uids), width + T), dec.rope_table(width + T)
+    logits = dec.forward(uids, upos, cache, 0, uatt.bool(), rope)[row_ctx]
     if len(uids) < n:
         cache.select(row_ctx)
     keys = torch.ones((n, width + T), dtype=torch.bool, device=device)
@@ -197,7 +197,7 @@ def sample_batch(
             keep = torch.nonzero(~gone).squeeze(-1)
             live, tok = live[keep], tok[keep]
             cache.select(keep)
-        logits = dec.forward(tok[:, None], next_pos[live], cache, width + t, keys[live])
+        logits = dec.forward(tok[:, None], next_pos[live], cache, width + t, keys[live], rope)
         next_pos = next_pos + 1
     return _samples(toks, lps, lengths, done)
 
