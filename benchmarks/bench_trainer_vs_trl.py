@@ -15,6 +15,8 @@ savings with identical gradients are rows of their own:
 - ``ours, no skip``: rows with zero advantage (no learning signal) kept in the forward and backward passes;
 - ``ours, HF decode``: sampling through the model's Hugging Face forward instead of the lean decode path
   (``s2lpo.rollout.decode``: fused weights, a KV cache allocated once, finished rows leave the batch);
+- ``ours, HF training forward``: the training pass through the model's Hugging Face forward instead of the lean
+  one (``s2lpo.rollout.train_forward``: one pass over the distinct prompts and the responses, fused norms);
 - ``ours, no prompt sharing``: each of a group's G rows prefills its prompt itself;
 - ``ours, neither``: the work TRL does.
 
@@ -39,8 +41,10 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = {"ours": (True, True, True), "ours, HF decode": (True, True, False), "ours, no skip": (False, True, True),
-            "ours, no prompt sharing": (True, False, True), "ours, neither": (False, False, True),
+# (skip rows without signal, share the prompt's prefill, lean decode path, lean training forward)
+VARIANTS = {"ours": (True, True, True, True), "ours, HF decode": (True, True, False, True),
+            "ours, HF training forward": (True, True, True, False), "ours, no skip": (False, True, True, True),
+            "ours, no prompt sharing": (True, False, True, True), "ours, neither": (False, False, True, True),
             "TRL (no grad. checkpointing)": None}
 
 
@@ -60,7 +64,8 @@ def compose_cfg(root: Path, cache: Path, args) -> object:
         ])
 
 
-def run_ours(cfg, skip: bool, share: bool, fast: bool) -> dict:
+def run_ours(cfg, skip: bool, share: bool, fast: bool, lean: bool) -> dict:
+    import s2lpo.rollout.batch as batch
     import s2lpo.rollout.sampler as sampler
     import s2lpo.trainer.local as local
     from s2lpo.models.resolve import model_params, model_path, toy_family
@@ -69,6 +74,7 @@ def run_ours(cfg, skip: bool, share: bool, fast: bool) -> dict:
 
     sampler.SHARE_PREFILL = share
     sampler.FAST_DECODE = fast
+    batch.LEAN_FORWARD = lean
     local.train_step = functools.partial(train_step, skip_zero_advantage=skip)
     res = local.train(cfg, log=lambda *_: None)
     h = read_history(res.run_dir)

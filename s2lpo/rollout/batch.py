@@ -7,6 +7,12 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
+from s2lpo.rollout import train_forward
+
+# compute training log-probs with the lean forward (s2lpo.rollout.train_forward) where it covers the model; the
+# benchmark turns it off to show what it saves over the Hugging Face forward
+LEAN_FORWARD = True
+
 
 @dataclass
 class Row:
@@ -75,11 +81,17 @@ def response_log_probs(model, batch: Batch, temperature: float = 1.0, shared_pre
 
     With ``shared_prefix`` each distinct prompt is run once and its KV cache is shared by the rows of
     its group (all G rows of a GRPO group share the prompt), which saves the prompt's share of the
-    forward and backward compute; the result equals the plain full-sequence pass.
+    forward and backward compute; the result equals the plain full-sequence pass. Qwen3 models run through
+    the lean forward of ``s2lpo.rollout.train_forward`` (the same function, fewer passes over memory).
     """
     P = batch.prompt_width
     n_prompts = int(batch.row_prompt.max()) + 1
-    if shared_prefix and n_prompts < len(batch.row_prompt) and batch.responses.shape[1] > 1:
+    if LEAN_FORWARD and train_forward.supports(model):
+        rows = batch.row_prompt
+        row_prompt = rows if shared_prefix else torch.arange(len(rows), device=rows.device)
+        logits = train_forward.response_logits(model, batch.input_ids, batch.attention_mask, batch.position_ids, P,
+                                               row_prompt)
+    elif shared_prefix and n_prompts < len(batch.row_prompt) and batch.responses.shape[1] > 1:
         logits = _shared_prefix_logits(model, batch, n_prompts)
     else:
         logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
