@@ -80,8 +80,34 @@ def test_g2rpo_a_guided_rows(tmp_path, tiny_family):
         guided = h["rollout/guided/count"][s]
         assert guided == (4 if h["train/guidance_length"][s] > 0 else 0)  # k=2 of each of 2 groups
         assert h["rollout/learner/count"][s] == 8 - guided
-    # guided rows start from the reference: far more often right than the learner alone
-    assert sum(h["rollout/guided/reward_mean"].values()) >= sum(h["rollout/learner/reward_mean"].values())
+
+
+def test_guided_rows_continue_the_reference_solution(tmp_path, tiny_family):
+    """A guided row is the reference solution's first ``guidance_length`` tokens, then the learner's own
+    continuation: the prefix marked (``n_guidance``) with no behaviour log-prob, the learner rows unguided."""
+    from s2lpo.algo.plan import GUIDED, LEARNER, plan_group
+    from s2lpo.models.resolve import load_model
+    from s2lpo.rewards.registry import token_scorer
+    from s2lpo.rollout.collect import Rollout
+    from s2lpo.trainer.setup import resolve
+
+    cfg = make_cfg(tmp_path, *QUICK, "algorithm=g2rpo_a", "explorer=none", "algorithm.t_mix=0")
+    res = resolve(cfg, log=lambda *_: None)
+    tok = load_tokenizer(res.tokenizer_path)
+    rollout = Rollout(res.train, tok, None, None, sampling_params(cfg), token_scorer(tok, cfg.data.reward), 0, 64,
+                      res.device)
+    plan = plan_group(1, 4, 0, "linear", 2, 5)
+    idx = [3, 11]
+    rows = rollout.learner_rows(1, plan, idx, 5, load_model(res.learner_path, res.device))
+    assert sorted(r.source for r in rows) == [GUIDED] * 4 + [LEARNER] * 4
+    for r in rows:
+        ref = rollout.ref_ids[idx[r.group]]
+        assert r.prompt_ids == rollout.prompt_ids[idx[r.group]]
+        if r.source == GUIDED:
+            assert r.n_guidance == 5 and r.response_ids[:5] == ref[:5] and len(r.response_ids) > 5
+            assert r.behavior_logprobs[:5] == [0.0] * 5 and all(lp <= 0 for lp in r.behavior_logprobs[5:])
+        else:
+            assert r.n_guidance == 0 and all(lp <= 0 for lp in r.behavior_logprobs)
 
 
 def test_offpolicy_corrections_reach_the_update(tmp_path, tiny_family):

