@@ -194,8 +194,11 @@ def test_world_size_two_matches_world_size_one(hot, tmp_path):
     r1, r2 = rollouts(hot.run_dir), rollouts(two.run_dir)
     assert [r["response_ids"] for r in r1[1]] == [r["response_ids"] for r in r2[1]]
     h1, h2 = read_history(hot.run_dir), read_history(two.run_dir)
+    # the gradient norm sums the two shards' gradients in another order: 1.4e-4 apart on an Intel Xeon (AVX-512)
+    # with the family built there, under 1e-4 on an AMD EPYC; a wrong normalisation by world size would be 2x off
+    tol = {"verl/actor/grad_norm": 1e-3}
     for key in ("verl/actor/pg_loss", "verl/actor/grad_norm", "train/reward_mean", "verl/critic/advantages/mean"):
-        assert h2[key][1] == pytest.approx(h1[key][1], rel=1e-4, abs=1e-6), key
+        assert h2[key][1] == pytest.approx(h1[key][1], rel=tol.get(key, 1e-4), abs=1e-6), key
 
 
 def test_a_killed_verl_run_resumes_to_the_uninterrupted_history(all_sources, tmp_path):
