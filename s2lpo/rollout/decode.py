@@ -30,6 +30,19 @@ class _Layer:
     down: torch.Tensor
 
 
+def rope_table(inv_freq: torch.Tensor, scale: float, positions: int,
+               dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sign-folded sin of every position below ``positions`` ([positions, head_dim]): Hugging Face's
+    outer product, exactly; rotate_half's negation is moved onto sin (the same products, bit for bit), so RoPE
+    is ``x·cos + x.roll(head_dim / 2, -1)·sin``."""
+    freqs = torch.arange(positions, device=inv_freq.device).float()[:, None] * inv_freq
+    emb = torch.cat((freqs, freqs), dim=-1)
+    half = emb.shape[-1] // 2
+    sin = emb.sin() * scale
+    sin[:, :half] = -sin[:, :half]
+    return (emb.cos() * scale).to(dtype), sin.to(dtype)
+
+
 class KVCache:
     """Keys and values of every layer for ``rows`` sequences of up to ``length`` positions, allocated once."""
 
@@ -83,14 +96,8 @@ class FastDecoder:
         return KVCache(len(self.layers), rows, self.kv_heads, length, self.head_dim, self.dtype, self.device)
 
     def rope_table(self, positions: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos and sign-folded sin of every position below ``positions`` ([positions, head_dim]): Hugging Face's
-        outer product, exactly, computed once per sampling call instead of once per layer and token."""
-        freqs = torch.arange(positions, device=self.device).float()[:, None] * self.inv_freq
-        emb = torch.cat((freqs, freqs), dim=-1)
-        half = emb.shape[-1] // 2
-        sin = emb.sin() * self.rope_scale
-        sin[:, :half] = -sin[:, :half]  # rotate_half's negation moved onto sin: the same products, bit for bit
-        return (emb.cos() * self.rope_scale).to(self.dtype), sin.to(self.dtype)
+        """:func:`rope_table` of this model, once per sampling call instead of once per layer and token."""
+        return rope_table(self.inv_freq, self.rope_scale, positions, self.dtype)
 
     def forward(self, ids: torch.Tensor, pos: torch.Tensor, cache: KVCache, start: int, key_mask: torch.Tensor,
                 rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
@@ -107,8 +114,8 @@ class FastDecoder:
             q_at = torch.arange(start, end, device=ids.device)[:, None]
             k_at = torch.arange(end, device=ids.device)[None]
             mask = (mask & (k_at <= q_at)) | (k_at == q_at)
-        # one query token: [n, 1, 1, end], broadcast over kv heads and the queries sharing one
-        bias = torch.zeros(mask.shape, dtype=self.dtype, device=ids.device).masked_fill_(~mask, float("-inf"))[:, None]
+        if s == 1:  # [n, 1, 1, end]: broadcast over kv heads and the queries sharing one
+            bias = torch.zeros(mask.shape, dtype=self.dtype, device=ids.device).masked_fill_(~mask, float("-inf"))[:, None]
         h = self.embed[ids]
         H, KV, hd = self.heads, self.kv_heads, self.head_dim
         half = hd // 2

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from s2lpo.rollout.decode import FastDecoder
+from s2lpo.rollout.decode import FastDecoder, rope_table
 
 
 def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
@@ -62,12 +62,8 @@ def response_logits(model, input_ids: torch.Tensor, att_mask: torch.Tensor, pos:
     keep_p, keep_r = _masks(att_mask, P)
     keep_p = keep_p[first]
     Np = n_prompts * P
-    freqs = torch.arange(int(where.max()) + 1, device=ids.device).float()[:, None] * inner.rotary_emb.inv_freq
-    emb = torch.cat((freqs, freqs), dim=-1)
-    rs = float(inner.rotary_emb.attention_scaling)
-    cos = (emb.cos() * rs)[where][:, None]
-    sin = emb.sin() * rs
-    sin = torch.cat([-sin[:, :half], sin[:, half:]], dim=-1)[where][:, None]  # rotate_half's sign folded in
+    cos, sin = rope_table(inner.rotary_emb.inv_freq, float(inner.rotary_emb.attention_scaling), int(where.max()) + 1)
+    cos, sin = cos[where][:, None], sin[where][:, None]
     h = inner.embed_tokens(ids)  # [Np + B·R1, d]
     for lay in inner.layers:
         a = lay.self_attn
