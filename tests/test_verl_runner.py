@@ -233,3 +233,56 @@ def test_another_verl_or_device_is_refused_before_anything_starts(tmp_path, monk
     monkeypatch.setattr(importlib.metadata, "version", real)
     with pytest.raises(ConfigError, match="trainer.device=auto with trainer=verl: use cuda .* or cpu"):
         validate(make_cfg(tmp_path, *QUICK, "trainer=verl", "trainer.device=auto", "trainer.mini_batches=1"))
+
+
+RENDEZVOUS = """
+import os, sys
+import torch, torch.distributed as dist
+import s2lpo.verl_ext.cpu  # VERL_PLATFORM is set: patches verl's process-group start
+from verl.utils.distributed import initialize_global_process_group_ray
+try:
+    initialize_global_process_group_ray(timeout_second=60)
+except Exception as e:
+    print(type(e).__name__, e)
+    sys.exit(3)
+x = torch.tensor([float(dist.get_rank() + 1)])
+dist.all_reduce(x)
+print("sum", x.item())
+"""
+
+
+def test_ranks_meet_through_a_file_when_another_process_holds_the_master_port(tmp_path):
+    """verl picks MASTER_PORT by binding port 0 and letting it go; two array tasks on one node lost a run to
+    EADDRINUSE when the other task's Ray took that port first (CI, this stop). On the CPU platform a worker
+    group's ranks meet through a file of the start instead: with the port held by another listener, two ranks
+    start and all-reduce; without the file (verl's own TCP store) rank 0 fails on the held port."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from s2lpo.verl_ext.cpu import DIST_DIR_ENV, cpu_env
+
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen()
+    port = str(held.getsockname()[1])
+    try:
+        def start(rank: int, world: int, with_file: bool) -> subprocess.Popen:
+            env = {**os.environ, **cpu_env(tmp_path / "dist"), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port,
+                   "RANK": str(rank), "WORLD_SIZE": str(world)}
+            if not with_file:
+                env.pop(DIST_DIR_ENV)
+            return subprocess.Popen([sys.executable, "-c", RENDEZVOUS], env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True)
+
+        procs = [start(r, 2, True) for r in (0, 1)]
+        outs = [p.communicate(timeout=180)[0] for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], outs
+        assert all(o.strip().endswith("sum 3.0") for o in outs), outs
+        assert (tmp_path / "dist").is_dir()
+        tcp = start(0, 1, False)
+        out = tcp.communicate(timeout=180)[0]
+        assert tcp.returncode == 3 and "EADDRINUSE" in out, out
+    finally:
+        held.close()

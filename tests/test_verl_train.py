@@ -189,6 +189,8 @@ def test_world_size_two_matches_world_size_one(hot, tmp_path):
     two = verl_train(tmp_path / "two", *HOT, "learner.resources.gpus_per_node=2")
     assert two.status == "finished"
     assert (two.run_dir / "verl_checkpoints" / "global_step_2" / "actor" / "model_world_size_2_rank_1.pt").exists()
+    # the ranks met through a file of the start (no TCP port to lose to another process), removed at its end
+    assert [p.name for p in (two.run_dir / "verl" / "dist").iterdir()] == []
     lines = (two.run_dir / "verl" / "standin" / "weights.jsonl").read_text().splitlines()
     assert sorted(json.loads(x)["global_steps"] for x in lines) == [0, 0, 1, 1, 2, 2]  # a server per rank
     r1, r2 = rollouts(hot.run_dir), rollouts(two.run_dir)

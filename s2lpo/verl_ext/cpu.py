@@ -11,7 +11,11 @@ CPU runs only; a GPU run never imports it. On import it
    stats, streams, RNG state for checkpoints) answered for the CPU;
 2. makes ``verl.utils.distributed.initialize_global_process_group_ray`` pass plain ``gloo``: verl builds
    ``cpu:gloo,<device>:<backend>`` = ``cpu:gloo,cpu:gloo``, which torch rejects ("Duplicate device type cpu")
-   (verl/utils/distributed.py:89; ``verl.workers.engine_workers`` imports it by name, after this patch);
+   (verl/utils/distributed.py:89; ``verl.workers.engine_workers`` imports it by name, after this patch); and
+   rendezvous through a file of this start (``S2LPO_DIST_DIR``) instead of a TCP store on ``MASTER_PORT``: verl
+   picks that port by binding port 0 and closing the socket (single_controller/ray/base.py:91), so another
+   process on the node (two array tasks of a sweep sharing it: their Ray workers) can take it before rank 0
+   listens on it, and the run dies with EADDRINUSE;
 3. gives the reference policy's FSDP2 CPU-offload policy unpinned memory (pinning needs an accelerator);
 4. registers the stand-in rollout ``s2lpo_hf`` (``s2lpo.verl_ext.standin_rollout``) in verl's
    ``_ROLLOUT_REGISTRY`` and ``RolloutReplicaRegistry``, in vLLM's place.
@@ -34,10 +38,15 @@ PLATFORM = "s2lpo_cpu"
 ROLLOUT = "s2lpo_hf"
 
 
-def cpu_env(plugin: str = __name__) -> dict[str, str]:
-    """The environment every process of a CPU run needs (the runner puts it in Ray's runtime env)."""
+DIST_DIR_ENV = "S2LPO_DIST_DIR"
+
+
+def cpu_env(dist_dir: str | os.PathLike, plugin: str = __name__) -> dict[str, str]:
+    """The environment every process of a CPU run needs (the runner puts it in Ray's runtime env);
+    ``dist_dir`` a folder of this start alone, where each worker group's ranks meet (one file per group)."""
     return {"VERL_PLATFORM": PLATFORM, "VERL_USE_EXTERNAL_MODULES": plugin, "VERL_ENGINE_DEVICE": "cuda",
-            "VERL_ENGINE_VENDOR": "nvidia", "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+            "VERL_ENGINE_VENDOR": "nvidia", "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1",
+            DIST_DIR_ENV: str(dist_dir)}
 
 
 class _Stream:
@@ -198,6 +207,12 @@ def _patch_process_group() -> None:
         return
 
     def initialize_global_process_group_ray(timeout_second=None, backend=None):
+        folder = os.environ.get(DIST_DIR_ENV)
+        if folder and not os.environ.get("DIST_INIT_METHOD"):  # read by verl's original
+            # every rank of a worker group shares its MASTER_PORT (verl sets it per group), no two live groups
+            # of a start do: one file per group, made by whichever rank comes first
+            os.makedirs(folder, exist_ok=True)
+            os.environ["DIST_INIT_METHOD"] = f"file://{os.path.join(folder, 'group-' + os.environ['MASTER_PORT'])}"
         return original(timeout_second=timeout_second, backend=backend or "gloo")
 
     initialize_global_process_group_ray._s2lpo = True

@@ -12,6 +12,8 @@ run's, never another's). Needs GPUs (verl's FSDP workers and vLLM); the pieces a
 from __future__ import annotations
 
 import os
+import shutil
+import uuid
 from collections.abc import Callable
 
 from omegaconf import DictConfig, OmegaConf
@@ -102,8 +104,9 @@ def train(cfg: DictConfig, progress: Callable[[int, int, dict], None] | None = N
     with run.running() as tracker:
         follower = Follower(run.run_dir, tracker, float(cfg.logger.delivery.interval_s))
         env = {"VERL_FILE_LOGGER_PATH": str(follower.verl_file(run.starts)), "TOKENIZERS_PARALLELISM": "false"}
+        dist_dir = run.run_dir / "verl" / "dist" / f"start-{run.starts}-{uuid.uuid4().hex[:8]}"
         if on_cpu(cfg):
-            env.update(cpu_env())
+            env.update(cpu_env(dist_dir))
             if cfg.trainer.get("record_rollouts"):
                 from s2lpo.verl_ext.standin_server import RECORD_ENV  # imports Ray and verl's server classes
 
@@ -116,4 +119,5 @@ def train(cfg: DictConfig, progress: Callable[[int, int, dict], None] | None = N
             runner(v, env, log)
         finally:
             follower.stop()  # every line verl wrote is in the journal before the run's status is recorded
+            shutil.rmtree(dist_dir, ignore_errors=True)  # the ranks' rendezvous files (CPU), this start's only
     return run.result
