@@ -218,6 +218,12 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'compute bound of ours':32s} {bound:7.3f}  ({gen:.0f} generated + {prompt_tokens:.0f} prompt tokens "
           f"at {decode_rate:.0f} GFLOP/s; {signal:.0%} of {trained:.0f} trained tokens with signal at "
           f"{train_rate:.0f} GFLOP/s)")
+    # what the goal (>= 3x TRL and <= 1.5x the bound) asks of this machine: 3x TRL below the bound cannot be reached
+    # by any implementation of this work at this matmul rate
+    need = trl_s / 3
+    print(f"3x TRL here: {need:.3f} s/step = {need / bound:.2f}x the bound "
+          f"({'reachable in principle' if need >= bound else 'below the bound: unreachable at this matmul rate'}); "
+          f"1.5x the bound: {1.5 * bound:.3f} s/step = {trl_s / (1.5 * bound):.2f}x TRL")
     loads = [m["load"] for ms in runs.values() for m in ms]
     print(f"1-min load average at the starts: {min(loads):.2f}-{max(loads):.2f} (2 threads per run)")
 
