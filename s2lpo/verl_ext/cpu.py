@@ -207,12 +207,12 @@ def _patch_process_group() -> None:
         return
 
     def initialize_global_process_group_ray(timeout_second=None, backend=None):
-        folder = os.environ.get(DIST_DIR_ENV)
-        if folder and not os.environ.get("DIST_INIT_METHOD"):  # read by verl's original
+        folder, port = os.environ.get(DIST_DIR_ENV), os.environ.get("MASTER_PORT")
+        if folder and port and not os.environ.get("DIST_INIT_METHOD"):  # read by verl's original
             # every rank of a worker group shares its MASTER_PORT (verl sets it per group), no two live groups
             # of a start do: one file per group, made by whichever rank comes first
             os.makedirs(folder, exist_ok=True)
-            os.environ["DIST_INIT_METHOD"] = f"file://{os.path.join(folder, 'group-' + os.environ['MASTER_PORT'])}"
+            os.environ["DIST_INIT_METHOD"] = f"file://{os.path.join(folder, 'group-' + port)}"
         return original(timeout_second=timeout_second, backend=backend or "gloo")
 
     initialize_global_process_group_ray._s2lpo = True
