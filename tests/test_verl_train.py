@@ -174,10 +174,10 @@ def test_tempered_temperature_and_unmasked_guidance_train(hot, tmp_path):
     # verl samples at T and divides the actor's logits by T (tempered); no sample-only override per row
     v = to_verl(make_cfg(tmp_path / "hot", *BASE, *HOT), tmp_path, "x")
     assert v.actor_rollout_ref.rollout.temperature == 1.2 and v.s2lpo.learner_agent is None
-    steps = rollouts(hot.run_dir)
+    steps, hist = rollouts(hot.run_dir), read_history(hot.run_dir)
     assert sorted(steps) == [1, 2]
     for step, rows in steps.items():
-        glen = int(read_history(hot.run_dir)["train/guidance_length"][step])
+        glen = int(hist["train/guidance_length"][step])
         sources = [r["source"] for r in rows]
         assert glen > 0 and sources == plan_group(step, G, 0, "linear", 2, glen).sources * HOT_PROMPTS
         assert {"guided", "learner"} <= set(sources)
