@@ -5,6 +5,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# pytest processes side by side (pytest-xdist; one test module per process at a time, so a module's shared
+# runs start once): the suite waits on Ray, SLURM and servers much of its time, which a second process fills
+TEST_WORKERS ?= 2
 , := ,
 
 .PHONY: demo test setup bench gpu-smoke
@@ -30,7 +33,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m ruff check s2lpo experiments analysis benchmarks tests tools
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope
 
 # TRL (the benchmark's baseline) lives in a venv of its own: with any TRL installed, verl patches TRL's
 # value-head model when an actor starts, which TRL 1.x no longer has

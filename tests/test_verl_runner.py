@@ -286,3 +286,35 @@ def test_ranks_meet_through_a_file_when_another_process_holds_the_master_port(tm
         assert tcp.returncode == 3 and "EADDRINUSE" in out, out
     finally:
         held.close()
+
+
+def test_runs_side_by_side_write_the_toy_files_once(tmp_path, tiny_family):
+    """A sweep's array tasks share the cache: four runs filling verl's view of the toy family at the same
+    moment all get the same complete files (parquet written to a shared temporary name and the view's links
+    raced before the lock)."""
+    import threading
+
+    from s2lpo.verl_ext.toy import with_toy_files
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "family").symlink_to(tiny_family.root.parent)
+    cfg = make_cfg(tmp_path, *QUICK, "trainer=verl", f"paths.cache_dir={cache}")
+    start, outs, errors = threading.Barrier(4), [], []
+
+    def fill():
+        start.wait()
+        try:
+            outs.append(with_toy_files(cfg, log=lambda *_: None))
+        except Exception as e:  # noqa: BLE001 - the test reports what any of them raised
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=fill) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(outs) == 4
+    assert len({(o.learner.path, o.explorer.path, o.data.train_file) for o in outs}) == 1
+    assert pq.read_table(outs[0].data.train_file).num_rows == len(tiny_family.splits().rl)
+    assert not list((cache / "verl_toy").rglob("*.tmp"))

@@ -39,6 +39,7 @@ def with_toy_files(cfg, log=print):
     id is computed before this (the files are a function of the family recipe, already in the config)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
+    from filelock import FileLock
     from omegaconf import OmegaConf, open_dict
 
     from s2lpo.config.paths import abspath
@@ -54,18 +55,20 @@ def with_toy_files(cfg, log=print):
     ask = cfg.trainer.eval_problems
     n_eval = len(splits.eval) if ask is None else min(int(ask), len(splits.eval))
     files = {"train": (splits.rl, "train"), f"test-{n_eval}": (splits.eval[:n_eval], "test")}
-    for name, (problems, split) in files.items():
-        path = base / f"{name}.parquet"
-        if not path.exists():
-            base.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            pq.write_table(pa.Table.from_pylist(toy_rows(problems, split)), tmp)
-            tmp.replace(path)
     out = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
-    with open_dict(out):
-        for role in ("learner", "explorer"):
-            if out[role].name != "none" and out[role].path is None:
-                out[role].path = str(verl_view(family.model_dir(out[role].size), base / out[role].size))
+    base.mkdir(parents=True, exist_ok=True)
+    # one writer at a time: the runs of a sweep (array tasks side by side) share the cache
+    with FileLock(base.parent / f".{base.name}.lock"):
+        for name, (problems, split) in files.items():
+            path = base / f"{name}.parquet"
+            if not path.exists():
+                tmp = path.with_suffix(".tmp")
+                pq.write_table(pa.Table.from_pylist(toy_rows(problems, split)), tmp)
+                tmp.replace(path)
+        with open_dict(out):
+            for role in ("learner", "explorer"):
+                if out[role].name != "none" and out[role].path is None:
+                    out[role].path = str(verl_view(family.model_dir(out[role].size), base / out[role].size))
         if out.data.train_file is None:
             out.data.train_file = str(base / "train.parquet")
             out.data.eval_files = [str(base / f"test-{n_eval}.parquet")]
