@@ -318,3 +318,21 @@ def test_runs_side_by_side_write_the_toy_files_once(tmp_path, tiny_family):
     assert len({(o.learner.path, o.explorer.path, o.data.train_file) for o in outs}) == 1
     assert pq.read_table(outs[0].data.train_file).num_rows == len(tiny_family.splits().rl)
     assert not list((cache / "verl_toy").rglob("*.tmp"))
+
+
+def test_a_half_built_verl_view_is_built_again(tmp_path, tiny_family):
+    """A view whose build was killed after the links and before the tokenizer (the old layout) is redone; a
+    finished one is left as it is."""
+    from transformers import AutoTokenizer
+
+    half = tmp_path / "l"
+    half.mkdir()
+    (half / "config.json").symlink_to(tiny_family.model_dir("l") / "config.json")
+    view = verl_view(tiny_family.model_dir("l"), half)
+    tok = AutoTokenizer.from_pretrained(view)
+    assert "<|im_end|>" in tok.get_vocab() and tok.chat_template == "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    assert (view / "model.safetensors").resolve() == (tiny_family.model_dir("l") / "model.safetensors").resolve()
+    assert [p.name for p in tmp_path.iterdir()] == ["l"]  # no temporary folder left
+    stamp = (view / "tokenizer_config.json").stat().st_mtime_ns
+    assert verl_view(tiny_family.model_dir("l"), half) == view
+    assert (view / "tokenizer_config.json").stat().st_mtime_ns == stamp

@@ -10,6 +10,8 @@ share one explorer cache.
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 PLAIN_TEMPLATE = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
@@ -17,18 +19,30 @@ LINKED = ("model.safetensors", "config.json", "generation_config.json")
 
 
 def verl_view(model_dir: Path, out: Path) -> Path:
+    """``out``: the verl view of the toy model in ``model_dir``, built when missing. It is assembled in a
+    folder of its own beside ``out`` and renamed into place, so a build that is killed midway never leaves a
+    folder that looks complete (its tokenizer files are what marks a view done); a half-built one is redone."""
     from transformers import AutoTokenizer
 
-    out.mkdir(parents=True, exist_ok=True)
-    for name in LINKED:
-        src, dst = Path(model_dir) / name, out / name
-        if src.exists() and not dst.exists():
-            dst.symlink_to(src.resolve())
-    if not (out / "tokenizer_config.json").exists():
+    if (out / "tokenizer_config.json").exists():
+        return out
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        for name in LINKED:
+            if (Path(model_dir) / name).exists():
+                (tmp / name).symlink_to((Path(model_dir) / name).resolve())
         tok = AutoTokenizer.from_pretrained(model_dir)
         tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
         tok.chat_template = PLAIN_TEMPLATE
-        tok.save_pretrained(out)
+        tok.save_pretrained(tmp)
+        if (out / "tokenizer_config.json").exists():  # another process finished it meanwhile
+            return out
+        shutil.rmtree(out, ignore_errors=True)  # what a killed build of the old layout left
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
