@@ -1,8 +1,10 @@
 """Sweeps on a real single-node SLURM cluster (sbatch, sacct, requeue), tracking to a real MLflow server."""
 
 import json
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -142,17 +144,30 @@ def test_hydra_multirun_through_the_submitit_launcher(tmp_path, tiny_family, slu
 
 def test_a_ray_cluster_over_the_allocations_tasks(tmp_path, slurm_cluster):
     """Multi-node verl jobs: task 0 starts the Ray head, the other tasks join it (here two tasks on the one
-    node of the local cluster stand for two nodes: two raylets), and the head sees all of them."""
-    from s2lpo.verl_ext.ray_cluster import probe
+    node of the local cluster stand for two nodes: two raylets), and the head sees all of them. Stopping the
+    job's cluster leaves another Ray cluster on the node running (`ray stop` killed it: CI lost a verl run
+    that ran beside this test)."""
+    from s2lpo.verl_ext.ray_cluster import RAY, kill_session, probe, session_pids
     from s2lpo_testing import free_port
 
-    ex = submitit.SlurmExecutor(folder=str(tmp_path / "submitit"))
-    ex.update_parameters(nodes=1, ntasks_per_node=2, cpus_per_task=1, mem="2GB", time=10, job_name="ray-probe",
-                         setup=[f"export S2LPO_RAY_PORT={free_port()}"])
-    job = ex.submit(probe)
-    res, joined = job.results()
-    assert res["nodes"] == 2 and res["cpus"] >= 2 and len(res["hosts"]) == 1
-    assert joined is None  # the joining task returned once the head stopped
+    other_dir = tempfile.mkdtemp(prefix="ray-other-", dir="/tmp")  # Ray's socket paths must stay short
+    other = subprocess.Popen([RAY, "start", "--head", f"--port={free_port()}", f"--temp-dir={other_dir}",
+                              "--include-dashboard=false", "--num-cpus=1", "--disable-usage-stats"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        assert other.wait(timeout=120) == 0
+        bystander = session_pids(other.pid)
+        ex = submitit.SlurmExecutor(folder=str(tmp_path / "submitit"))
+        ex.update_parameters(nodes=1, ntasks_per_node=2, cpus_per_task=1, mem="2GB", time=10, job_name="ray-probe",
+                             setup=[f"export S2LPO_RAY_PORT={free_port()}"])
+        job = ex.submit(probe)
+        res, joined = job.results()
+        assert res["nodes"] == 2 and res["cpus"] >= 2 and len(res["hosts"]) == 1
+        assert joined is None  # the joining task returned once the head stopped
+        assert bystander and set(bystander) <= set(session_pids(other.pid))  # the other cluster still runs
+    finally:
+        kill_session(other.pid)
+        shutil.rmtree(other_dir, ignore_errors=True)
 
 
 def test_a_verl_sweep_runs_end_to_end_on_slurm(tmp_path, tiny_family, slurm_cluster, mlflow_server):

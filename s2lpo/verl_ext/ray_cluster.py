@@ -17,7 +17,9 @@ every Ray process of the job (head, workers, the trainer's driver) gets it as ``
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -94,6 +96,30 @@ def share_token(shared_dir: Path, rank: int, timeout: float) -> None:
     os.environ["RAY_AUTH_TOKEN"] = path.read_text().strip()
 
 
+def session_pids(sid: int) -> list[int]:
+    """The live processes (zombies left out) of session ``sid``, from ``/proc``."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, _ppid, _pgrp, session = stat.read_text().rsplit(")", 1)[1].split()[:4]
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        if int(session) == sid and state != "Z":
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def kill_session(sid: int, timeout: float = 30.0) -> None:
+    """SIGKILL every process of session ``sid`` until none is left (Ray's workers lead process groups of their
+    own, so a process group is not enough), as ``ray stop --force`` does for every Ray process of the node."""
+    end = time.time() + timeout
+    while (pids := session_pids(sid)) and time.time() < end:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.2)
+
+
 @contextmanager
 def ray_cluster(shared_dir: Path, port: int = 6379, gpus_per_node: int | None = None,
                 object_store_mb: int | None = None, timeout: float = 300.0, log=print) -> Iterator[str | None]:
@@ -109,20 +135,28 @@ def ray_cluster(shared_dir: Path, port: int = 6379, gpus_per_node: int | None = 
         cmd = [RAY, "start", "--head", f"--node-ip-address={ip}", f"--port={port}", f"--temp-dir={temp_dir}",
                "--include-dashboard=false", *_resources(gpus_per_node, object_store_mb)]
         log(f"ray head on {head} ({address}); waiting for {n_tasks} node(s)")
-        subprocess.run(cmd, check=True, capture_output=True)
+        # a session of its own: Ray's daemons and workers stay in it, and stopping kills that session only
+        # (`ray stop` kills every Ray process on the node: another job's cluster, another array task's run)
+        started = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        out, _ = started.communicate()
+        if started.returncode:
+            kill_session(started.pid)
+            raise subprocess.CalledProcessError(started.returncode, cmd, out)
         try:
             wait_for_nodes(address, n_tasks, timeout)
             os.environ["RAY_ADDRESS"] = address
             yield address
         finally:
             os.environ.pop("RAY_ADDRESS", None)
-            subprocess.run([RAY, "stop", "--force"], capture_output=True)
+            kill_session(started.pid)
     else:
         ip = socket.gethostbyname(head)
         wait_for_port(ip, port, timeout)
         log(f"task {rank}: joining the ray head at {ip}:{port}")
+        # the node leaves once the head has been gone 10 s (Ray's default waits a minute)
+        env = {**os.environ, "RAY_gcs_rpc_server_reconnect_timeout_s": "10"}
         subprocess.run([RAY, "start", f"--address={ip}:{port}", "--block", *_resources(gpus_per_node, object_store_mb)],
-                       capture_output=True)
+                       capture_output=True, env=env)
         yield None
 
 
