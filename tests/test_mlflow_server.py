@@ -95,7 +95,6 @@ def test_server_killed_mid_run_and_restarted(tmp_path, tiny_family, mlflow_serve
     overrides = [*QUICK, "algorithm=grpo", "explorer=none", "algorithm.t_mix=0", "trainer.total_steps=30",
                  "trainer.eval_every=10", "trainer.checkpoint_every=10", "logger=mlflow",
                  f"logger.mlflow.tracking_uri={mlflow_server.uri}", "logger.delivery.retry_max_s=2"]
-    ref = train(make_cfg(tmp_path / "ref", *overrides, "seed=2"), log=lambda *_: None)  # no outage
     outage: dict[str, float] = {}
 
     def restart():
@@ -119,12 +118,12 @@ def test_server_killed_mid_run_and_restarted(tmp_path, tiny_family, mlflow_serve
     assert res.status == "finished" and outage["up"] > outage["down"]
     assert any("mlflow unreachable" in s for s in said) and any("reachable again" in s for s in said)
 
-    def loop_time(run_dir):
-        ts = [r["t"] for r in read_records(run_dir)]
-        return ts[-1] - ts[0]
-
-    # the outage did not slow the training loop (the same run without an outage is the yardstick)
-    assert loop_time(res.run_dir) < 1.5 * loop_time(ref.run_dir) + 2.0
+    # the training loop did not wait for the server: steps went on reaching the journal while it was down (a
+    # delivery on the training thread would hold the loop at the first step after the kill until the server
+    # answers). Counted in steps, not compared in seconds with an undisturbed run: the server's cold start
+    # and the other test process share these two cores, and a wall-time ratio measured that as well.
+    during = {r["step"] for r in read_records(res.run_dir) if outage["down"] < r["t"] < outage["up"]}
+    assert len(during) >= 2, (during, outage["up"] - outage["down"])
     client = MlflowClient(mlflow_server.uri)
     assert mlflow_points(client, mlflow_run_id(res.run_dir)) == journal_points(res.run_dir)
     assert client.get_run(mlflow_run_id(res.run_dir)).info.status == "FINISHED"
