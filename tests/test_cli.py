@@ -99,3 +99,38 @@ def test_a_run_prepares_with_progress_bars(tmp_path, tiny_family, capsys):
     prepare_with_progress(cfg)
     err = capsys.readouterr().err
     assert "explorer cache toy-s" in err and "samples" in err, err
+
+
+def test_a_size_another_process_is_building_is_waited_for_last(tmp_path):
+    """Two runs starting on an unbuilt family split it: a size whose lock another process holds is left for
+    last, and the build waits for it only after building the free ones."""
+    import fcntl
+    import json
+    import threading
+    import time
+
+    from s2lpo.models.family import build_family, family_root
+    from s2lpo.models.resolve import family_recipe
+
+    recipe = family_recipe(make_cfg(tmp_path, "family=toy_tiny", "family.n_sft=64", "family.sft_epochs=1"))
+    root = family_root(recipe, tmp_path / "cache")
+    root.parent.mkdir(parents=True)
+    seen: list[str] = []
+    with open(root.parent / f".{recipe.key()}-s.lock", "w") as other:  # "another process" building size s
+        fcntl.flock(other, fcntl.LOCK_EX)
+        build = threading.Thread(target=build_family, args=(recipe, tmp_path / "cache"),
+                                 kwargs={"log": lambda *_: None, "progress": lambda d, t, what: seen.append(what)})
+        build.start()
+        def built() -> list[str]:
+            manifest = root / "manifest.json"
+            return list(json.loads(manifest.read_text())["models"]) if manifest.exists() else []
+
+        deadline = time.time() + 300
+        while "l" not in built():
+            assert time.time() < deadline and build.is_alive(), seen
+            time.sleep(0.1)
+        time.sleep(0.5)
+        assert built() == ["l"] and seen and all(w.startswith("size l") for w in seen)  # l while s was held
+    build.join(timeout=300)
+    assert [w.split()[1] for w in seen] == ["l", "s"]
+    assert list(build_family(recipe, tmp_path / "cache", log=lambda *_: None).manifest["models"]) == ["s", "l"]

@@ -168,10 +168,15 @@ def _build_size(recipe: FamilyRecipe, size: str, tok, pool: list[Problem], out: 
 
 
 @contextmanager
-def _locked(path: Path):
+def _locked(path: Path, wait: bool = True):
+    """Hold ``path``'s lock (yields True); with ``wait=False`` yield False at once when another process has it."""
     with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        yield
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
 
 
 def _read_manifest(root: Path) -> dict | None:
@@ -260,9 +265,17 @@ def build_family(
             if progress:
                 progress(done[0], total, what)
 
-        for k, size in enumerate(missing):
-            with _locked(root.parent / f".{recipe.key()}-{size}.lock"):
-                if size not in _read_manifest(root)["models"]:  # not built by another process meanwhile
-                    _add_size(recipe, size, pools[size], root, log, tick, f"{k + 1}/{len(missing)}")
+        # first the sizes no other process is building, then wait for the others' locks: two runs that start on
+        # an unbuilt family build a size each instead of one waiting while the other builds both
+        left = list(missing)
+        for wait in (False, True):
+            for size in list(left):
+                with _locked(root.parent / f".{recipe.key()}-{size}.lock", wait=wait) as held:
+                    if not held:
+                        continue
+                    if size not in _read_manifest(root)["models"]:  # not built by another process meanwhile
+                        _add_size(recipe, size, pools[size], root, log, tick,
+                                  f"{len(missing) - len(left) + 1}/{len(missing)}")
+                    left.remove(size)
         manifest = _read_manifest(root)
     return Family(root, recipe, manifest)
