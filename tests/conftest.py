@@ -2,9 +2,31 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from s2lpo_testing import CACHE, make_cfg
+
+
+def share_the_cores() -> int | None:
+    """Under pytest-xdist (``make test``), each worker's torch and the processes it starts get that worker's
+    share of the cores. With a thread per core in each of two processes, libgomp's spin-waiting makes them
+    take turns: a 2-thread loop of small matmuls took 0.9 s alone and 65.6 s beside a second one on 2 cores
+    (1.3 s and 1.3-1.5 s with one thread each). Study workers split the cores the same way
+    (``s2lpo.study.parallel.threads_per_job``); verl's CPU actors run one thread each."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers <= 1:
+        return None
+    import torch
+
+    n = max(1, (os.cpu_count() or 1) // workers)
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(n)
+    torch.set_num_threads(n)
+    return n
+
+
+share_the_cores()
 
 
 @pytest.fixture(scope="session")
