@@ -20,7 +20,9 @@ def share_the_cores() -> int | None:
         return None
     import torch
 
-    n = max(1, (os.cpu_count() or 1) // workers)
+    from s2lpo.study.parallel import threads_per_job
+
+    n = threads_per_job(workers)
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(n)
     torch.set_num_threads(n)
     return n

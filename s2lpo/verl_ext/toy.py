@@ -31,8 +31,8 @@ def verl_view(model_dir: Path, out: Path) -> Path:
     tmp.mkdir(parents=True)
     try:
         for name in LINKED:
-            if (Path(model_dir) / name).exists():
-                (tmp / name).symlink_to((Path(model_dir) / name).resolve())
+            if (src := Path(model_dir) / name).exists():
+                (tmp / name).symlink_to(src.resolve())
         tok = AutoTokenizer.from_pretrained(model_dir)
         tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
         tok.chat_template = PLAIN_TEMPLATE
