@@ -4,8 +4,10 @@ For the tiny models of the embedded default, Hugging Face's forward spends most 
 the matmuls: mask construction, per-layer dispatch, a KV cache grown by concatenation every token. This
 module computes the same function with the model's own weights, read once per sampling call: q/k/v and
 gate/up fused into one matmul each, a KV cache allocated once for the whole continuation, rows that
-finished dropped from the batch, and optionally a bf16 copy of the weights. ``tests/test_sampler.py`` pins
-it to the Hugging Face forward (same tokens for a seed, log-probs within 1e-5).
+finished dropped from the batch, and optionally a bf16 copy of the weights. An fp32 decode step on the CPU
+(one new token per row) runs as one compiled call (``s2lpo.rollout.kernel``, ``csrc/decode_step.cpp``) where
+that could be built. ``tests/test_sampler.py`` pins both to the Hugging Face forward (same tokens for a seed,
+log-probs within 1e-5) and the compiled step to this module's.
 
 Models of other architectures (or Qwen3 variants it does not cover: attention bias, sliding windows,
 scaled RoPE) are sampled through the Hugging Face forward instead (``FastDecoder.supports``).
@@ -17,6 +19,12 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from s2lpo.rollout.kernel import decode_kernel
+
+# decode steps through the compiled step (s2lpo.rollout.kernel) where it covers them; the benchmark turns it off
+# to show what it saves
+COMPILED_STEP = True
 
 
 @dataclass(frozen=True)
@@ -44,14 +52,42 @@ def rope_table(inv_freq: torch.Tensor, scale: float, positions: int,
 
 
 class KVCache:
-    """Keys and values of every layer for ``rows`` sequences of up to ``length`` positions, allocated once."""
+    """Keys and values of every layer for ``rows`` sequences of up to ``length`` positions, allocated once.
 
-    def __init__(self, layers: int, rows: int, kv_heads: int, length: int, head_dim: int, dtype, device):
+    ``rows`` (None: the identity) maps the batch's rows to the cache's: :meth:`drop` under the compiled step
+    only narrows it, where the Python step copies the cache without the dropped rows (12 MB a copy for toy-l's
+    64 rows, 3 ms)."""
+
+    def __init__(self, layers: int, rows: int, kv_heads: int, length: int, head_dim: int, dtype, device,
+                 indirect: bool = False):
         self.k = torch.zeros((layers, rows, kv_heads, length, head_dim), dtype=dtype, device=device)
         self.v = torch.zeros((layers, rows, kv_heads, length, head_dim), dtype=dtype, device=device)
+        self.indirect = indirect
+        self.rows: torch.Tensor | None = None
 
-    def select(self, rows: torch.Tensor) -> None:
-        self.k, self.v = self.k.index_select(1, rows), self.v.index_select(1, rows)
+    def select(self, rows: torch.Tensor, filled: int | None = None) -> None:
+        """Copy the cache to these rows (in this order; a row may repeat). ``filled``: only positions below it
+        hold anything yet; under the compiled step (which reads no position its row's mask leaves out, where
+        the Python step multiplies them by 0) only those are copied, into uninitialised memory."""
+        if self.rows is not None:
+            rows, self.rows = self.rows[rows], None
+        if filled is None or not self.indirect:
+            self.k, self.v = self.k.index_select(1, rows), self.v.index_select(1, rows)
+            return
+        for name in ("k", "v"):
+            old = getattr(self, name)
+            new = torch.empty((old.shape[0], len(rows), *old.shape[2:]), dtype=old.dtype, device=old.device)
+            new[:, :, :, :filled] = old[:, :, :, :filled].index_select(1, rows)
+            setattr(self, name, new)
+
+    def drop(self, keep: torch.Tensor) -> None:
+        """Keep only these rows of the batch (increasing)."""
+        if not self.indirect:
+            return self.select(keep)
+        self.rows = keep if self.rows is None else self.rows[keep]
+
+    def row_index(self, n: int) -> torch.Tensor:
+        return self.rows if self.rows is not None else torch.arange(n, device=self.k.device)
 
 
 class FastDecoder:
@@ -82,6 +118,10 @@ class FastDecoder:
         self.inv_freq = inner.rotary_emb.inv_freq.detach().float()
         self.rope_scale = float(inner.rotary_emb.attention_scaling)
         self.device = self.embed.device
+        self.kernel = (decode_kernel() if COMPILED_STEP and self.dtype == torch.float32 and self.device.type == "cpu"
+                       and self.head_dim <= 512 else None)
+        self._flat = [t for lay in self.layers for t in (lay.in_norm, lay.qkv, lay.qk_norm, lay.o, lay.post_norm,
+                                                          lay.gate_up, lay.down)]
 
     @staticmethod
     def supports(model) -> bool:
@@ -93,7 +133,8 @@ class FastDecoder:
                 and not getattr(cfg, "pretraining_tp", 1) > 1)
 
     def cache(self, rows: int, length: int) -> KVCache:
-        return KVCache(len(self.layers), rows, self.kv_heads, length, self.head_dim, self.dtype, self.device)
+        return KVCache(len(self.layers), rows, self.kv_heads, length, self.head_dim, self.dtype, self.device,
+                       indirect=self.kernel is not None)
 
     def rope_table(self, positions: int) -> tuple[torch.Tensor, torch.Tensor]:
         """:func:`rope_table` of this model, once per sampling call instead of once per layer and token."""
@@ -108,6 +149,12 @@ class FastDecoder:
         n, s = ids.shape
         end = start + s
         cos_t, sin_t = rope if rope is not None else self.rope_table(int(pos.max()) + 1)
+        if cache.rows is not None and not (s == 1 and self.kernel is not None):
+            cache.select(torch.arange(n, device=ids.device))  # the Python step reads the cache's rows in order
+        if s == 1 and self.kernel is not None:
+            return self.kernel.decode_step(ids.reshape(-1), pos.reshape(-1).contiguous(), cache.k, cache.v,
+                                           cache.row_index(n), start, key_mask.contiguous(), cos_t, sin_t, self._flat, self.embed, self.norm,
+                                           self.lm_head, self.heads, self.kv_heads, self.head_dim, self.eps, self.scale)
         cos, sin = cos_t[pos][:, :, None], sin_t[pos][:, :, None]  # [n, s, 1, hd]
         mask = key_mask[:, None, :end]
         if s > 1:  # causal within the new tokens; a padded query attends to itself (never an empty row)

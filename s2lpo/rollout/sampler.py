@@ -155,8 +155,9 @@ def sample_batch(
     """Sample one continuation per context (contexts may differ in length) with the lean forward of
     ``s2lpo.rollout.decode``: the same samples as ``sample_batch_hf`` for the same generator.
 
-    Rows that sampled eos leave the batch (and the KV cache) once they are a quarter of it; the random draws
-    are still made for every row, so each row's draws do not depend on when the others finished.
+    Rows that sampled eos leave the batch (and the KV cache: at once under the compiled step, else once they are a
+    quarter of it); the random draws are still made for every row, so each row's draws do not depend on when the
+    others finished.
     """
     device = dec.device
     n, T = len(contexts), params.max_new_tokens
@@ -165,7 +166,7 @@ def sample_batch(
     cache, rope = dec.cache(len(uids), width + T), dec.rope_table(width + T)
     logits = dec.forward(uids, upos, cache, 0, uatt.bool(), rope)[row_ctx]
     if len(uids) < n:
-        cache.select(row_ctx)
+        cache.select(row_ctx, filled=width)
     keys = torch.ones((n, width + T), dtype=torch.bool, device=device)
     keys[:, :width] = uatt.bool()[row_ctx]
     next_pos = upos[row_ctx, -1:] + 1
@@ -193,10 +194,13 @@ def sample_batch(
         if bool(done.all()) or t == T - 1:
             break
         gone = done[live]
-        if 4 * int(gone.sum()) >= len(live):  # drop the finished rows from the batch and the cache
+        # drop the finished rows from the batch (and the cache): at once where that is an index (the compiled
+        # step), else once they are a quarter of the batch (the cache is copied without them)
+        n_gone = int(gone.sum())
+        if n_gone and (cache.indirect or 4 * n_gone >= len(live)):
             keep = torch.nonzero(~gone).squeeze(-1)
             live, tok = live[keep], tok[keep]
-            cache.select(keep)
+            cache.drop(keep)
         logits = dec.forward(tok[:, None], next_pos[live], cache, width + t, keys[live], rope)
         next_pos = next_pos + 1
     return _samples(toks, lps, lengths, done)

@@ -1,0 +1,149 @@
+// One decode step (one new token per row) of a Qwen3 causal LM in float32 on the CPU: the function of
+// s2lpo.rollout.decode.FastDecoder.forward for s == 1, with its matmuls through ATen (MKL) and everything
+// between them (RMSNorms, q/k norms, RoPE, the cache write, grouped-query attention, SiLU) as loops over the
+// rows, spread over torch's intra-op threads. Built on first use by s2lpo.rollout.fused.
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+using at::Tensor;
+
+namespace {
+
+inline void rms_norm(const float* x, const float* w, float* y, int64_t d, float eps) {
+  float ss = 0.f;
+#pragma omp simd reduction(+ : ss)
+  for (int64_t j = 0; j < d; ++j) ss += x[j] * x[j];
+  const float r = 1.f / std::sqrt(ss / static_cast<float>(d) + eps);
+#pragma omp simd
+  for (int64_t j = 0; j < d; ++j) y[j] = x[j] * r * w[j];
+}
+
+void rms_norm_rows(const Tensor& x, const Tensor& w, Tensor& y, float eps) {
+  const int64_t d = x.size(1);
+  const float *xp = x.data_ptr<float>(), *wp = w.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  at::parallel_for(0, x.size(0), 8, [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) rms_norm(xp + r * d, wp, yp + r * d, d, eps);
+  });
+}
+
+struct Dims {
+  int64_t H, KV, hd, cap, start;  // heads, kv heads, head dim, cache length, this token's position in the cache
+  float eps, scale;
+};
+
+// q/k norms and RoPE of one row's q and k heads (in place), its k and v written to the cache, and its attention
+// output: queries grouped by the kv head they share, over the cached positions the row's mask keeps.
+void attend_row(float* row, const float* qk_norm, const float* c, const float* s, float* kc, float* vc,
+                const bool* mask, float* out, const Dims& D, std::vector<float>& sc) {
+  const int64_t H = D.H, KV = D.KV, hd = D.hd, half = hd / 2, end = D.start + 1, G = H / KV;
+  float tmp[512];
+  for (int64_t j = 0; j < H + KV; ++j) {
+    float* x = row + j * hd;
+    rms_norm(x, qk_norm + j * hd, tmp, hd, D.eps);
+#pragma omp simd
+    for (int64_t d = 0; d < half; ++d) x[d] = tmp[d] * c[d] + tmp[d + half] * s[d];
+#pragma omp simd
+    for (int64_t d = half; d < hd; ++d) x[d] = tmp[d] * c[d] + tmp[d - half] * s[d];
+  }
+  for (int64_t g = 0; g < KV; ++g) {
+    const float *kb = kc + g * D.cap * hd, *vb = vc + g * D.cap * hd;
+    std::copy_n(row + (H + g) * hd, hd, kc + (g * D.cap + D.start) * hd);
+    std::copy_n(row + (H + KV + g) * hd, hd, vc + (g * D.cap + D.start) * hd);
+    for (int64_t qi = 0; qi < G; ++qi) {
+      const int64_t j = g * G + qi;
+      const float* q = row + j * hd;
+      float* p = sc.data();
+      float mx = -INFINITY;
+      for (int64_t t = 0; t < end; ++t) {
+        if (!mask[t]) continue;
+        const float* k = kb + t * hd;
+        float a = 0.f;
+#pragma omp simd reduction(+ : a)
+        for (int64_t d = 0; d < hd; ++d) a += q[d] * k[d];
+        p[t] = a * D.scale;
+        mx = std::max(mx, p[t]);
+      }
+      float z = 0.f;
+      for (int64_t t = 0; t < end; ++t) {
+        p[t] = mask[t] ? std::exp(p[t] - mx) : 0.f;
+        z += p[t];
+      }
+      float* o = out + j * hd;
+      std::fill_n(o, hd, 0.f);
+      for (int64_t t = 0; t < end; ++t) {
+        if (!mask[t]) continue;
+        const float w = p[t] / z;
+        const float* v = vb + t * hd;
+#pragma omp simd
+        for (int64_t d = 0; d < hd; ++d) o[d] += w * v[d];
+      }
+    }
+  }
+}
+
+}  // namespace
+
+// Logits [rows, vocab] at one new token per row. ids, pos: [rows] (int64); k_cache, v_cache: [layers, cache rows,
+// kv heads, cap, head dim], written at position start; cache_rows: [rows] (int64), the cache row of each row (rows
+// that left the batch leave their cache rows unused instead of the cache being copied without them); key_mask: [rows, >= start + 1] (bool), which cached positions
+// are real tokens; cos, sin: the sign-folded RoPE tables [positions, head dim]; weights: per layer in_norm, qkv,
+// qk_norm, o, post_norm, gate_up, down (FastDecoder's _Layer, flattened).
+Tensor decode_step(const Tensor& ids, const Tensor& pos, const Tensor& k_cache, const Tensor& v_cache,
+                   const Tensor& cache_rows, int64_t start,
+                   const Tensor& key_mask, const Tensor& cos, const Tensor& sin, const std::vector<Tensor>& weights,
+                   const Tensor& embed, const Tensor& norm, const Tensor& lm_head, int64_t heads, int64_t kv_heads,
+                   int64_t head_dim, double eps, double scale) {
+  TORCH_CHECK(weights.size() % 7 == 0, "decode_step: 7 weights per layer");
+  TORCH_CHECK(head_dim <= 512 && heads % kv_heads == 0, "decode_step: unsupported head layout");
+  TORCH_CHECK(k_cache.is_contiguous() && v_cache.is_contiguous() && key_mask.stride(1) == 1 && cos.is_contiguous() &&
+                  sin.is_contiguous() && pos.is_contiguous() && cache_rows.is_contiguous(), "decode_step: layout");
+  TORCH_CHECK(cache_rows.size(0) == ids.size(0), "decode_step: a cache row per row");
+  TORCH_CHECK(k_cache.scalar_type() == at::kFloat && embed.scalar_type() == at::kFloat, "decode_step: float32 only");
+  TORCH_CHECK(start < k_cache.size(3), "decode_step: the cache is full");
+  at::NoGradGuard no_grad;
+  const int64_t n = ids.size(0), hidden = embed.size(1), layers = weights.size() / 7;
+  const Dims D{heads, kv_heads, head_dim, k_cache.size(3), start, static_cast<float>(eps), static_cast<float>(scale)};
+  Tensor h = embed.index_select(0, ids.reshape(-1)).contiguous();
+  Tensor x = at::empty_like(h), att = at::empty({n, heads * head_dim}, h.options());
+  const int64_t *P = pos.data_ptr<int64_t>(), *R = cache_rows.data_ptr<int64_t>();
+  const bool* M = key_mask.data_ptr<bool>();
+  const float *C = cos.data_ptr<float>(), *S = sin.data_ptr<float>();
+  const int64_t width = (heads + 2 * kv_heads) * head_dim, row_cache = kv_heads * D.cap * head_dim;
+  for (int64_t i = 0; i < layers; ++i) {
+    const Tensor* w = weights.data() + 7 * i;
+    rms_norm_rows(h, w[0], x, D.eps);
+    Tensor qkv = at::mm(x, w[1].t());
+    float *qp = qkv.data_ptr<float>(), *ap = att.data_ptr<float>();
+    float *kc = k_cache[i].data_ptr<float>(), *vc = v_cache[i].data_ptr<float>();
+    const float* qn = w[2].data_ptr<float>();
+    at::parallel_for(0, n, 4, [&](int64_t b, int64_t e) {
+      std::vector<float> sc(start + 1);
+      for (int64_t r = b; r < e; ++r)
+        attend_row(qp + r * width, qn, C + P[r] * head_dim, S + P[r] * head_dim, kc + R[r] * row_cache,
+                   vc + R[r] * row_cache, M + r * key_mask.stride(0), ap + r * heads * head_dim, D, sc);
+    });
+    h.addmm_(att, w[3].t());
+    rms_norm_rows(h, w[4], x, D.eps);
+    Tensor gu = at::mm(x, w[5].t());
+    const int64_t inter = gu.size(1) / 2;
+    Tensor act = at::empty({n, inter}, h.options());
+    const float* gp = gu.data_ptr<float>();
+    float* acp = act.data_ptr<float>();
+    at::parallel_for(0, n, 8, [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; ++r)
+        for (int64_t j = 0; j < inter; ++j) {
+          const float g = gp[r * 2 * inter + j];
+          acp[r * inter + j] = g / (1.f + std::exp(-g)) * gp[r * 2 * inter + inter + j];
+        }
+    });
+    h.addmm_(act, w[6].t());
+  }
+  rms_norm_rows(h, norm, x, D.eps);
+  return at::mm(x, lm_head.t());
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) { m.def("decode_step", &decode_step); }

@@ -1,0 +1,126 @@
+"""The compiled decode step (``csrc/decode_step.cpp``): built on first use, once per machine type, and loaded.
+
+A decode step of the tiny models is a few small matmuls and ~200 small tensor operations between them; in
+Python each of those costs more than its arithmetic. The C++ step keeps the matmuls in ATen (MKL) and does the
+rest as loops over the rows, on torch's intra-op threads (torch's own OpenMP runtime, so no second thread pool
+spins beside it). ``s2lpo.rollout.decode.FastDecoder`` uses it for fp32 decode steps on the CPU.
+
+It is built with ``torch.utils.cpp_extension`` (ninja and the machine's C++ compiler, ~50 s) for this CPU
+(``-march=native``) under ``$TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``), in a folder whose
+name digests the source, the flags, the CPU's instruction sets and the Python and torch versions: a home
+directory shared by nodes of different CPUs keeps a build per CPU type. ``s2lpo build-kernel`` (run by
+``make setup``) builds it ahead of time. Where it cannot be built (no compiler), :func:`decode_kernel` returns
+None and says why once (a warning): sampling takes the Python step, same samples, slower.
+``S2LPO_DECODE_KERNEL=0`` turns it off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import logging
+import os
+import platform
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+from filelock import FileLock
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).parent / "csrc" / "decode_step.cpp"
+CFLAGS = ("-O3", "-march=native", "-fopenmp")
+LDFLAGS = ("-fopenmp",)  # resolves to torch's own libgomp.so.1, loaded already: one OpenMP runtime in the process
+
+
+@dataclass(frozen=True)
+class Build:
+    module: ModuleType | None
+    directory: Path
+    error: str = ""  # why there is no module (the compiler's output, where it ran)
+
+    def reason(self) -> str:
+        """The error's last line and the build folder."""
+        last = self.error.strip().splitlines()[-1] if self.error.strip() else "unknown"
+        return f"{last} (build folder {self.directory})"
+
+
+def _cpu_features() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return " ".join(sorted(line.split(":", 1)[1].split()))
+    return platform.processor() or platform.machine()
+
+
+def build_name() -> str:
+    import torch
+
+    key = "\n".join([SOURCE.read_text(), " ".join(CFLAGS + LDFLAGS), _cpu_features(), platform.machine(),
+                     sys.version, torch.__version__])
+    return f"s2lpo_decode_step_{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
+def extensions_root() -> Path:
+    from torch.utils.cpp_extension import get_default_build_root
+
+    return Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root())
+
+
+@contextlib.contextmanager
+def _ninja_on_path():
+    """torch runs ``ninja`` from PATH; the ``ninja`` package's binary lies beside the venv's Python, which a
+    caller need not have on PATH."""
+    old = os.environ.get("PATH", "")
+    try:
+        import ninja
+
+        os.environ["PATH"] = os.pathsep.join([ninja.BIN_DIR, old])
+    except ImportError:
+        pass
+    try:
+        yield
+    finally:
+        os.environ["PATH"] = old
+
+
+def build(root: Path | None = None) -> Build:
+    """Build (or find built) and load the decode step under ``root`` (default :func:`extensions_root`)."""
+    from torch.utils.cpp_extension import load
+
+    name = build_name()
+    root = root or extensions_root()
+    directory = root / name
+    directory.mkdir(parents=True, exist_ok=True)
+    # torch's own build lock is a file that a killed build leaves behind, and every later load waits on it for
+    # good; ours is released by the OS with the process, and while we hold it no other s2lpo process builds here
+    with FileLock(str(root / f".{name}.lock")):
+        (directory / "lock").unlink(missing_ok=True)
+        try:
+            with _ninja_on_path():
+                # (copies: load appends torch's own link flags to the list it is given)
+                module = load(name, [str(SOURCE)], extra_cflags=list(CFLAGS), extra_ldflags=list(LDFLAGS),
+                              build_directory=str(directory), verbose=False)
+        except (RuntimeError, OSError, ImportError, subprocess.CalledProcessError) as e:
+            return Build(None, directory, f"{type(e).__name__}: {str(e).strip()}")
+    return Build(module, directory)
+
+
+@functools.cache
+def decode_kernel() -> ModuleType | None:
+    """The compiled decode step of this process (built on the first call), or None where it is off or cannot
+    be built (a warning says why, once)."""
+    if os.environ.get("S2LPO_DECODE_KERNEL", "1").lower() in ("0", "false", "off", "no"):
+        return None
+    if platform.system() != "Linux":
+        log.warning("the compiled decode step is built on Linux only: sampling takes the Python step")
+        return None
+    b = build()
+    if b.module is None:
+        log.warning("the compiled decode step could not be built (%s): sampling takes the Python step, the same "
+                    "samples, slower; `s2lpo build-kernel` shows the compiler's output", b.reason())
+    return b.module

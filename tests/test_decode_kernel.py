@@ -1,0 +1,153 @@
+"""The compiled decode step (``s2lpo.rollout.kernel``, ``csrc/decode_step.cpp``) is the Python step's function,
+and a machine where it cannot be built, or a build that was killed, still samples."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
+
+import s2lpo.rollout.decode as decode
+import s2lpo.rollout.sampler as sampler
+from s2lpo.rollout import kernel
+
+# float32 summation order: the compiled step sums its norms and attention in another order than ATen's kernels, so
+# logits of magnitude ~10 come out a few ulps apart (up to 1.4e-5 measured) and log-probs up to ~1.5e-5; the same
+# noise as between the Python step and the Hugging Face forward (test_decode.py's LOGPROB_TOL, whose note measures it)
+LOGPROB_TOL = 5e-5
+needs_compiler = pytest.mark.skipif(shutil.which(os.environ.get("CXX", "c++")) is None, reason="no C++ compiler")
+
+
+@pytest.fixture(scope="module")
+def family(tiny_family):
+    tok = AutoTokenizer.from_pretrained(tiny_family.tokenizer_dir)
+    prompts = [p.prompt for p in tiny_family.splits().eval[:5]] + ["Q: 7-3*5+2=? 3*5=15,"]  # lengths differ
+    contexts = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts for _ in range(6)]
+    return tiny_family, tok, contexts
+
+
+def _models(tiny_family):
+    """The family's small model (4 heads, 2 kv heads, head dim 16) and a random one with 4 queries per kv head,
+    head dim 24 and tied embeddings."""
+    yield "s", AutoModelForCausalLM.from_pretrained(tiny_family.model_dir("s"), dtype=torch.float32).eval()
+    torch.manual_seed(0)
+    cfg = Qwen3Config(vocab_size=272, hidden_size=96, num_hidden_layers=2, num_attention_heads=8, num_key_value_heads=2,
+                      head_dim=24, intermediate_size=160, max_position_embeddings=128, tie_word_embeddings=True)
+    yield "random", Qwen3ForCausalLM(cfg).eval()
+
+
+@needs_compiler
+def test_the_compiled_step_computes_the_python_steps_logits_and_cache(family):
+    """Left-padded contexts prefilled, then 12 decode steps with rows leaving the batch: at every step the
+    compiled step's logits are the Python step's (within 1e-5) and it writes the same keys and values."""
+    tiny_family, tok, contexts = family
+    for name, model in _models(tiny_family):
+        compiled = decode.FastDecoder(model)
+        assert compiled.kernel is not None, "the compiled decode step was not built on a machine with a compiler"
+        python = decode.FastDecoder(model)
+        python.kernel = None
+        ids, att = sampler.left_pad(contexts[::6], tok.pad_token_id, "cpu")
+        pos = (att.cumsum(-1) - 1).clamp(min=0)
+        width, steps = ids.shape[1], 12
+        keys = torch.ones((len(ids), width + steps), dtype=torch.bool)
+        keys[:, :width] = att.bool()
+        rope = python.rope_table(width + steps)
+        caches = [python.cache(len(ids), width + steps), compiled.cache(len(ids), width + steps)]
+        with torch.inference_mode():
+            logits = [d.forward(ids, pos, c, 0, keys, rope) for d, c in zip((python, compiled), caches)]
+            assert torch.equal(logits[0], logits[1])  # the prefill is the Python forward in both
+            live, nxt = torch.arange(len(ids)), pos[:, -1:] + 1
+            for t in range(steps):
+                tok_ids = logits[0].argmax(-1)[:, None]
+                if t == 5:  # two rows leave the batch and the cache
+                    keep = torch.tensor([0, 2, 3, 5][: len(live)])
+                    live, tok_ids = live[keep], tok_ids[keep]
+                    for c in caches:
+                        c.drop(keep)  # the Python step's cache copies, the compiled step's narrows its row index
+                logits = [d.forward(tok_ids, nxt[live], c, width + t, keys[live], rope)
+                          for d, c in zip((python, compiled), caches)]
+                assert torch.allclose(logits[0], logits[1], rtol=1e-5, atol=1e-5), (name, t)
+                diff = (logits[0].log_softmax(-1) - logits[1].log_softmax(-1)).abs().max()
+                assert diff < LOGPROB_TOL, (name, t, diff)
+                nxt = nxt + 1
+        assert caches[0].rows is None and caches[1].rows.tolist() == [0, 2, 3, 5]
+        caches[1].select(torch.arange(len(live)))  # the kept rows, in order
+        for a, b in ((caches[0].k, caches[1].k), (caches[0].v, caches[1].v)):
+            assert torch.allclose(a, b, rtol=1e-5, atol=1e-5), (name, (a - b).abs().max())
+
+
+@needs_compiler
+@pytest.mark.parametrize("params", [sampler.SamplingParams(max_new_tokens=40),
+                                    sampler.SamplingParams(temperature=1.3, top_p=0.9, top_k=20, max_new_tokens=40,
+                                                           presence_penalty=0.5)], ids=["plain", "filtered"])
+def test_sampling_through_the_compiled_step_draws_the_same_samples(family, params, monkeypatch):
+    tiny_family, tok, contexts = family
+    for _, model in _models(tiny_family):
+        out = {}
+        for on in (True, False):
+            monkeypatch.setattr(decode, "COMPILED_STEP", on)
+            assert (sampler.fast_decoder(model).kernel is not None) == on
+            out[on] = sampler.sample(model, contexts, params, tok.eos_token_id, tok.pad_token_id,
+                                     torch.Generator().manual_seed(3))
+        assert [s.tokens for s in out[True]] == [s.tokens for s in out[False]]
+        assert max(abs(a - b) for x, y in zip(out[True], out[False]) for a, b in zip(x.logprobs, y.logprobs)) < LOGPROB_TOL
+
+
+def test_where_it_cannot_be_built_sampling_takes_the_python_step(family, tmp_path, monkeypatch, caplog):
+    """A machine whose compiler fails: the build says why (the compiler's output, the folder), the process
+    warns once and samples through the Python step; ``S2LPO_DECODE_KERNEL=0`` turns the step off."""
+    tiny_family, tok, contexts = family
+    broken = tmp_path / "cxx"
+    broken.write_text("#!/bin/sh\n[ \"$1\" = --version ] && exec c++ --version\n"
+                      "echo 'cc1plus: fatal error: no space left on device' >&2\nexit 1\n")
+    broken.chmod(0o755)
+    monkeypatch.setenv("CXX", str(broken))
+    # a name of its own: torch numbers a second build of one name in one process as a new version, which would
+    # make this process's later loads of the real one build it again
+    monkeypatch.setattr(kernel, "build_name", lambda: "s2lpo_decode_step_broken")
+    b = kernel.build(tmp_path / "ext")
+    assert b.module is None and b.directory.parent == tmp_path / "ext"
+    assert "no space left on device" in b.error and str(b.directory) in b.reason()
+
+    model = next(_models(tiny_family))[1]
+    monkeypatch.setattr(kernel, "extensions_root", lambda: tmp_path / "ext")
+    kernel.decode_kernel.cache_clear()
+    try:
+        with caplog.at_level("WARNING", logger="s2lpo.rollout.kernel"):
+            assert sampler.fast_decoder(model).kernel is None and sampler.fast_decoder(model).kernel is None
+        assert [r.getMessage() for r in caplog.records if "could not be built" in r.getMessage()] != []
+        assert len([r for r in caplog.records if r.name == kernel.__name__]) == 1  # once per process
+        params = sampler.SamplingParams(max_new_tokens=12)
+        out = sampler.sample(model, contexts[:6], params, tok.eos_token_id, tok.pad_token_id, torch.Generator().manual_seed(0))
+        ref = sampler.sample_batch_hf(model, contexts[:6], params, tok.eos_token_id, tok.pad_token_id,
+                                      torch.Generator().manual_seed(0))
+        assert [s.tokens for s in out] == [s.tokens for s in ref]
+        kernel.decode_kernel.cache_clear()
+        monkeypatch.setenv("S2LPO_DECODE_KERNEL", "0")
+        monkeypatch.delenv("CXX")
+        assert kernel.decode_kernel() is None
+    finally:
+        kernel.decode_kernel.cache_clear()
+
+
+@needs_compiler
+def test_a_build_killed_midway_does_not_hold_up_the_next_run(tmp_path):
+    """torch's build lock is a file: a build killed while holding it (a preempted job) left every later load
+    waiting for good. The loader clears it under a lock the OS releases with its holder."""
+    built = kernel.build()
+    assert built.module is not None, built.error
+    (built.directory / "lock").write_text("")
+    code = textwrap.dedent("""
+        from s2lpo.rollout import kernel
+        b = kernel.build()
+        print("built" if b.module is not None else b.error)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0 and out.stdout.strip() == "built", out.stderr[-2000:]
+    assert not (built.directory / "lock").exists()
