@@ -7,8 +7,8 @@ spins beside it). ``s2lpo.rollout.decode.FastDecoder`` uses it for fp32 decode s
 
 It is built with ``torch.utils.cpp_extension`` (ninja and the machine's C++ compiler, ~50 s) for this CPU
 (``-march=native``) under ``$TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``), in a folder whose
-name digests the source, the flags, the CPU's instruction sets and the Python and torch versions: a home
-directory shared by nodes of different CPUs keeps a build per CPU type. ``s2lpo build-kernel`` (run by
+name digests the source, the flags, the CPU's instruction sets, the Python version and the torch install: a home
+directory shared by nodes of different CPUs, or by several venvs, keeps a build for each. ``s2lpo build-kernel`` (run by
 ``make setup``) builds it ahead of time. Where it cannot be built (no compiler), :func:`decode_kernel` returns
 None and says why once (a warning): sampling takes the Python step, same samples, slower.
 ``S2LPO_DECODE_KERNEL=0`` turns it off.
@@ -60,8 +60,10 @@ def _cpu_features() -> str:
 def build_name() -> str:
     import torch
 
+    # torch's headers are included from (and its libraries linked from) the venv: a build per torch install,
+    # or two venvs would rebuild one folder in turn, under a library another process has loaded
     key = "\n".join([SOURCE.read_text(), " ".join(CFLAGS + LDFLAGS), _cpu_features(), platform.machine(),
-                     sys.version, torch.__version__])
+                     sys.version, torch.__version__, str(Path(torch.__file__).resolve().parent)])
     return f"s2lpo_decode_step_{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
