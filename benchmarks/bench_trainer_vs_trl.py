@@ -8,7 +8,8 @@ Fair: plain GRPO on both sides (no explorer), beta = 0 (no reference model), one
 TRL with gradient checkpointing off (its default is on: ~25 % of its step here). Each measurement runs in a
 process of its own and the variants alternate, round after round, so a change of machine load lands on all
 of them alike; each variant's number is the median over rounds of its per-round median step (step 1, the
-warm-up, excluded), with the min-max over rounds and the 1-minute load average at each start. Our two
+warm-up, excluded), with the min-max over rounds and the 1-minute load average at each start; for ours also
+the rollout phase alone (sampling s/step) against its share of the bound. Our two
 savings with identical gradients are rows of their own:
 
 - ``ours``: the local trainer as it runs;
@@ -88,7 +89,8 @@ def run_ours(cfg, skip: bool, share: bool, fast: bool, lean: bool, compiled: boo
     work = [{"generated": h["compute/learner/tokens"][s], "trained": (flops[s] - flops[s - 1]) / (6 * params),
              "signal": h["train/rows_with_signal"][s]} for s in steps]
     arch = json.loads((model_path(cfg, "learner", toy_family(cfg, log=lambda *_: None)) / "config.json").read_text())
-    return {"steps": [h["time/step_s"][s] for s in steps], "work": work, "params": params,
+    return {"steps": [h["time/step_s"][s] for s in steps], "sampling": [h["time/generate_s"][s] for s in steps],
+            "work": work, "params": params,
             "arch": [arch["hidden_size"], arch["intermediate_size"], arch["vocab_size"]]}
 
 
@@ -211,17 +213,23 @@ def main(argv: list[str] | None = None) -> None:
     trained = statistics.median(w["trained"] for w in works)
     signal = statistics.median(w["signal"] for w in works)
     prompt_tokens = (trained - gen) / rows * args.prompts  # each prompt prefilled once
-    bound = (2 * p * (prompt_tokens + gen)) / (decode_rate * 1e9) + 6 * p * signal * trained / (train_rate * 1e9)
+    gen_bound = 2 * p * (prompt_tokens + gen) / (decode_rate * 1e9)
+    bound = gen_bound + 6 * p * signal * trained / (train_rate * 1e9)
     print(f"model toy-{args.size} ({p / 1e6:.2f}M params), {args.prompts} prompts x {args.group} rollouts, "
           f"<= {args.max_new_tokens} new tokens, {args.threads} threads, {args.precision}; {args.rounds} rounds "
           f"alternating, {args.steps - 1} timed steps each")
-    print(f"{'variant':32s} {'s/step (median, min-max of rounds)':36s} {'TRL / it':>9s} {'it / bound':>11s}")
+    print(f"{'variant':32s} {'s/step (median, min-max of rounds)':36s} {'TRL / it':>9s} {'it / bound':>11s}"
+          f"  {'sampling s/step':>16s} {'/ its bound':>11s}")
     for v, ms in med.items():
         m = statistics.median(ms)
-        print(f"{v:32s} {m:7.3f}  [{min(ms):.3f}, {max(ms):.3f}]{'':14s} {trl_s / m:8.2f}x {m / bound:10.2f}x")
+        samp = ""
+        if "sampling" in runs[v][0]:  # the rollout phase alone (ours only): what the decode variants change
+            g = statistics.median(statistics.median(r["sampling"]) for r in runs[v])
+            samp = f"  {g:16.3f} {g / gen_bound:10.2f}x"
+        print(f"{v:32s} {m:7.3f}  [{min(ms):.3f}, {max(ms):.3f}]{'':14s} {trl_s / m:8.2f}x {m / bound:10.2f}x{samp}")
     print(f"{'compute bound of ours':32s} {bound:7.3f}  ({gen:.0f} generated + {prompt_tokens:.0f} prompt tokens "
-          f"at {decode_rate:.0f} GFLOP/s; {signal:.0%} of {trained:.0f} trained tokens with signal at "
-          f"{train_rate:.0f} GFLOP/s)")
+          f"at {decode_rate:.0f} GFLOP/s: {gen_bound:.3f} s; {signal:.0%} of {trained:.0f} trained tokens with signal "
+          f"at {train_rate:.0f} GFLOP/s: {bound - gen_bound:.3f} s)")
     # what the goal (>= 3x TRL and <= 1.5x the bound) asks of this machine: 3x TRL below the bound cannot be reached
     # by any implementation of this work at this matmul rate
     need = trl_s / 3

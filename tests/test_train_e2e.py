@@ -276,3 +276,21 @@ def test_runs_from_the_same_start_evaluate_it_once(tmp_path, tiny_family, monkey
     del calls[:]
     _, h5, _ = run(tmp_path / "e", *grpo_ov, memo)
     assert calls == [2, 4] and step0(h5) == step0(h1)
+
+
+def test_inside_a_slurm_job_a_run_without_threads_takes_its_cpus(tmp_path, tiny_family, monkeypatch):
+    """``trainer.threads=null`` inside a SLURM job: torch gets the job's CPUs (``SLURM_CPUS_PER_TASK``), not
+    every core of the node; a set ``trainer.threads`` wins; outside SLURM torch keeps its default."""
+    from s2lpo.trainer.setup import intra_op_threads
+
+    before = torch.get_num_threads()
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
+    try:
+        torch.set_num_threads(2)
+        run(tmp_path, "trainer.threads=null", "trainer.total_steps=3", "trainer.eval_every=10")
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert intra_op_threads(3, {"SLURM_CPUS_PER_TASK": "1"}) == 3
+    assert intra_op_threads(None, {"SLURM_CPUS_PER_TASK": "6"}) == 6
+    assert intra_op_threads(None, {}) is None and intra_op_threads(None, {"SLURM_CPUS_PER_TASK": ""}) is None

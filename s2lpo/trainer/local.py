@@ -11,6 +11,7 @@ and started again reproduces the uninterrupted run's metric history.
 from __future__ import annotations
 
 import copy
+import os
 import time
 from collections.abc import Callable
 
@@ -37,7 +38,7 @@ from s2lpo.rollout.metrics import source_metrics
 from s2lpo.rollout.sampler import SamplingParams
 from s2lpo.tracking.lifecycle import RunLifecycle, RunResult
 from s2lpo.tracking.restore import mend_journal
-from s2lpo.trainer.setup import resolve
+from s2lpo.trainer.setup import intra_op_threads, resolve
 from s2lpo.trainer.update import UpdateConfig, train_step
 
 
@@ -52,8 +53,8 @@ def train(cfg: DictConfig, progress: Callable[[int, int, dict], None] | None = N
                            "s2lpo.trainer.dispatch.train (experiments/train.py does)"])
     res = resolve(cfg, log=log)  # validation first: nothing is loaded before it passes
     a, t, gd = cfg.algorithm, cfg.trainer, cfg.algorithm.guidance
-    if t.threads:
-        torch.set_num_threads(int(t.threads))
+    if (threads := intra_op_threads(t.threads, dict(os.environ))) is not None:
+        torch.set_num_threads(threads)
     run = RunLifecycle(cfg.paths.runs_dir, OmegaConf.to_container(cfg, resolve=True), log)
 
     def logged(upto: int) -> dict[str, list[int]]:  # what the journal holds once step ``upto`` is trained

@@ -54,3 +54,13 @@ def resolve(cfg: DictConfig, log=print) -> Resolved:
     tok = abspath(cfg.learner.tokenizer) if cfg.learner.tokenizer else learner
     return Resolved(family, learner, explorer, tok, splits.rl, splits.eval[: cfg.trainer.eval_problems],
                     pick_device(cfg.trainer.device))
+
+
+def intra_op_threads(threads: int | None, env: dict[str, str]) -> int | None:
+    """torch threads for a run: ``trainer.threads`` where set; else, inside a SLURM job, the CPUs it was given
+    (``SLURM_CPUS_PER_TASK``): on a node without CPU binding torch's default is every core of the node, and
+    threads beyond the allocation spin-wait against other jobs' (libgomp); else None (torch's default)."""
+    if threads:
+        return int(threads)
+    cpus = env.get("SLURM_CPUS_PER_TASK", "")
+    return int(cpus) if cpus.isdigit() and int(cpus) > 0 else None
