@@ -6,8 +6,9 @@ module computes the same function with the model's own weights, read once per sa
 gate/up fused into one matmul each, a KV cache allocated once for the whole continuation, rows that
 finished dropped from the batch, and optionally a bf16 copy of the weights. An fp32 decode step on the CPU
 (one new token per row) runs as one compiled call (``s2lpo.rollout.kernel``, ``csrc/decode_step.cpp``) where
-that could be built. ``tests/test_sampler.py`` pins both to the Hugging Face forward (same tokens for a seed,
-log-probs within 1e-5) and the compiled step to this module's.
+that could be built. ``tests/test_decode.py`` pins both to the Hugging Face forward (same tokens for a seed,
+log-probs within 5e-5: float32 summation order), ``tests/test_decode_kernel.py`` the compiled step to this
+module's.
 
 Models of other architectures (or Qwen3 variants it does not cover: attention bias, sliding windows,
 scaled RoPE) are sampled through the Hugging Face forward instead (``FastDecoder.supports``).
@@ -66,12 +67,12 @@ class KVCache:
         self.rows: torch.Tensor | None = None
 
     def select(self, rows: torch.Tensor, filled: int | None = None) -> None:
-        """Copy the cache to these rows (in this order; a row may repeat). ``filled``: only positions below it
-        hold anything yet; under the compiled step (which reads no position its row's mask leaves out, where
-        the Python step multiplies them by 0) only those are copied, into uninitialised memory."""
+        """Copy the cache to these rows (in this order; a row may repeat). ``filled``: only the positions below it
+        hold anything yet (every later one is written by the step at that position before any step reads it):
+        only those are copied, into uninitialised memory."""
         if self.rows is not None:
             rows, self.rows = self.rows[rows], None
-        if filled is None or not self.indirect:
+        if filled is None:
             self.k, self.v = self.k.index_select(1, rows), self.v.index_select(1, rows)
             return
         for name in ("k", "v"):
@@ -152,9 +153,10 @@ class FastDecoder:
         if cache.rows is not None and not (s == 1 and self.kernel is not None):
             cache.select(torch.arange(n, device=ids.device))  # the Python step reads the cache's rows in order
         if s == 1 and self.kernel is not None:
-            return self.kernel.decode_step(ids.reshape(-1), pos.reshape(-1).contiguous(), cache.k, cache.v,
-                                           cache.row_index(n), start, key_mask.contiguous(), cos_t, sin_t, self._flat, self.embed, self.norm,
-                                           self.lm_head, self.heads, self.kv_heads, self.head_dim, self.eps, self.scale)
+            return self.kernel.decode_step(
+                ids.reshape(-1), pos.reshape(-1).contiguous(), cache.k, cache.v, cache.row_index(n), start,
+                key_mask.contiguous(), cos_t, sin_t, self._flat, self.embed, self.norm, self.lm_head, self.heads,
+                self.kv_heads, self.head_dim, self.eps, self.scale)
         cos, sin = cos_t[pos][:, :, None], sin_t[pos][:, :, None]  # [n, s, 1, hd]
         mask = key_mask[:, None, :end]
         if s > 1:  # causal within the new tokens; a padded query attends to itself (never an empty row)
