@@ -14,7 +14,8 @@ TEST_WORKERS ?= 2
 
 # uv installs (≈25 s from a fresh clone against pip's ≈2 min), from the sources this machine's pip is configured
 # with (tools/uv_sources.py); where uv cannot be had, pip does it. Then the compiled decode step is built for this
-# CPU (≈50 s, once per machine type: s2lpo/rollout/kernel.py); where it cannot be, sampling takes the Python step
+# CPU (≈50 s, once per machine type and venv: s2lpo/rollout/kernel.py); where it cannot be, sampling takes the
+# Python step
 define install
 	$(PYTHON) -m venv $(1)
 	if $(1)/bin/python -m pip install -q uv; then \
