@@ -150,13 +150,13 @@ class FastDecoder:
         n, s = ids.shape
         end = start + s
         cos_t, sin_t = rope if rope is not None else self.rope_table(int(pos.max()) + 1)
-        if cache.rows is not None and not (s == 1 and self.kernel is not None):
-            cache.select(torch.arange(n, device=ids.device))  # the Python step reads the cache's rows in order
         if s == 1 and self.kernel is not None:
             return self.kernel.decode_step(
                 ids.reshape(-1), pos.reshape(-1).contiguous(), cache.k, cache.v, cache.row_index(n), start,
                 key_mask.contiguous(), cos_t, sin_t, self._flat, self.embed, self.norm, self.lm_head, self.heads,
                 self.kv_heads, self.head_dim, self.eps, self.scale)
+        if cache.rows is not None:
+            cache.select(torch.arange(n, device=ids.device))  # the Python step reads the cache's rows in order
         cos, sin = cos_t[pos][:, :, None], sin_t[pos][:, :, None]  # [n, s, 1, hd]
         mask = key_mask[:, None, :end]
         if s > 1:  # causal within the new tokens; a padded query attends to itself (never an empty row)

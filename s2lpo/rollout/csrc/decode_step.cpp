@@ -1,7 +1,7 @@
 // One decode step (one new token per row) of a Qwen3 causal LM in float32 on the CPU: the function of
 // s2lpo.rollout.decode.FastDecoder.forward for s == 1, with its matmuls through ATen (MKL) and everything
 // between them (RMSNorms, q/k norms, RoPE, the cache write, grouped-query attention, SiLU) as loops over the
-// rows, spread over torch's intra-op threads. Built on first use by s2lpo.rollout.fused.
+// rows, spread over torch's intra-op threads. Built and loaded by s2lpo/rollout/kernel.py.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <algorithm>
@@ -89,9 +89,10 @@ void attend_row(float* row, const float* qk_norm, const float* c, const float* s
 
 // Logits [rows, vocab] at one new token per row. ids, pos: [rows] (int64); k_cache, v_cache: [layers, cache rows,
 // kv heads, cap, head dim], written at position start; cache_rows: [rows] (int64), the cache row of each row (rows
-// that left the batch leave their cache rows unused instead of the cache being copied without them); key_mask: [rows, >= start + 1] (bool), which cached positions
-// are real tokens; cos, sin: the sign-folded RoPE tables [positions, head dim]; weights: per layer in_norm, qkv,
-// qk_norm, o, post_norm, gate_up, down (FastDecoder's _Layer, flattened).
+// that left the batch leave their cache rows unused instead of the cache being copied without them); key_mask:
+// [rows, >= start + 1] (bool), which cached positions are real tokens; cos, sin: the sign-folded RoPE tables
+// [positions, head dim]; weights: per layer in_norm, qkv, qk_norm, o, post_norm, gate_up, down (FastDecoder's
+// _Layer, flattened).
 Tensor decode_step(const Tensor& ids, const Tensor& pos, const Tensor& k_cache, const Tensor& v_cache,
                    const Tensor& cache_rows, int64_t start,
                    const Tensor& key_mask, const Tensor& cos, const Tensor& sin, const std::vector<Tensor>& weights,
@@ -101,13 +102,13 @@ Tensor decode_step(const Tensor& ids, const Tensor& pos, const Tensor& k_cache, 
   TORCH_CHECK(head_dim <= 512 && heads % kv_heads == 0, "decode_step: unsupported head layout");
   TORCH_CHECK(k_cache.is_contiguous() && v_cache.is_contiguous() && key_mask.stride(1) == 1 && cos.is_contiguous() &&
                   sin.is_contiguous() && pos.is_contiguous() && cache_rows.is_contiguous(), "decode_step: layout");
-  TORCH_CHECK(cache_rows.size(0) == ids.size(0), "decode_step: a cache row per row");
+  TORCH_CHECK(ids.dim() == 1 && cache_rows.size(0) == ids.size(0), "decode_step: one id and cache row per row");
   TORCH_CHECK(k_cache.scalar_type() == at::kFloat && embed.scalar_type() == at::kFloat, "decode_step: float32 only");
   TORCH_CHECK(start < k_cache.size(3), "decode_step: the cache is full");
   at::NoGradGuard no_grad;
-  const int64_t n = ids.size(0), hidden = embed.size(1), layers = weights.size() / 7;
+  const int64_t n = ids.size(0), layers = weights.size() / 7;
   const Dims D{heads, kv_heads, head_dim, k_cache.size(3), start, static_cast<float>(eps), static_cast<float>(scale)};
-  Tensor h = embed.index_select(0, ids.reshape(-1)).contiguous();
+  Tensor h = embed.index_select(0, ids).contiguous();
   Tensor x = at::empty_like(h), att = at::empty({n, heads * head_dim}, h.options());
   const int64_t *P = pos.data_ptr<int64_t>(), *R = cache_rows.data_ptr<int64_t>();
   const bool* M = key_mask.data_ptr<bool>();
