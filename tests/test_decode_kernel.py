@@ -101,7 +101,7 @@ def test_sampling_through_the_compiled_step_draws_the_same_samples(family, param
 
 def test_where_it_cannot_be_built_sampling_takes_the_python_step(family, tmp_path, monkeypatch, caplog):
     """A machine whose compiler fails: the build says why (the compiler's output, the folder), the process
-    warns once and samples through the Python step; ``S2LPO_DECODE_KERNEL=0`` turns the step off."""
+    warns once and samples through the Python step; ``S2LPO_KERNELS=0`` turns the step off."""
     tiny_family, tok, contexts = family
     broken = tmp_path / "cxx"
     broken.write_text("#!/bin/sh\n[ \"$1\" = --version ] && exec c++ --version\n"
@@ -117,7 +117,7 @@ def test_where_it_cannot_be_built_sampling_takes_the_python_step(family, tmp_pat
 
     model = next(_models(tiny_family))[1]
     monkeypatch.setattr(kernel, "extensions_root", lambda: tmp_path / "ext")
-    kernel.decode_kernel.cache_clear()
+    kernel.kernels.cache_clear()
     try:
         with caplog.at_level("WARNING", logger="s2lpo.rollout.kernel"):
             assert sampler.fast_decoder(model).kernel is None and sampler.fast_decoder(model).kernel is None
@@ -128,12 +128,12 @@ def test_where_it_cannot_be_built_sampling_takes_the_python_step(family, tmp_pat
         ref = sampler.sample_batch_hf(model, contexts[:6], params, tok.eos_token_id, tok.pad_token_id,
                                       torch.Generator().manual_seed(0))
         assert [s.tokens for s in out] == [s.tokens for s in ref]
-        kernel.decode_kernel.cache_clear()
-        monkeypatch.setenv("S2LPO_DECODE_KERNEL", "0")
+        kernel.kernels.cache_clear()
+        monkeypatch.setenv("S2LPO_KERNELS", "0")
         monkeypatch.delenv("CXX")
-        assert kernel.decode_kernel() is None
+        assert kernel.kernels() is None
     finally:
-        kernel.decode_kernel.cache_clear()
+        kernel.kernels.cache_clear()
 
 
 @needs_compiler

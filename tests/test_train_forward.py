@@ -40,8 +40,11 @@ def _log_probs_and_grads(model, batch, lean: bool, shared: bool = True, weights=
         batch_mod.LEAN_FORWARD = old
 
 
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled-ops", "python-ops"])
 @pytest.mark.parametrize("shared", [True, False], ids=["prompts-shared", "per-row"])
-def test_the_lean_forward_gives_the_hugging_face_log_probs_and_gradients(model_and_rows, shared):
+def test_the_lean_forward_gives_the_hugging_face_log_probs_and_gradients(model_and_rows, shared, compiled, monkeypatch):
+    """Through the compiled element-wise ops (s2lpo.rollout.train_kernel, where built) and through the Python ones."""
+    monkeypatch.setattr(train_forward, "COMPILED_OPS", compiled)
     model, tok, rows = model_and_rows
     assert train_forward.supports(model)
     batch = collate(rows, tok.pad_token_id, "cpu")

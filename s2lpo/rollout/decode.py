@@ -7,7 +7,7 @@ gate/up fused into one matmul each, a KV cache allocated once for the whole cont
 finished dropped from the batch, and optionally a bf16 copy of the weights. An fp32 decode step on the CPU
 (one new token per row) runs as one compiled call (``s2lpo.rollout.kernel``, ``csrc/decode_step.cpp``) where
 that could be built. ``tests/test_decode.py`` pins both to the Hugging Face forward (same tokens for a seed,
-log-probs within 5e-5: float32 summation order), ``tests/test_decode_kernel.py`` the compiled step to this
+log-probs within 5e-5: float32 summation order), ``tests/test_kernels.py`` the compiled step to this
 module's.
 
 Models of other architectures (or Qwen3 variants it does not cover: attention bias, sliding windows,
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from s2lpo.rollout.kernel import decode_kernel
+from s2lpo.rollout.kernel import kernels
 
 # decode steps through the compiled step (s2lpo.rollout.kernel) where it covers them; the benchmark turns it off
 # to show what it saves
@@ -119,7 +119,7 @@ class FastDecoder:
         self.inv_freq = inner.rotary_emb.inv_freq.detach().float()
         self.rope_scale = float(inner.rotary_emb.attention_scaling)
         self.device = self.embed.device
-        self.kernel = (decode_kernel() if COMPILED_STEP and self.dtype == torch.float32 and self.device.type == "cpu"
+        self.kernel = (kernels() if COMPILED_STEP and self.dtype == torch.float32 and self.device.type == "cpu"
                        and self.head_dim <= 512 else None)
         self._flat = [t for lay in self.layers for t in (lay.in_norm, lay.qkv, lay.qk_norm, lay.o, lay.post_norm,
                                                           lay.gate_up, lay.down)]

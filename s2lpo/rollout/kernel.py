@@ -10,9 +10,9 @@ It is built with ``torch.utils.cpp_extension`` (ninja and the machine's C++ comp
 (``-march=native``) under ``$TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``), in a folder whose
 name digests the source, the flags, the CPU's instruction sets, the Python version and the torch install: a home
 directory shared by nodes of different CPUs, or by several venvs, keeps a build for each. ``s2lpo build-kernel``
-(run by ``make setup``) builds it ahead of time. Where it cannot be built (no compiler), :func:`decode_kernel` returns
+(run by ``make setup``) builds it ahead of time. Where it cannot be built (no compiler), :func:`kernels` returns
 None and says why once (a warning): sampling takes the Python step, same samples, slower.
-``S2LPO_DECODE_KERNEL=0`` turns it off.
+``S2LPO_KERNELS=0`` turns it off.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ from filelock import FileLock
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).parent / "csrc" / "decode_step.cpp"
+CSRC = Path(__file__).parent / "csrc"
+SOURCES = tuple(sorted(CSRC.glob("*.cpp")))  # one extension: bindings.cpp defines its module
 CFLAGS = ("-O3", "-march=native", "-fopenmp")
 LDFLAGS = ("-fopenmp",)  # resolves to torch's own libgomp.so.1, loaded already: one OpenMP runtime in the process
 
@@ -63,9 +64,10 @@ def build_name() -> str:
 
     # torch's headers are included from (and its libraries linked from) the venv: a build per torch install,
     # or two venvs would rebuild one folder in turn, under a library another process has loaded
-    key = "\n".join([SOURCE.read_text(), " ".join(CFLAGS + LDFLAGS), _cpu_features(), platform.machine(),
-                     sys.version, torch.__version__, str(Path(torch.__file__).resolve().parent)])
-    return f"s2lpo_decode_step_{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    sources = [p.read_text() for p in sorted(CSRC.glob("*.[ch]*"))]  # the headers too
+    key = "\n".join([*sources, " ".join(CFLAGS + LDFLAGS), _cpu_features(), platform.machine(), sys.version,
+                     torch.__version__, str(Path(torch.__file__).resolve().parent)])
+    return f"s2lpo_kernels_{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
 def extensions_root() -> Path:
@@ -106,7 +108,7 @@ def build(root: Path | None = None) -> Build:
         try:
             with _ninja_on_path():
                 # (copies: load appends torch's own link flags to the list it is given)
-                module = load(name, [str(SOURCE)], extra_cflags=list(CFLAGS), extra_ldflags=list(LDFLAGS),
+                module = load(name, [str(p) for p in SOURCES], extra_cflags=list(CFLAGS), extra_ldflags=list(LDFLAGS),
                               build_directory=str(directory), verbose=False)
         except (RuntimeError, OSError, ImportError, subprocess.CalledProcessError) as e:
             return Build(None, directory, f"{type(e).__name__}: {str(e).strip()}")
@@ -114,10 +116,10 @@ def build(root: Path | None = None) -> Build:
 
 
 @functools.cache
-def decode_kernel() -> ModuleType | None:
+def kernels() -> ModuleType | None:
     """The compiled decode step of this process (built on the first call), or None where it is off or cannot
     be built (a warning says why, once)."""
-    if os.environ.get("S2LPO_DECODE_KERNEL", "1").lower() in ("0", "false", "off", "no"):
+    if os.environ.get("S2LPO_KERNELS", "1").lower() in ("0", "false", "off", "no"):
         return None
     if platform.system() != "Linux":
         log.warning("the compiled decode step is built on Linux only: sampling takes the Python step")

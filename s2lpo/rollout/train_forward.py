@@ -16,7 +16,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from s2lpo.rollout import train_kernel
 from s2lpo.rollout.decode import FastDecoder, rope_table
+
+COMPILED_OPS = True  # the compiled element-wise ops where they serve (fp32, CPU, built); off: the Python ops
 
 
 def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
@@ -43,6 +46,47 @@ def _masks(att_mask: torch.Tensor, P: int) -> tuple[torch.Tensor, torch.Tensor]:
     return keep[:, :P, :P], keep[:, P:, :]
 
 
+def _python_layer(lay, h, cos, sin, keep_p, keep_r, n_prompts, P, B, R1, row_prompt, dims):
+    """One layer in tensor operations (the reference for the compiled ops; bf16 and other devices take it)."""
+    H, KV, hd, eps, scale = dims
+    Np, half = n_prompts * P, hd // 2
+    a = lay.self_attn
+    x = F.rms_norm(h, (h.shape[-1],), lay.input_layernorm.weight, eps)
+    qkv = F.linear(x, torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]))
+    q = F.rms_norm(qkv[:, : H * hd].view(-1, H, hd), (hd,), a.q_norm.weight, eps)
+    k = F.rms_norm(qkv[:, H * hd : (H + KV) * hd].view(-1, KV, hd), (hd,), a.k_norm.weight, eps)
+    v = qkv[:, (H + KV) * hd :].view(-1, KV, hd)
+    q = q * cos + q.roll(half, -1) * sin
+    k = k * cos + k.roll(half, -1) * sin
+    qp, kp, vp = (t[:Np].view(n_prompts, P, -1, hd) for t in (q, k, v))
+    out_p = _attend(qp, kp, vp, keep_p, scale)
+    if R1:
+        qr, kr, vr = (t[Np:].view(B, R1, -1, hd) for t in (q, k, v))
+        out_r = _attend(qr, torch.cat([kp[row_prompt], kr], 1), torch.cat([vp[row_prompt], vr], 1), keep_r, scale)
+        out = torch.cat([out_p.reshape(Np, -1), out_r.reshape(B * R1, -1)])
+    else:
+        out = out_p.reshape(Np, -1)
+    h = h + F.linear(out, a.o_proj.weight)
+    m = lay.mlp
+    gate, up = F.linear(F.rms_norm(h, (h.shape[-1],), lay.post_attention_layernorm.weight, eps),
+                        torch.cat([m.gate_proj.weight, m.up_proj.weight])).chunk(2, dim=-1)
+    h = h + F.linear(F.silu(gate) * up, m.down_proj.weight)
+    return h
+
+
+def _compiled_layer(lay, h, cos, sin, layout, eps, scale):
+    """One layer: the matmuls through autograd, everything between them one compiled call each way
+    (:mod:`s2lpo.rollout.train_kernel`)."""
+    a, m = lay.self_attn, lay.mlp
+    x = train_kernel.RMSNorm.apply(h, lay.input_layernorm.weight, eps)
+    qkv = F.linear(x, torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]))
+    out = train_kernel.Attention.apply(qkv, a.q_norm.weight, a.k_norm.weight, cos, sin, layout, eps, scale)
+    h = h + F.linear(out, a.o_proj.weight)
+    x = train_kernel.RMSNorm.apply(h, lay.post_attention_layernorm.weight, eps)
+    gu = F.linear(x, torch.cat([m.gate_proj.weight, m.up_proj.weight]))
+    return h + F.linear(train_kernel.SiluMul.apply(gu), m.down_proj.weight)
+
+
 def response_logits(model, input_ids: torch.Tensor, att_mask: torch.Tensor, pos: torch.Tensor, P: int,
                     row_prompt: torch.Tensor) -> torch.Tensor:
     """Logits ([rows, R, vocab]) predicting each of the ``R`` response tokens of left-padded prompt (width ``P``)
@@ -51,7 +95,7 @@ def response_logits(model, input_ids: torch.Tensor, att_mask: torch.Tensor, pos:
     cfg, inner = model.config, model.model
     H, KV = cfg.num_attention_heads, cfg.num_key_value_heads
     hd = getattr(cfg, "head_dim", None) or cfg.hidden_size // H
-    eps, scale, half = cfg.rms_norm_eps, hd**-0.5, hd // 2
+    eps, scale = cfg.rms_norm_eps, hd**-0.5
     n_prompts = int(row_prompt.max()) + 1
     first = torch.zeros(n_prompts, dtype=torch.long, device=row_prompt.device)
     first.scatter_(0, row_prompt.flip(0), torch.arange(len(row_prompt), device=first.device).flip(0))
@@ -59,34 +103,21 @@ def response_logits(model, input_ids: torch.Tensor, att_mask: torch.Tensor, pos:
     R1 = L - P  # response positions that are inputs (all but the last)
     ids = torch.cat([input_ids[first, :P].reshape(-1), input_ids[:, P:L].reshape(-1)])
     where = torch.cat([pos[first, :P].reshape(-1), pos[:, P:L].reshape(-1)])
-    keep_p, keep_r = _masks(att_mask, P)
-    keep_p = keep_p[first]
     Np = n_prompts * P
     cos, sin = rope_table(inner.rotary_emb.inv_freq, float(inner.rotary_emb.attention_scaling), int(where.max()) + 1)
-    cos, sin = cos[where][:, None], sin[where][:, None]
+    cos, sin = cos[where], sin[where]  # [tokens, hd]
     h = inner.embed_tokens(ids)  # [Np + B·R1, d]
-    for lay in inner.layers:
-        a = lay.self_attn
-        x = F.rms_norm(h, (h.shape[-1],), lay.input_layernorm.weight, eps)
-        qkv = F.linear(x, torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]))
-        q = F.rms_norm(qkv[:, : H * hd].view(-1, H, hd), (hd,), a.q_norm.weight, eps)
-        k = F.rms_norm(qkv[:, H * hd : (H + KV) * hd].view(-1, KV, hd), (hd,), a.k_norm.weight, eps)
-        v = qkv[:, (H + KV) * hd :].view(-1, KV, hd)
-        q = q * cos + q.roll(half, -1) * sin
-        k = k * cos + k.roll(half, -1) * sin
-        qp, kp, vp = (t[:Np].view(n_prompts, P, -1, hd) for t in (q, k, v))
-        out_p = _attend(qp, kp, vp, keep_p, scale)
-        if R1:
-            qr, kr, vr = (t[Np:].view(B, R1, -1, hd) for t in (q, k, v))
-            out_r = _attend(qr, torch.cat([kp[row_prompt], kr], 1), torch.cat([vp[row_prompt], vr], 1), keep_r, scale)
-            out = torch.cat([out_p.reshape(Np, -1), out_r.reshape(B * R1, -1)])
-        else:
-            out = out_p.reshape(Np, -1)
-        h = h + F.linear(out, a.o_proj.weight)
-        m = lay.mlp
-        gate, up = F.linear(F.rms_norm(h, (h.shape[-1],), lay.post_attention_layernorm.weight, eps),
-                            torch.cat([m.gate_proj.weight, m.up_proj.weight])).chunk(2, dim=-1)
-        h = h + F.linear(F.silu(gate) * up, m.down_proj.weight)
+    if COMPILED_OPS and train_kernel.ops_for(h) is not None:
+        real = att_mask[:, :L].bool().contiguous()
+        lay = train_kernel.Layout(row_prompt.contiguous(), real[first, :P].contiguous(), real, P, R1, H, KV)
+        for lay_ in inner.layers:
+            h = _compiled_layer(lay_, h, cos, sin, lay, eps, scale)
+    else:
+        keep_p, keep_r = _masks(att_mask, P)
+        keep_p = keep_p[first]
+        for lay_ in inner.layers:
+            h = _python_layer(lay_, h, cos[:, None], sin[:, None], keep_p, keep_r, n_prompts, P, B, R1, row_prompt,
+                              (H, KV, hd, eps, scale))
     last = h[:Np].view(n_prompts, P, -1)[:, -1]  # each prompt's last token predicts the first response token
     h = torch.cat([last[row_prompt][:, None], h[Np:].view(B, R1, h.shape[-1])], 1)
     return model.lm_head(F.rms_norm(h, (h.shape[-1],), inner.norm.weight, eps))

@@ -2,8 +2,9 @@
 // s2lpo.rollout.decode.FastDecoder.forward for s == 1, with its matmuls through ATen (MKL) and everything
 // between them (RMSNorms, q/k norms, RoPE, the cache write, grouped-query attention, SiLU) as loops over the
 // rows, spread over torch's intra-op threads. Built and loaded by s2lpo/rollout/kernel.py.
-#include <torch/extension.h>
+#include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <c10/core/GradMode.h>
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -105,7 +106,7 @@ Tensor decode_step(const Tensor& ids, const Tensor& pos, const Tensor& k_cache, 
   TORCH_CHECK(ids.dim() == 1 && cache_rows.size(0) == ids.size(0), "decode_step: one id and cache row per row");
   TORCH_CHECK(k_cache.scalar_type() == at::kFloat && embed.scalar_type() == at::kFloat, "decode_step: float32 only");
   TORCH_CHECK(start < k_cache.size(3), "decode_step: the cache is full");
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   const int64_t n = ids.size(0), layers = weights.size() / 7;
   const Dims D{heads, kv_heads, head_dim, k_cache.size(3), start, static_cast<float>(eps), static_cast<float>(scale)};
   Tensor h = embed.index_select(0, ids).contiguous();
@@ -147,4 +148,3 @@ Tensor decode_step(const Tensor& ids, const Tensor& pos, const Tensor& k_cache, 
   return at::mm(x, lm_head.t());
 }
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) { m.def("decode_step", &decode_step); }

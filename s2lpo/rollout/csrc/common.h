@@ -1,0 +1,119 @@
+// Pieces shared by train_ops.cpp and train_attention.cpp: the float-type dispatch and RMSNorm's parts.
+#pragma once
+#include <ATen/ATen.h>
+#include <cmath>
+#include <cstdint>
+#include <type_traits>
+#if defined(__AVX2__)
+#include <immintrin.h>
+#include <sleef.h>  // shipped with torch, its symbols exported by libtorch_cpu: the exp torch's own kernels use
+#endif
+
+namespace s2lpo {
+
+// f(T{}) for the tensor's float type: float32 (training) or float64 (gradcheck). Not AT_DISPATCH_*: a macro's
+// argument cannot hold the loops' #pragma lines.
+template <typename F>
+void dispatch(const at::Tensor& t, const char* name, F&& f) {
+  if (t.scalar_type() == at::kFloat) {
+    f(float{});
+  } else {
+    TORCH_CHECK(t.scalar_type() == at::kDouble, name, ": float32 or float64 only, not ", t.scalar_type());
+    f(double{});
+  }
+}
+
+// x[i] = exp(x[i]) for i < n: 8 floats at a time through SLEEF (1 ulp) on AVX2, std::exp otherwise. (A scalar
+// exp in the loops cost more than the rest of the attention and SiLU: ~10 ns each, a million a layer.)
+template <typename T>
+inline void exp_inplace(T* x, int64_t n) {
+  int64_t i = 0;
+#if defined(__AVX2__)
+  if constexpr (std::is_same_v<T, float>)
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, Sleef_expf8_u10(_mm256_loadu_ps(x + i)));
+#endif
+  for (; i < n; ++i) x[i] = std::exp(x[i]);
+}
+
+// sum over i < n of x[i]·y[i]
+template <typename T>
+inline T dot(const T* x, const T* y, int64_t n) {
+  int64_t i = 0;
+  T s = 0;
+#if defined(__AVX2__)
+  if constexpr (std::is_same_v<T, float>) {
+    __m256 a = _mm256_setzero_ps(), b = _mm256_setzero_ps();
+    for (; i + 16 <= n; i += 16) {
+      a = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), a);
+      b = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), _mm256_loadu_ps(y + i + 8), b);
+    }
+    for (; i + 8 <= n; i += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), a);
+    a = _mm256_add_ps(a, b);
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    s = _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)));
+  }
+#endif
+  for (; i < n; ++i) s += x[i] * y[i];
+  return s;
+}
+
+// out[0..d) = sum over k < n of w[k]·M[k·d ..]: a row combination, its sums held in registers (accumulating
+// in out through memory chains every step on the store before it)
+template <typename T>
+inline void combine(const T* w, const T* M, int64_t n, int64_t d, T* out) {
+  int64_t j = 0;
+#if defined(__AVX2__)
+  if constexpr (std::is_same_v<T, float>) {
+    for (; j + 32 <= d; j += 32) {
+      __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+      for (int64_t k = 0; k < n; ++k) {
+        const __m256 c = _mm256_set1_ps(w[k]);
+        const float* m = M + k * d + j;
+        a0 = _mm256_fmadd_ps(c, _mm256_loadu_ps(m), a0);
+        a1 = _mm256_fmadd_ps(c, _mm256_loadu_ps(m + 8), a1);
+        a2 = _mm256_fmadd_ps(c, _mm256_loadu_ps(m + 16), a2);
+        a3 = _mm256_fmadd_ps(c, _mm256_loadu_ps(m + 24), a3);
+      }
+      _mm256_storeu_ps(out + j, a0);
+      _mm256_storeu_ps(out + j + 8, a1);
+      _mm256_storeu_ps(out + j + 16, a2);
+      _mm256_storeu_ps(out + j + 24, a3);
+    }
+    for (; j + 8 <= d; j += 8) {
+      __m256 a = _mm256_setzero_ps();
+      for (int64_t k = 0; k < n; ++k) a = _mm256_fmadd_ps(_mm256_set1_ps(w[k]), _mm256_loadu_ps(M + k * d + j), a);
+      _mm256_storeu_ps(out + j, a);
+    }
+  }
+#endif
+  for (; j < d; ++j) {
+    T a = 0;
+    for (int64_t k = 0; k < n; ++k) a += w[k] * M[k * d + j];
+    out[j] = a;
+  }
+}
+
+template <typename T>
+inline T rstd_of(const T* x, int64_t d, double eps) {
+  T ss = 0;
+#pragma omp simd reduction(+ : ss)
+  for (int64_t j = 0; j < d; ++j) ss += x[j] * x[j];
+  return T(1) / std::sqrt(ss / T(d) + T(eps));
+}
+
+// dx of y = x·r·w (r = rstd) given gy, and the row's share of dw (added to gw)
+template <typename T>
+inline void rms_back(const T* x, const T* w, T r, const T* gy, T* gx, T* gw, int64_t d) {
+  T dot = 0;
+#pragma omp simd reduction(+ : dot)
+  for (int64_t j = 0; j < d; ++j) dot += gy[j] * w[j] * x[j];
+  const T c = r * r * r * dot / T(d);
+#pragma omp simd
+  for (int64_t j = 0; j < d; ++j) {
+    gx[j] = r * gy[j] * w[j] - c * x[j];
+    gw[j] += gy[j] * x[j] * r;
+  }
+}
+
+}  // namespace s2lpo

@@ -1,0 +1,243 @@
+// A layer's attention block of s2lpo.rollout.train_forward, forward and backward: from the qkv matmul's output
+// to the input of the o matmul — q/k RMSNorm, RoPE (cos and sign-folded sin tables, indexed per token), and
+// grouped-query attention over the flat token layout: the distinct prompts' tokens first (prompt p at p·P),
+// then every row's R1 response tokens (row b at np·P + b·R1). A prompt's queries see its real keys up to
+// themselves; a row's queries see its prompt's real keys and its own real keys up to themselves (a padded query
+// sees itself too, never an empty row) — train_forward._masks. Work is split by prompt: a prompt's tokens and
+// its rows' tokens are read and written by its task only, so key gradients need no locks and the sums run in a
+// fixed order. Softmax statistics (log-sum-exp) are kept from the forward; the backward recomputes the scores.
+#include <ATen/ATen.h>
+#include "common.h"
+#include <ATen/Parallel.h>
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+using at::Tensor;
+
+namespace {
+
+struct Layout {
+  int64_t prompts, P, R1, B, H, KV, hd;
+  const int64_t* row_prompt;
+  const bool *preal, *rreal;  // [prompts, P], [B, P + R1]
+};
+
+struct Block {  // queries qs .. qs+nq-1 over keys[0..nk); query i may see key k <= i + off when real or its own
+  int64_t qs, nq, off;
+  std::vector<int64_t> keys;
+  std::vector<char> real;
+  bool allowed(int64_t i, int64_t k) const { return k <= i + off && (real[k] || k == i + off); }
+  int64_t limit(int64_t i) const { return std::min<int64_t>(keys.size(), i + off + 1); }
+};
+
+// the prompt's block, then its rows'
+std::vector<Block> blocks_of(const Layout& L, int64_t p) {
+  std::vector<Block> out;
+  Block pb{p * L.P, L.P, 0, {}, {}};
+  for (int64_t j = 0; j < L.P; ++j) {
+    pb.keys.push_back(p * L.P + j);
+    pb.real.push_back(L.preal[p * L.P + j]);
+  }
+  out.push_back(pb);
+  const int64_t base = L.prompts * L.P, W = L.P + L.R1;
+  for (int64_t b = 0; b < L.B && L.R1 > 0; ++b) {
+    if (L.row_prompt[b] != p) continue;
+    Block rb{base + b * L.R1, L.R1, L.P, pb.keys, {}};
+    for (int64_t t = 0; t < L.R1; ++t) rb.keys.push_back(base + b * L.R1 + t);
+    for (int64_t k = 0; k < W; ++k) rb.real.push_back(L.rreal[b * W + k]);
+    out.push_back(rb);
+  }
+  return out;
+}
+
+template <typename T>
+struct Heads {  // one layer's tensors, as pointers; heads of a token are contiguous, hd floats each
+  const T *qkv, *wq, *wk, *cos, *sin;
+  T *qk, *rstd;
+  int64_t W, QK;  // floats per token in qkv and in qk
+};
+
+// RoPE of one head: o = n·cos + roll(n, hd/2)·sin (sin sign-folded); with o = go, c = cos, s = roll(sin) it is
+// also its own backward: dn = go·cos + roll(go·sin, hd/2)
+template <typename T>
+inline void rope(const T* n, const T* c, const T* s, T* o, int64_t hd) {
+  const int64_t half = hd / 2;
+#pragma omp simd
+  for (int64_t d = 0; d < half; ++d) o[d] = n[d] * c[d] + n[d + half] * s[d];
+#pragma omp simd
+  for (int64_t d = half; d < hd; ++d) o[d] = n[d] * c[d] + n[d - half] * s[d];
+}
+
+// q/k RMSNorm and RoPE of token t's H + KV heads, into qk
+template <typename T>
+void rope_token(const Heads<T>& X, const Layout& L, int64_t t, double eps, T* n) {
+  const int64_t hd = L.hd;
+  for (int64_t j = 0; j < L.H + L.KV; ++j) {
+    const T* x = X.qkv + t * X.W + j * hd;
+    const T* w = j < L.H ? X.wq : X.wk;
+    const T r = X.rstd[t * (L.H + L.KV) + j] = s2lpo::rstd_of(x, hd, eps);
+#pragma omp simd
+    for (int64_t d = 0; d < hd; ++d) n[d] = x[d] * r * w[d];
+    rope(n, X.cos + t * hd, X.sin + t * hd, X.qk + t * X.QK + j * hd, hd);
+  }
+}
+
+// the block's keys of kv head g, one row each: M [nk, hd]
+template <typename T>
+void gather(const T* base, int64_t stride, int64_t col, const Block& B, int64_t hd, std::vector<T>& M) {
+  const int64_t nk = B.keys.size();
+  M.resize(nk * hd);
+  for (int64_t k = 0; k < nk; ++k) std::copy_n(base + B.keys[k] * stride + col, hd, M.data() + k * hd);
+}
+
+}  // namespace
+
+namespace {
+
+Layout layout_of(const Tensor& qkv, const Tensor& row_prompt, const Tensor& preal, const Tensor& rreal, int64_t P,
+                 int64_t R1, int64_t H, int64_t KV) {
+  const int64_t prompts = preal.size(0), B = row_prompt.size(0), hd = qkv.size(1) / (H + 2 * KV);
+  TORCH_CHECK(qkv.dim() == 2 && qkv.is_contiguous() && qkv.size(1) == (H + 2 * KV) * hd && H % KV == 0 && hd % 2 == 0,
+              "attention: qkv must be contiguous [tokens, (H + 2·KV)·head_dim]");
+  TORCH_CHECK(qkv.size(0) == prompts * P + B * R1, "attention: tokens = prompts·P + rows·R1");
+  TORCH_CHECK(preal.is_contiguous() && rreal.is_contiguous() && row_prompt.is_contiguous() &&
+                  preal.scalar_type() == at::kBool && rreal.scalar_type() == at::kBool && preal.size(1) == P &&
+                  rreal.size(0) == B && rreal.size(1) == P + R1 && row_prompt.scalar_type() == at::kLong,
+              "attention: masks [prompts, P], [rows, P + R1] (bool), row_prompt [rows] (int64)");
+  return {prompts, P, R1, B, H, KV, hd, row_prompt.data_ptr<int64_t>(), preal.data_ptr<bool>(),
+          rreal.data_ptr<bool>()};
+}
+
+}  // namespace
+
+std::vector<Tensor> attention_fwd(const Tensor& qkv, const Tensor& wq, const Tensor& wk, const Tensor& cos,
+                                  const Tensor& sin, const Tensor& row_prompt, const Tensor& preal,
+                                  const Tensor& rreal, int64_t P, int64_t R1, int64_t H, int64_t KV, double eps,
+                                  double scale) {
+  const Layout L = layout_of(qkv, row_prompt, preal, rreal, P, R1, H, KV);
+  const int64_t N = qkv.size(0), hd = L.hd, G = H / KV;
+  Tensor out = at::empty({N, H * hd}, qkv.options()), qk = at::empty({N, (H + KV) * hd}, qkv.options());
+  Tensor rstd = at::empty({N, H + KV}, qkv.options()), lse = at::empty({N, H}, qkv.options());
+  s2lpo::dispatch(qkv, "attention_fwd", [&](auto tag) {
+    using T = decltype(tag);
+    const Heads<T> X{qkv.data_ptr<T>(), wq.data_ptr<T>(), wk.data_ptr<T>(), cos.data_ptr<T>(), sin.data_ptr<T>(),
+                     qk.data_ptr<T>(), rstd.data_ptr<T>(), qkv.size(1), (H + KV) * hd};
+    T *op = out.data_ptr<T>(), *lp = lse.data_ptr<T>();
+    at::parallel_for(0, L.prompts, 1, [&](int64_t pb, int64_t pe) {
+      std::vector<T> K, V, s, n(hd);
+      for (int64_t p = pb; p < pe; ++p)
+        for (const Block& B : blocks_of(L, p)) {
+          for (int64_t i = 0; i < B.nq; ++i) rope_token(X, L, B.qs + i, eps, n.data());
+          const int64_t nk = B.keys.size();
+          s.resize(nk);
+          for (int64_t g = 0; g < KV; ++g) {
+            gather(X.qk, X.QK, (H + g) * hd, B, hd, K);
+            gather(X.qkv, X.W, (H + KV + g) * hd, B, hd, V);
+            for (int64_t i = 0; i < B.nq; ++i)
+              for (int64_t h = g * G; h < (g + 1) * G; ++h) {
+                const int64_t t = B.qs + i, lim = B.limit(i);
+                const T* q = X.qk + t * X.QK + h * hd;
+                for (int64_t k = 0; k < lim; ++k) s[k] = T(scale) * s2lpo::dot(q, K.data() + k * hd, hd);
+                T mx = -INFINITY, z = 0;
+                for (int64_t k = 0; k < lim; ++k) {
+                  if (!B.allowed(i, k)) s[k] = -INFINITY;
+                  mx = std::max(mx, s[k]);
+                }
+                for (int64_t k = 0; k < lim; ++k) s[k] -= mx;
+                s2lpo::exp_inplace(s.data(), lim);  // exp(-inf) = 0: masked keys drop out
+                for (int64_t k = 0; k < lim; ++k) z += s[k];
+                lp[t * H + h] = mx + std::log(z);
+                for (int64_t k = 0; k < lim; ++k) s[k] /= z;
+                s2lpo::combine(s.data(), V.data(), lim, hd, op + t * H * hd + h * hd);
+              }
+          }
+        }
+    });
+  });
+  return {out, qk, rstd, lse};
+}
+
+// gqkv [N, (H+2KV)·hd], gwq [hd], gwk [hd]
+std::vector<Tensor> attention_bwd(const Tensor& gout_, const Tensor& qkv, const Tensor& wq, const Tensor& wk,
+                                  const Tensor& cos, const Tensor& sin, const Tensor& row_prompt,
+                                  const Tensor& preal, const Tensor& rreal, int64_t P, int64_t R1, int64_t H,
+                                  int64_t KV, double scale, const Tensor& qk, const Tensor& rstd, const Tensor& lse,
+                                  const Tensor& out) {
+  const Layout L = layout_of(qkv, row_prompt, preal, rreal, P, R1, H, KV);
+  const Tensor gout = gout_.contiguous();
+  const int64_t N = qkv.size(0), hd = L.hd, G = H / KV, half = hd / 2;
+  Tensor gqkv = at::zeros_like(qkv), gqk = at::zeros({N, (H + KV) * hd}, qkv.options());
+  Tensor parts = at::zeros({L.prompts, 2, hd}, qkv.options());  // per prompt: q-norm and k-norm weight gradients
+  s2lpo::dispatch(qkv, "attention_bwd", [&](auto tag) {
+    using T = decltype(tag);
+    const T *xp = qkv.data_ptr<T>(), *qkp = qk.data_ptr<T>(), *rp = rstd.data_ptr<T>(), *lp = lse.data_ptr<T>(),
+            *op = out.data_ptr<T>(), *gop = gout.data_ptr<T>(), *cp = cos.data_ptr<T>(), *sp = sin.data_ptr<T>(),
+            *wqp = wq.data_ptr<T>(), *wkp = wk.data_ptr<T>();
+    T *gx = gqkv.data_ptr<T>(), *gk = gqk.data_ptr<T>(), *pp = parts.data_ptr<T>();
+    const int64_t W = qkv.size(1), QK = (H + KV) * hd;
+    const T sc = T(scale);
+    at::parallel_for(0, L.prompts, 1, [&](int64_t pb, int64_t pe) {
+      std::vector<T> K, V, s, dp, Q, GO, Pt, DSt, acc(hd), dn(hd), rs(hd);
+      for (int64_t p = pb; p < pe; ++p) {
+        const std::vector<Block> blocks = blocks_of(L, p);
+        for (const Block& B : blocks) {
+          const int64_t nk = B.keys.size(), R = B.nq * G;  // query-heads of a kv head: row r = i·G + (h - g·G)
+          s.resize(nk);
+          dp.resize(nk);
+          Q.resize(R * hd);
+          GO.resize(R * hd);
+          for (int64_t g = 0; g < KV; ++g) {
+            gather(qkp, QK, (H + g) * hd, B, hd, K);
+            gather(xp, W, (H + KV + g) * hd, B, hd, V);
+            Pt.assign(nk * R, T(0));  // probabilities and score gradients, a key's column contiguous
+            DSt.assign(nk * R, T(0));
+            for (int64_t i = 0; i < B.nq; ++i)
+              for (int64_t h = g * G; h < (g + 1) * G; ++h) {
+                const int64_t t = B.qs + i, lim = B.limit(i), r = i * G + h - g * G;
+                const T *q = qkp + t * QK + h * hd, *go = gop + t * H * hd + h * hd, *o = op + t * H * hd + h * hd;
+                std::copy_n(q, hd, Q.data() + r * hd);
+                std::copy_n(go, hd, GO.data() + r * hd);
+                for (int64_t k = 0; k < lim; ++k) {
+                  s[k] = sc * s2lpo::dot(q, K.data() + k * hd, hd);
+                  dp[k] = s2lpo::dot(go, V.data() + k * hd, hd);
+                }
+                const T D = s2lpo::dot(go, o, hd);
+                for (int64_t k = 0; k < lim; ++k) s[k] = B.allowed(i, k) ? s[k] - lp[t * H + h] : -INFINITY;
+                s2lpo::exp_inplace(s.data(), lim);  // the probabilities; masked keys 0
+                for (int64_t k = 0; k < lim; ++k) {
+                  dp[k] = s[k] * (dp[k] - D) * sc;  // the scores' gradient
+                  Pt[k * R + r] = s[k];
+                  DSt[k * R + r] = dp[k];
+                }
+                s2lpo::combine(dp.data(), K.data(), lim, hd, gk + t * QK + h * hd);  // dq: one block per query
+              }
+            for (int64_t k = 0; k < nk; ++k) {  // dk, dv: over the rows that may see key k
+              const int64_t r0 = std::max<int64_t>(0, k - B.off) * G;
+              T *a = gk + B.keys[k] * QK + (H + g) * hd, *v = gx + B.keys[k] * W + (H + KV + g) * hd;
+              s2lpo::combine(DSt.data() + k * R + r0, Q.data() + r0 * hd, R - r0, hd, acc.data());
+#pragma omp simd
+              for (int64_t d = 0; d < hd; ++d) a[d] += acc[d];
+              s2lpo::combine(Pt.data() + k * R + r0, GO.data() + r0 * hd, R - r0, hd, acc.data());
+#pragma omp simd
+              for (int64_t d = 0; d < hd; ++d) v[d] += acc[d];
+            }
+          }
+        }
+        // every gradient of this prompt's tokens is in: back through RoPE and the q/k norms
+        for (const Block& B : blocks)
+          for (int64_t t = B.qs; t < B.qs + B.nq; ++t) {
+            const T* c = cp + t * hd;
+            for (int64_t d = 0; d < hd; ++d) rs[d] = sp[t * hd + (d + half) % hd];
+            for (int64_t j = 0; j < H + KV; ++j) {
+              rope(gk + t * QK + j * hd, c, rs.data(), dn.data(), hd);
+              s2lpo::rms_back(xp + t * W + j * hd, j < H ? wqp : wkp, rp[t * (H + KV) + j], dn.data(), gx + t * W + j * hd,
+                       pp + (p * 2 + (j < H ? 0 : 1)) * hd, hd);
+            }
+          }
+      }
+    });
+  });
+  const Tensor gw = parts.sum(0);
+  return {gqkv, gw[0], gw[1]};
+}
