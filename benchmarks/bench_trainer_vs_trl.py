@@ -16,6 +16,8 @@ savings with identical gradients are rows of their own:
 - ``ours, no skip``: rows with zero advantage (no learning signal) kept in the forward and backward passes;
 - ``ours, Python decode step``: decode steps through the lean path's Python code instead of its compiled step
   (``s2lpo.rollout.kernel``: the norms, RoPE, attention and SiLU of a step as loops between the matmuls);
+- ``ours, Python training ops``: the training pass's norms, RoPE, attention and SiLU as tensor operations instead
+  of the compiled ops (``s2lpo.rollout.train_kernel``: one call each way per piece, gradients by hand);
 - ``ours, HF decode``: sampling through the model's Hugging Face forward instead of the lean decode path
   (``s2lpo.rollout.decode``: fused weights, a KV cache allocated once, finished rows leave the batch);
 - ``ours, HF training forward``: the training pass through the model's Hugging Face forward instead of the lean
@@ -44,11 +46,16 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-# (skip rows without signal, share the prompt's prefill, lean decode path, lean training forward, compiled step)
-VARIANTS = {"ours": (True, True, True, True, True), "ours, Python decode step": (True, True, True, True, False),
-            "ours, HF decode": (True, True, False, True, False), "ours, HF training forward": (True, True, True, False, True),
-            "ours, no skip": (False, True, True, True, True), "ours, no prompt sharing": (True, False, True, True, True),
-            "ours, neither": (False, False, True, True, True), "TRL (no grad. checkpointing)": None}
+# (skip rows without signal, share the prompt's prefill, lean decode path, lean training forward, compiled decode
+# step, compiled training ops)
+VARIANTS = {"ours": (True, True, True, True, True, True),
+            "ours, Python decode step": (True, True, True, True, False, True),
+            "ours, Python training ops": (True, True, True, True, True, False),
+            "ours, HF decode": (True, True, False, True, False, True),
+            "ours, HF training forward": (True, True, True, False, True, True),
+            "ours, no skip": (False, True, True, True, True, True),
+            "ours, no prompt sharing": (True, False, True, True, True, True),
+            "ours, neither": (False, False, True, True, True, True), "TRL (no grad. checkpointing)": None}
 
 
 def compose_cfg(root: Path, cache: Path, args) -> object:
@@ -67,10 +74,11 @@ def compose_cfg(root: Path, cache: Path, args) -> object:
         ])
 
 
-def run_ours(cfg, skip: bool, share: bool, fast: bool, lean: bool, compiled: bool) -> dict:
+def run_ours(cfg, skip: bool, share: bool, fast: bool, lean: bool, compiled: bool, compiled_ops: bool) -> dict:
     import s2lpo.rollout.batch as batch
     import s2lpo.rollout.decode as decode
     import s2lpo.rollout.sampler as sampler
+    import s2lpo.rollout.train_forward as train_forward
     import s2lpo.trainer.local as local
     from s2lpo.models.resolve import model_params, model_path, toy_family
     from s2lpo.tracking.journal import read_history
@@ -79,6 +87,7 @@ def run_ours(cfg, skip: bool, share: bool, fast: bool, lean: bool, compiled: boo
     sampler.SHARE_PREFILL = share
     sampler.FAST_DECODE = fast
     decode.COMPILED_STEP = compiled
+    train_forward.COMPILED_OPS = compiled_ops
     batch.LEAN_FORWARD = lean
     local.train_step = functools.partial(train_step, skip_zero_advantage=skip)
     res = local.train(cfg, log=lambda *_: None)
