@@ -13,16 +13,16 @@ TEST_WORKERS ?= 2
 .PHONY: demo test setup bench gpu-smoke
 
 # uv installs (≈25 s from a fresh clone against pip's ≈2 min), from the sources this machine's pip is configured
-# with (tools/uv_sources.py); where uv cannot be had, pip does it. Then the compiled decode step is built for this
-# CPU (≈50 s, once per machine type and venv: s2lpo/rollout/kernel.py); where it cannot be, sampling takes the
-# Python step
+# with (tools/uv_sources.py); where uv cannot be had, pip does it. Then the compiled kernels (the decode step and
+# the training ops) are built for this CPU (≈80 s, once per machine type and venv: s2lpo/rollout/kernel.py); where
+# they cannot be, sampling and training take the Python operations
 define install
 	$(PYTHON) -m venv $(1)
 	if $(1)/bin/python -m pip install -q uv; then \
 		uv="$(1)/bin/python -m uv pip install -q --compile-bytecode --python $(1)/bin/python $$($(PYTHON) tools/uv_sources.py)"; \
 	else uv="$(1)/bin/python -m pip install -q"; fi; \
 	$$uv torch==2.13.0 && $$uv -e '.[$(2)]'
-	$(1)/bin/s2lpo build-kernel || echo "(sampling will take the Python decode step)"
+	$(1)/bin/s2lpo build-kernel || echo "(sampling and training will take the Python operations)"
 endef
 
 $(STAMP): pyproject.toml tools/uv_sources.py

@@ -4,7 +4,7 @@
     s2lpo sweep submit sweeps/<name>.yaml [k=v…]   queue a grid on SLURM (returns once queued)
     s2lpo sweep status <name | sweeps/<name>.yaml> per-run state from sacct and the run manifests
     s2lpo cluster up | down | status               a local single-node SLURM cluster (tests, trying out)
-    s2lpo build-kernel                             build the compiled decode step for this machine (make setup)
+    s2lpo build-kernel                             build the compiled decode step and training ops (make setup)
 """
 
 from __future__ import annotations
@@ -154,10 +154,10 @@ def _build_kernel(args: argparse.Namespace) -> int:
     t0 = time.time()
     b = build()
     if b.module is None:
-        print(f"the compiled decode step could not be built; sampling will take the Python step (the same samples, "
-              f"slower).\n{b.error}", file=sys.stderr)
+        print(f"the compiled kernels could not be built; sampling and training will take the Python operations "
+              f"(the same results, slower).\n{b.error}", file=sys.stderr)
         return 1
-    print(f"compiled decode step ready in {time.time() - t0:.1f}s: {b.directory}")
+    print(f"compiled kernels (decode step, training ops) ready in {time.time() - t0:.1f}s: {b.directory}")
     return 0
 
 
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cpus", type=int, default=8, help="CPUs the node announces (may exceed the machine's)")
     p.set_defaults(func=_cluster)
 
-    p = sub.add_parser("build-kernel", help="build the compiled decode step for this machine's CPU "
+    p = sub.add_parser("build-kernel", help="build the compiled decode step and training ops for this machine's CPU "
                        "($TORCH_EXTENSIONS_DIR, default ~/.cache/torch_extensions)")
     p.set_defaults(func=_build_kernel)
     args = parser.parse_args(argv)

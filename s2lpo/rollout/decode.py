@@ -7,7 +7,7 @@ gate/up fused into one matmul each, a KV cache allocated once for the whole cont
 finished dropped from the batch, and optionally a bf16 copy of the weights. An fp32 decode step on the CPU
 (one new token per row) runs as one compiled call (``s2lpo.rollout.kernel``, ``csrc/decode_step.cpp``) where
 that could be built. ``tests/test_decode.py`` pins both to the Hugging Face forward (same tokens for a seed,
-log-probs within 5e-5: float32 summation order), ``tests/test_kernels.py`` the compiled step to this
+log-probs within 5e-5: float32 summation order), ``tests/test_decode_kernel.py`` the compiled step to this
 module's.
 
 Models of other architectures (or Qwen3 variants it does not cover: attention bias, sliding windows,

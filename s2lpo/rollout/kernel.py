@@ -1,17 +1,20 @@
-"""The compiled decode step (``csrc/decode_step.cpp``): built on first use, once per machine type, and loaded.
+"""The compiled kernels (``csrc/``): one extension, built on first use once per machine type, and loaded.
 
-A decode step of the tiny models is a few small matmuls and ~200 small tensor operations between them, each
-costing more than its arithmetic (issued from C++ instead of Python they cost nearly as much: measured 1.1-1.25x
-faster, so it is the operations that must go, not the interpreter). The C++ step keeps the matmuls in ATen (MKL) and does the
-rest as loops over the rows, on torch's intra-op threads (torch's own OpenMP runtime, so no second thread pool
-spins beside it). ``s2lpo.rollout.decode.FastDecoder`` uses it for fp32 decode steps on the CPU.
+- the decode step (``decode_step.cpp``): a decode step of the tiny models is a few small matmuls and ~200 small
+  tensor operations between them, each costing more than its arithmetic (issued from C++ instead of Python they
+  cost nearly as much: measured 1.1-1.25x faster, so it is the operations that must go, not the interpreter).
+  The C++ step keeps the matmuls in ATen (MKL) and does the rest as loops over the rows.
+  ``s2lpo.rollout.decode.FastDecoder`` uses it for fp32 decode steps on the CPU.
+- the training ops (``train_ops.cpp``, ``train_attention.cpp``): RMSNorm, SiLU·up and a layer's attention block,
+  forward and backward, for ``s2lpo.rollout.train_kernel``'s autograd functions (fp32 training passes on the CPU).
 
-It is built with ``torch.utils.cpp_extension`` (ninja and the machine's C++ compiler, ~50 s) for this CPU
-(``-march=native``) under ``$TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``), in a folder whose
-name digests the source, the flags, the CPU's instruction sets, the Python version and the torch install: a home
+All loops run on torch's intra-op threads (torch's own OpenMP runtime, so no second thread pool spins beside it).
+It is built with ``torch.utils.cpp_extension`` (ninja and the machine's C++ compiler, ~80 s on 2 cores) for this
+CPU (``-march=native``) under ``$TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``), in a folder whose
+name digests the sources, the flags, the CPU's instruction sets, the Python version and the torch install: a home
 directory shared by nodes of different CPUs, or by several venvs, keeps a build for each. ``s2lpo build-kernel``
 (run by ``make setup``) builds it ahead of time. Where it cannot be built (no compiler), :func:`kernels` returns
-None and says why once (a warning): sampling takes the Python step, same samples, slower.
+None and says why once (a warning): sampling and training take the Python operations, same results, slower.
 ``S2LPO_KERNELS=0`` turns it off.
 """
 
@@ -117,15 +120,16 @@ def build(root: Path | None = None) -> Build:
 
 @functools.cache
 def kernels() -> ModuleType | None:
-    """The compiled decode step of this process (built on the first call), or None where it is off or cannot
-    be built (a warning says why, once)."""
+    """The compiled kernels of this process (the decode step and the training ops; built on the first call), or
+    None where they are off or cannot be built (a warning says why, once)."""
     if os.environ.get("S2LPO_KERNELS", "1").lower() in ("0", "false", "off", "no"):
         return None
     if platform.system() != "Linux":
-        log.warning("the compiled decode step is built on Linux only: sampling takes the Python step")
+        log.warning("the compiled kernels are built on Linux only: sampling and training take the Python operations")
         return None
     b = build()
     if b.module is None:
-        log.warning("the compiled decode step could not be built (%s): sampling takes the Python step, the same "
-                    "samples, slower; `s2lpo build-kernel` shows the compiler's output", b.reason())
+        log.warning("the compiled kernels could not be built (%s): sampling and training take the Python "
+                    "operations, the same results, slower; `s2lpo build-kernel` shows the compiler's output",
+                    b.reason())
     return b.module

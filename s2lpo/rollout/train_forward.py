@@ -7,8 +7,10 @@ own masks and cache bookkeeping). This computes the same function in one pass ov
 distinct prompts' tokens once, then every row's response tokens — with fused ``rms_norm``, q/k/v and gate/up
 each one matmul (the weights concatenated per call, so gradients reach the model's own parameters), RoPE from
 one table, and attention per stream: the prompts causally among themselves, each row's response over its
-prompt's keys and its own. ``tests/test_train_forward.py`` pins it to the Hugging Face forward (log-probs and
-gradients). Models it does not cover (``FastDecoder.supports``) keep the Hugging Face forward.
+prompt's keys and its own. In fp32 on the CPU the element-wise parts between a layer's matmuls are compiled ops
+(:mod:`s2lpo.rollout.train_kernel`), elsewhere tensor operations (``_python_layer``, also their reference).
+``tests/test_train_forward.py`` pins both to the Hugging Face forward (log-probs and gradients). Models it does
+not cover (``FastDecoder.supports``) keep the Hugging Face forward.
 """
 
 from __future__ import annotations
@@ -81,10 +83,10 @@ def _compiled_layer(lay, h, cos, sin, layout, eps, scale):
     x = train_kernel.RMSNorm.apply(h, lay.input_layernorm.weight, eps)
     qkv = F.linear(x, torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]))
     out = train_kernel.Attention.apply(qkv, a.q_norm.weight, a.k_norm.weight, cos, sin, layout, eps, scale)
-    h = h + F.linear(out, a.o_proj.weight)
+    h = torch.addmm(h, out, a.o_proj.weight.t())  # the residual added by the matmul: one pass less
     x = train_kernel.RMSNorm.apply(h, lay.post_attention_layernorm.weight, eps)
     gu = F.linear(x, torch.cat([m.gate_proj.weight, m.up_proj.weight]))
-    return h + F.linear(train_kernel.SiluMul.apply(gu), m.down_proj.weight)
+    return torch.addmm(h, train_kernel.SiluMul.apply(gu), m.down_proj.weight.t())
 
 
 def response_logits(model, input_ids: torch.Tensor, att_mask: torch.Tensor, pos: torch.Tensor, P: int,

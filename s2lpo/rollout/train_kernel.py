@@ -80,15 +80,15 @@ class Attention(torch.autograd.Function):
                 lay: Layout, eps: float, scale: float) -> torch.Tensor:
         args = (qkv.contiguous(), wq.contiguous(), wk.contiguous(), cos.contiguous(), sin.contiguous(),
                 lay.row_prompt, lay.preal, lay.rreal, lay.P, lay.R1, lay.heads, lay.kv_heads)
-        out, qk, rstd, lse = kernels().attention_fwd(*args, eps, scale)
-        ctx.save_for_backward(*args[:5], qk, rstd, lse, out)
+        out, qk, rstd, probs = kernels().attention_fwd(*args, eps, scale)
+        ctx.save_for_backward(*args[:5], qk, rstd, probs, out)
         ctx.lay, ctx.scale = lay, scale
         return out
 
     @staticmethod
     def backward(ctx, gout: torch.Tensor):
-        qkv, wq, wk, cos, sin, qk, rstd, lse, out = ctx.saved_tensors
+        qkv, wq, wk, cos, sin, qk, rstd, probs, out = ctx.saved_tensors
         lay = ctx.lay
         gqkv, gwq, gwk = kernels().attention_bwd(gout, qkv, wq, wk, cos, sin, lay.row_prompt, lay.preal, lay.rreal,
-                                                 lay.P, lay.R1, lay.heads, lay.kv_heads, ctx.scale, qk, rstd, lse, out)
+                                                 lay.P, lay.R1, lay.heads, lay.kv_heads, ctx.scale, qk, rstd, probs, out)
         return gqkv, gwq, gwk, None, None, None, None, None

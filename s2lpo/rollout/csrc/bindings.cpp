@@ -21,7 +21,7 @@ std::vector<Tensor> attention_fwd(const Tensor& qkv, const Tensor& wq, const Ten
 std::vector<Tensor> attention_bwd(const Tensor& gout, const Tensor& qkv, const Tensor& wq, const Tensor& wk,
                                   const Tensor& cos, const Tensor& sin, const Tensor& row_prompt,
                                   const Tensor& preal, const Tensor& rreal, int64_t P, int64_t R1, int64_t H,
-                                  int64_t KV, double scale, const Tensor& qk, const Tensor& rstd, const Tensor& lse,
+                                  int64_t KV, double scale, const Tensor& qk, const Tensor& rstd, const Tensor& probs,
                                   const Tensor& out);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

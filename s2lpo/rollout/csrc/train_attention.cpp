@@ -5,7 +5,7 @@
 // themselves; a row's queries see its prompt's real keys and its own real keys up to themselves (a padded query
 // sees itself too, never an empty row) — train_forward._masks. Work is split by prompt: a prompt's tokens and
 // its rows' tokens are read and written by its task only, so key gradients need no locks and the sums run in a
-// fixed order. Softmax statistics (log-sum-exp) are kept from the forward; the backward recomputes the scores.
+// fixed order. The forward keeps its attention probabilities for the backward ([tokens, H, P + R1]).
 #include <ATen/ATen.h>
 #include "common.h"
 #include <ATen/Parallel.h>
@@ -118,12 +118,12 @@ std::vector<Tensor> attention_fwd(const Tensor& qkv, const Tensor& wq, const Ten
   const Layout L = layout_of(qkv, row_prompt, preal, rreal, P, R1, H, KV);
   const int64_t N = qkv.size(0), hd = L.hd, G = H / KV;
   Tensor out = at::empty({N, H * hd}, qkv.options()), qk = at::empty({N, (H + KV) * hd}, qkv.options());
-  Tensor rstd = at::empty({N, H + KV}, qkv.options()), lse = at::empty({N, H}, qkv.options());
+  Tensor rstd = at::empty({N, H + KV}, qkv.options()), probs = at::empty({N, H, P + R1}, qkv.options());
   s2lpo::dispatch(qkv, "attention_fwd", [&](auto tag) {
     using T = decltype(tag);
     const Heads<T> X{qkv.data_ptr<T>(), wq.data_ptr<T>(), wk.data_ptr<T>(), cos.data_ptr<T>(), sin.data_ptr<T>(),
                      qk.data_ptr<T>(), rstd.data_ptr<T>(), qkv.size(1), (H + KV) * hd};
-    T *op = out.data_ptr<T>(), *lp = lse.data_ptr<T>();
+    T *op = out.data_ptr<T>(), *pp = probs.data_ptr<T>();
     at::parallel_for(0, L.prompts, 1, [&](int64_t pb, int64_t pe) {
       std::vector<T> K, V, s, n(hd);
       for (int64_t p = pb; p < pe; ++p)
@@ -147,22 +147,22 @@ std::vector<Tensor> attention_fwd(const Tensor& qkv, const Tensor& wq, const Ten
                 for (int64_t k = 0; k < lim; ++k) s[k] -= mx;
                 s2lpo::exp_inplace(s.data(), lim);  // exp(-inf) = 0: masked keys drop out
                 for (int64_t k = 0; k < lim; ++k) z += s[k];
-                lp[t * H + h] = mx + std::log(z);
-                for (int64_t k = 0; k < lim; ++k) s[k] /= z;
+                T* pr = pp + (t * H + h) * (P + R1);  // kept for the backward
+                for (int64_t k = 0; k < lim; ++k) pr[k] = s[k] /= z;
                 s2lpo::combine(s.data(), V.data(), lim, hd, op + t * H * hd + h * hd);
               }
           }
         }
     });
   });
-  return {out, qk, rstd, lse};
+  return {out, qk, rstd, probs};
 }
 
 // gqkv [N, (H+2KV)·hd], gwq [hd], gwk [hd]
 std::vector<Tensor> attention_bwd(const Tensor& gout_, const Tensor& qkv, const Tensor& wq, const Tensor& wk,
                                   const Tensor& cos, const Tensor& sin, const Tensor& row_prompt,
                                   const Tensor& preal, const Tensor& rreal, int64_t P, int64_t R1, int64_t H,
-                                  int64_t KV, double scale, const Tensor& qk, const Tensor& rstd, const Tensor& lse,
+                                  int64_t KV, double scale, const Tensor& qk, const Tensor& rstd, const Tensor& probs,
                                   const Tensor& out) {
   const Layout L = layout_of(qkv, row_prompt, preal, rreal, P, R1, H, KV);
   const Tensor gout = gout_.contiguous();
@@ -171,19 +171,18 @@ std::vector<Tensor> attention_bwd(const Tensor& gout_, const Tensor& qkv, const 
   Tensor parts = at::zeros({L.prompts, 2, hd}, qkv.options());  // per prompt: q-norm and k-norm weight gradients
   s2lpo::dispatch(qkv, "attention_bwd", [&](auto tag) {
     using T = decltype(tag);
-    const T *xp = qkv.data_ptr<T>(), *qkp = qk.data_ptr<T>(), *rp = rstd.data_ptr<T>(), *lp = lse.data_ptr<T>(),
+    const T *xp = qkv.data_ptr<T>(), *qkp = qk.data_ptr<T>(), *rp = rstd.data_ptr<T>(), *prp = probs.data_ptr<T>(),
             *op = out.data_ptr<T>(), *gop = gout.data_ptr<T>(), *cp = cos.data_ptr<T>(), *sp = sin.data_ptr<T>(),
             *wqp = wq.data_ptr<T>(), *wkp = wk.data_ptr<T>();
     T *gx = gqkv.data_ptr<T>(), *gk = gqk.data_ptr<T>(), *pp = parts.data_ptr<T>();
     const int64_t W = qkv.size(1), QK = (H + KV) * hd;
     const T sc = T(scale);
     at::parallel_for(0, L.prompts, 1, [&](int64_t pb, int64_t pe) {
-      std::vector<T> K, V, s, dp, Q, GO, Pt, DSt, acc(hd), dn(hd), rs(hd);
+      std::vector<T> K, V, dp, Q, GO, Pt, DSt, acc(hd), dn(hd), rs(hd);
       for (int64_t p = pb; p < pe; ++p) {
         const std::vector<Block> blocks = blocks_of(L, p);
         for (const Block& B : blocks) {
           const int64_t nk = B.keys.size(), R = B.nq * G;  // query-heads of a kv head: row r = i·G + (h - g·G)
-          s.resize(nk);
           dp.resize(nk);
           Q.resize(R * hd);
           GO.resize(R * hd);
@@ -198,16 +197,12 @@ std::vector<Tensor> attention_bwd(const Tensor& gout_, const Tensor& qkv, const 
                 const T *q = qkp + t * QK + h * hd, *go = gop + t * H * hd + h * hd, *o = op + t * H * hd + h * hd;
                 std::copy_n(q, hd, Q.data() + r * hd);
                 std::copy_n(go, hd, GO.data() + r * hd);
-                for (int64_t k = 0; k < lim; ++k) {
-                  s[k] = sc * s2lpo::dot(q, K.data() + k * hd, hd);
-                  dp[k] = s2lpo::dot(go, V.data() + k * hd, hd);
-                }
+                const T* pr = prp + (t * H + h) * (P + R1);  // the forward's probabilities; masked keys 0
+                for (int64_t k = 0; k < lim; ++k) dp[k] = s2lpo::dot(go, V.data() + k * hd, hd);
                 const T D = s2lpo::dot(go, o, hd);
-                for (int64_t k = 0; k < lim; ++k) s[k] = B.allowed(i, k) ? s[k] - lp[t * H + h] : -INFINITY;
-                s2lpo::exp_inplace(s.data(), lim);  // the probabilities; masked keys 0
                 for (int64_t k = 0; k < lim; ++k) {
-                  dp[k] = s[k] * (dp[k] - D) * sc;  // the scores' gradient
-                  Pt[k * R + r] = s[k];
+                  dp[k] = pr[k] * (dp[k] - D) * sc;  // the scores' gradient
+                  Pt[k * R + r] = pr[k];
                   DSt[k * R + r] = dp[k];
                 }
                 s2lpo::combine(dp.data(), K.data(), lim, hd, gk + t * QK + h * hd);  // dq: one block per query
