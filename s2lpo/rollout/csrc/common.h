@@ -94,6 +94,39 @@ inline void combine(const T* w, const T* M, int64_t n, int64_t d, T* out) {
   }
 }
 
+// C[r, k] = sum over d of A[r, d]·Bt[d, k] for r < R, k < n (A [R, d], Bt [d, n], C [R, n]; n a multiple of 8):
+// the scores of R query rows against n keys, in 4-row by 8-key tiles held in registers on AVX2
+template <typename T>
+inline void products(const T* A, const T* Bt, int64_t R, int64_t n, int64_t d, T* C) {
+  int64_t r = 0;
+#if defined(__AVX2__)
+  if constexpr (std::is_same_v<T, float>) {
+    for (; r + 4 <= R; r += 4)
+      for (int64_t k = 0; k < n; k += 8) {
+        __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
+        const float* a = A + r * d;
+        for (int64_t j = 0; j < d; ++j) {
+          const __m256 b = _mm256_loadu_ps(Bt + j * n + k);
+          c0 = _mm256_fmadd_ps(_mm256_set1_ps(a[j]), b, c0);
+          c1 = _mm256_fmadd_ps(_mm256_set1_ps(a[d + j]), b, c1);
+          c2 = _mm256_fmadd_ps(_mm256_set1_ps(a[2 * d + j]), b, c2);
+          c3 = _mm256_fmadd_ps(_mm256_set1_ps(a[3 * d + j]), b, c3);
+        }
+        _mm256_storeu_ps(C + r * n + k, c0);
+        _mm256_storeu_ps(C + (r + 1) * n + k, c1);
+        _mm256_storeu_ps(C + (r + 2) * n + k, c2);
+        _mm256_storeu_ps(C + (r + 3) * n + k, c3);
+      }
+  }
+#endif
+  for (; r < R; ++r)
+    for (int64_t k = 0; k < n; ++k) {
+      T c = 0;
+      for (int64_t j = 0; j < d; ++j) c += A[r * d + j] * Bt[j * n + k];
+      C[r * n + k] = c;
+    }
+}
+
 template <typename T>
 inline T rstd_of(const T* x, int64_t d, double eps) {
   T ss = 0;

@@ -91,6 +91,26 @@ void gather(const T* base, int64_t stride, int64_t col, const Block& B, int64_t 
   for (int64_t k = 0; k < nk; ++k) std::copy_n(base + B.keys[k] * stride + col, hd, M.data() + k * hd);
 }
 
+// the same keys transposed, Mt [hd, n], the keys past nk zero (n: nk rounded up to 8)
+template <typename T>
+void gather_t(const T* base, int64_t stride, int64_t col, const Block& B, int64_t hd, int64_t n, std::vector<T>& Mt) {
+  const int64_t nk = B.keys.size();
+  Mt.assign(hd * n, T(0));
+  for (int64_t k = 0; k < nk; ++k) {
+    const T* src = base + B.keys[k] * stride + col;
+    for (int64_t d = 0; d < hd; ++d) Mt[d * n + k] = src[d];
+  }
+}
+
+// the block's query rows of kv head g (row r = i·G + h - g·G) from a [tokens, H·hd]-strided buffer, into M [R, hd]
+template <typename T>
+void gather_queries(const T* base, int64_t stride, const Block& B, int64_t g, int64_t G, int64_t hd,
+                    std::vector<T>& M) {
+  M.resize(B.nq * G * hd);
+  for (int64_t i = 0; i < B.nq; ++i)
+    for (int64_t j = 0; j < G; ++j) std::copy_n(base + (B.qs + i) * stride + (g * G + j) * hd, hd, M.data() + (i * G + j) * hd);
+}
+
 }  // namespace
 
 namespace {
@@ -125,32 +145,32 @@ std::vector<Tensor> attention_fwd(const Tensor& qkv, const Tensor& wq, const Ten
                      qk.data_ptr<T>(), rstd.data_ptr<T>(), qkv.size(1), (H + KV) * hd};
     T *op = out.data_ptr<T>(), *pp = probs.data_ptr<T>();
     at::parallel_for(0, L.prompts, 1, [&](int64_t pb, int64_t pe) {
-      std::vector<T> K, V, s, n(hd);
+      std::vector<T> Kt, V, Q, S, n(hd);
       for (int64_t p = pb; p < pe; ++p)
         for (const Block& B : blocks_of(L, p)) {
           for (int64_t i = 0; i < B.nq; ++i) rope_token(X, L, B.qs + i, eps, n.data());
-          const int64_t nk = B.keys.size();
-          s.resize(nk);
+          const int64_t nk = B.keys.size(), np = (nk + 7) / 8 * 8, R = B.nq * G;
+          S.resize(R * np);
           for (int64_t g = 0; g < KV; ++g) {
-            gather(X.qk, X.QK, (H + g) * hd, B, hd, K);
+            gather_t(X.qk, X.QK, (H + g) * hd, B, hd, np, Kt);
             gather(X.qkv, X.W, (H + KV + g) * hd, B, hd, V);
-            for (int64_t i = 0; i < B.nq; ++i)
-              for (int64_t h = g * G; h < (g + 1) * G; ++h) {
-                const int64_t t = B.qs + i, lim = B.limit(i);
-                const T* q = X.qk + t * X.QK + h * hd;
-                for (int64_t k = 0; k < lim; ++k) s[k] = T(scale) * s2lpo::dot(q, K.data() + k * hd, hd);
-                T mx = -INFINITY, z = 0;
-                for (int64_t k = 0; k < lim; ++k) {
-                  if (!B.allowed(i, k)) s[k] = -INFINITY;
-                  mx = std::max(mx, s[k]);
-                }
-                for (int64_t k = 0; k < lim; ++k) s[k] -= mx;
-                s2lpo::exp_inplace(s.data(), lim);  // exp(-inf) = 0: masked keys drop out
-                for (int64_t k = 0; k < lim; ++k) z += s[k];
-                T* pr = pp + (t * H + h) * (P + R1);  // kept for the backward
-                for (int64_t k = 0; k < lim; ++k) pr[k] = s[k] /= z;
-                s2lpo::combine(s.data(), V.data(), lim, hd, op + t * H * hd + h * hd);
+            gather_queries(X.qk, X.QK, B, g, G, hd, Q);
+            s2lpo::products(Q.data(), Kt.data(), R, np, hd, S.data());
+            for (int64_t r = 0; r < R; ++r) {
+              const int64_t i = r / G, h = g * G + r % G, t = B.qs + i, lim = B.limit(i);
+              T* s = S.data() + r * np;
+              T mx = -INFINITY, z = 0;
+              for (int64_t k = 0; k < lim; ++k) {
+                s[k] = B.allowed(i, k) ? s[k] * T(scale) : -INFINITY;
+                mx = std::max(mx, s[k]);
               }
+              for (int64_t k = 0; k < lim; ++k) s[k] -= mx;
+              s2lpo::exp_inplace(s, lim);  // exp(-inf) = 0: masked keys drop out
+              for (int64_t k = 0; k < lim; ++k) z += s[k];
+              T* pr = pp + (t * H + h) * (P + R1);  // kept for the backward
+              for (int64_t k = 0; k < lim; ++k) pr[k] = s[k] /= z;
+              s2lpo::combine(s, V.data(), lim, hd, op + t * H * hd + h * hd);
+            }
           }
         }
     });
@@ -178,35 +198,32 @@ std::vector<Tensor> attention_bwd(const Tensor& gout_, const Tensor& qkv, const 
     const int64_t W = qkv.size(1), QK = (H + KV) * hd;
     const T sc = T(scale);
     at::parallel_for(0, L.prompts, 1, [&](int64_t pb, int64_t pe) {
-      std::vector<T> K, V, dp, Q, GO, Pt, DSt, acc(hd), dn(hd), rs(hd);
+      std::vector<T> K, Vt, dP, Q, GO, Pt, DSt, acc(hd), dn(hd), rs(hd);
       for (int64_t p = pb; p < pe; ++p) {
         const std::vector<Block> blocks = blocks_of(L, p);
         for (const Block& B : blocks) {
-          const int64_t nk = B.keys.size(), R = B.nq * G;  // query-heads of a kv head: row r = i·G + (h - g·G)
-          dp.resize(nk);
-          Q.resize(R * hd);
-          GO.resize(R * hd);
+          const int64_t nk = B.keys.size(), np = (nk + 7) / 8 * 8, R = B.nq * G;  // row r = i·G + h - g·G
+          dP.resize(R * np);
           for (int64_t g = 0; g < KV; ++g) {
             gather(qkp, QK, (H + g) * hd, B, hd, K);
-            gather(xp, W, (H + KV + g) * hd, B, hd, V);
+            gather_t(xp, W, (H + KV + g) * hd, B, hd, np, Vt);
+            gather_queries(qkp, QK, B, g, G, hd, Q);
+            gather_queries(gop, H * hd, B, g, G, hd, GO);
+            s2lpo::products(GO.data(), Vt.data(), R, np, hd, dP.data());  // the probabilities' gradient
             Pt.assign(nk * R, T(0));  // probabilities and score gradients, a key's column contiguous
             DSt.assign(nk * R, T(0));
-            for (int64_t i = 0; i < B.nq; ++i)
-              for (int64_t h = g * G; h < (g + 1) * G; ++h) {
-                const int64_t t = B.qs + i, lim = B.limit(i), r = i * G + h - g * G;
-                const T *q = qkp + t * QK + h * hd, *go = gop + t * H * hd + h * hd, *o = op + t * H * hd + h * hd;
-                std::copy_n(q, hd, Q.data() + r * hd);
-                std::copy_n(go, hd, GO.data() + r * hd);
-                const T* pr = prp + (t * H + h) * (P + R1);  // the forward's probabilities; masked keys 0
-                for (int64_t k = 0; k < lim; ++k) dp[k] = s2lpo::dot(go, V.data() + k * hd, hd);
-                const T D = s2lpo::dot(go, o, hd);
-                for (int64_t k = 0; k < lim; ++k) {
-                  dp[k] = pr[k] * (dp[k] - D) * sc;  // the scores' gradient
-                  Pt[k * R + r] = pr[k];
-                  DSt[k * R + r] = dp[k];
-                }
-                s2lpo::combine(dp.data(), K.data(), lim, hd, gk + t * QK + h * hd);  // dq: one block per query
+            for (int64_t r = 0; r < R; ++r) {
+              const int64_t i = r / G, h = g * G + r % G, t = B.qs + i, lim = B.limit(i);
+              const T* pr = prp + (t * H + h) * (P + R1);  // the forward's probabilities; masked keys 0
+              T* dp = dP.data() + r * np;
+              const T D = s2lpo::dot(GO.data() + r * hd, op + t * H * hd + h * hd, hd);
+              for (int64_t k = 0; k < lim; ++k) {
+                dp[k] = pr[k] * (dp[k] - D) * sc;  // the scores' gradient
+                Pt[k * R + r] = pr[k];
+                DSt[k * R + r] = dp[k];
               }
+              s2lpo::combine(dp, K.data(), lim, hd, gk + t * QK + h * hd);  // dq: one block per query
+            }
             for (int64_t k = 0; k < nk; ++k) {  // dk, dv: over the rows that may see key k
               const int64_t r0 = std::max<int64_t>(0, k - B.off) * G;
               T *a = gk + B.keys[k] * QK + (H + g) * hd, *v = gx + B.keys[k] * W + (H + KV + g) * hd;
