@@ -167,3 +167,12 @@ def test_a_training_pass_through_the_compiled_ops_is_the_python_pass(tiny_family
         assert train_kernel.ops_for(torch.zeros(1)) is None
         _pass(model, batch, True, monkeypatch)
     assert len(calls) == model.config.num_hidden_layers
+
+
+def test_a_row_of_no_prompt_is_refused():
+    """Every row must belong to one of the prompts: a row outside them would be in no task, its output unwritten."""
+    (qkv, wq, wk, cos, sin), lay, *_, hd = _inputs("shared, ragged, 2 queries per kv head", torch.float32)
+    bad = train_kernel.Layout(torch.tensor([0, 0, 1, 1, 2]), lay.preal, lay.rreal, lay.P, lay.R1, lay.heads,
+                              lay.kv_heads)
+    with pytest.raises(RuntimeError, match="row 4 has prompt 2 of 2"):
+        train_kernel.Attention.apply(qkv, wq, wk, cos, sin, bad, 1e-6, hd**-0.5)

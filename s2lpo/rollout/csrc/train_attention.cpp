@@ -125,8 +125,10 @@ Layout layout_of(const Tensor& qkv, const Tensor& row_prompt, const Tensor& prea
                   preal.scalar_type() == at::kBool && rreal.scalar_type() == at::kBool && preal.size(1) == P &&
                   rreal.size(0) == B && rreal.size(1) == P + R1 && row_prompt.scalar_type() == at::kLong,
               "attention: masks [prompts, P], [rows, P + R1] (bool), row_prompt [rows] (int64)");
-  return {prompts, P, R1, B, H, KV, hd, row_prompt.data_ptr<int64_t>(), preal.data_ptr<bool>(),
-          rreal.data_ptr<bool>()};
+  const int64_t* rp = row_prompt.data_ptr<int64_t>();
+  for (int64_t b = 0; b < B; ++b)  // a row of no prompt would be left out of every task, its output unwritten
+    TORCH_CHECK(rp[b] >= 0 && rp[b] < prompts, "attention: row ", b, " has prompt ", rp[b], " of ", prompts);
+  return {prompts, P, R1, B, H, KV, hd, rp, preal.data_ptr<bool>(), rreal.data_ptr<bool>()};
 }
 
 }  // namespace
