@@ -294,3 +294,24 @@ def test_inside_a_slurm_job_a_run_without_threads_takes_its_cpus(tmp_path, tiny_
     assert intra_op_threads(3, {"SLURM_CPUS_PER_TASK": "1"}) == 3
     assert intra_op_threads(None, {"SLURM_CPUS_PER_TASK": "6"}) == 6
     assert intra_op_threads(None, {}) is None and intra_op_threads(None, {"SLURM_CPUS_PER_TASK": ""}) is None
+
+
+def test_bf16_on_a_cpu_without_bf16_units_says_it_will_be_slow(tmp_path, tiny_family, monkeypatch):
+    """``trainer.precision=bf16`` on a CPU whose flags name no bf16 units: the run says, before it trains, that
+    its matmuls are emulated and fp32 is faster; with AMX (or AVX-512 BF16, or Arm's bf16) it says nothing."""
+    import s2lpo.trainer.local as local
+    from s2lpo.trainer.setup import bf16_warning
+
+    cpu = torch.device("cpu")
+    assert "13x slower" in bf16_warning("bf16", cpu, "fpu sse avx2 fma")
+    for flags in ("avx2 amx_bf16 amx_tile", "avx512f avx512_bf16", "fp asimd bf16"):
+        assert bf16_warning("bf16", cpu, flags) is None, flags
+    assert bf16_warning("fp32", cpu, "avx2") is None and bf16_warning("bf16", torch.device("cuda"), "avx2") is None
+    for flags, warned in (("fpu avx2 fma", True), ("avx512f amx_bf16", False)):
+        monkeypatch.setattr(local, "cpu_features", lambda f=flags: f)
+        lines: list[str] = []
+        cfg = make_cfg(tmp_path / str(warned), *QUICK, "algorithm=grpo", "algorithm.t_mix=0", "explorer=none",
+                       "trainer.precision=bf16", "trainer.total_steps=1", "trainer.eval_every=10")
+        res = local.train(cfg, log=lambda *a, out=lines: out.append(" ".join(map(str, a))))
+        assert res.status == "finished"
+        assert any("trainer.precision=bf16 on a CPU without bf16 units" in line for line in lines) == warned, lines

@@ -54,7 +54,8 @@ class Build:
         return f"{last} (build folder {self.directory})"
 
 
-def _cpu_features() -> str:
+def cpu_features() -> str:
+    """The CPU's instruction-set flags (``/proc/cpuinfo``), sorted, space-separated."""
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith(("flags", "Features")):
@@ -68,7 +69,7 @@ def build_name() -> str:
     # torch's headers are included from (and its libraries linked from) the venv: a build per torch install,
     # or two venvs would rebuild one folder in turn, under a library another process has loaded
     sources = [p.read_text() for p in sorted(CSRC.glob("*.[ch]*"))]  # the headers too
-    key = "\n".join([*sources, " ".join(CFLAGS + LDFLAGS), _cpu_features(), platform.machine(), sys.version,
+    key = "\n".join([*sources, " ".join(CFLAGS + LDFLAGS), cpu_features(), platform.machine(), sys.version,
                      torch.__version__, str(Path(torch.__file__).resolve().parent)])
     return f"s2lpo_kernels_{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 

@@ -5,8 +5,10 @@ Between a layer's matmuls the lean training forward (:mod:`s2lpo.rollout.train_f
 operations forward and more backward: on toy-l they cost as much as a third of the training pass, its matmuls the
 rest (measured: RMSNorm 2.5 ms a call forward and backward, q/k norms with RoPE 7.3 ms, attention 6.1 ms, SiLU·up
 2.7 ms, against 30 ms of matmuls a layer). Here each is one call forward and one backward, with the gradients
-written out by hand — the matmuls stay with autograd and MKL. ``tests/test_train_kernel.py`` checks every
-gradient against finite differences (float64) and the whole pass against the Python operations (float32).
+written out by hand — the matmuls stay with autograd and MKL. A training pass of 48 rows of toy-l on 2 cores:
+0.28 s against 0.36 s through the tensor operations (1.28x; its matmuls alone ~0.21 s). ``tests/test_train_kernel.py``
+checks every gradient against finite differences (float64) and the whole pass against the Python operations
+(float32).
 """
 
 from __future__ import annotations

@@ -34,11 +34,12 @@ from s2lpo.rewards import get_reward_fn, token_scorer
 from s2lpo.rollout import sampler
 from s2lpo.rollout.collect import Rollout
 from s2lpo.rollout.explorer_cache import explorer_cache_for, explorer_sampling
+from s2lpo.rollout.kernel import cpu_features
 from s2lpo.rollout.metrics import source_metrics
 from s2lpo.rollout.sampler import SamplingParams
 from s2lpo.tracking.lifecycle import RunLifecycle, RunResult
 from s2lpo.tracking.restore import mend_journal
-from s2lpo.trainer.setup import intra_op_threads, resolve
+from s2lpo.trainer.setup import bf16_warning, intra_op_threads, resolve
 from s2lpo.trainer.update import UpdateConfig, train_step
 
 
@@ -55,6 +56,8 @@ def train(cfg: DictConfig, progress: Callable[[int, int, dict], None] | None = N
     a, t, gd = cfg.algorithm, cfg.trainer, cfg.algorithm.guidance
     if (threads := intra_op_threads(t.threads, dict(os.environ))) is not None:
         torch.set_num_threads(threads)
+    if (slow := bf16_warning(t.precision, res.device, cpu_features())) is not None:
+        log(slow)
     run = RunLifecycle(cfg.paths.runs_dir, OmegaConf.to_container(cfg, resolve=True), log)
 
     def logged(upto: int) -> dict[str, list[int]]:  # what the journal holds once step ``upto`` is trained
