@@ -153,9 +153,10 @@ def test_a_ray_cluster_over_the_allocations_tasks(tmp_path, slurm_cluster):
     other_dir = tempfile.mkdtemp(prefix="ray-other-", dir="/tmp")  # Ray's socket paths must stay short
     other = subprocess.Popen([RAY, "start", "--head", f"--port={free_port()}", f"--temp-dir={other_dir}",
                               "--include-dashboard=false", "--num-cpus=1", "--disable-usage-stats"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        assert other.wait(timeout=120) == 0
+        out, _ = other.communicate(timeout=120)  # Ray's daemons do not hold the pipe (ray_cluster.py reads it so)
+        assert other.returncode == 0, out[-3000:]  # a failed start says why (CI once saw only "1 == 0")
         bystander = session_pids(other.pid)
         ex = submitit.SlurmExecutor(folder=str(tmp_path / "submitit"))
         ex.update_parameters(nodes=1, ntasks_per_node=2, cpus_per_task=1, mem="2GB", time=10, job_name="ray-probe",
