@@ -40,24 +40,12 @@ def _layout(row_prompt: list[int], P: int, R1: int, prompt_pad: list[int], resp_
 
 
 def _python_attention(qkv, wq, wk, cos, sin, lay, att, first, eps, scale):
-    """train_forward._python_layer's attention block: the reference."""
-    H, KV, P, R1 = lay.heads, lay.kv_heads, lay.P, lay.R1
-    hd = qkv.shape[1] // (H + 2 * KV)
-    n, B = len(first), len(lay.row_prompt)
-    q = F.rms_norm(qkv[:, : H * hd].view(-1, H, hd), (hd,), wq, eps)
-    k = F.rms_norm(qkv[:, H * hd : (H + KV) * hd].view(-1, KV, hd), (hd,), wk, eps)
-    v = qkv[:, (H + KV) * hd :].view(-1, KV, hd)
-    c, s = cos[:, None], sin[:, None]
-    q, k = q * c + q.roll(hd // 2, -1) * s, k * c + k.roll(hd // 2, -1) * s
-    keep_p, keep_r = train_forward._masks(att, P)
-    qp, kp, vp = (t[: n * P].view(n, P, -1, hd) for t in (q, k, v))
-    out = [train_forward._attend(qp, kp, vp, keep_p[first], scale).reshape(n * P, -1)]
-    if R1:
-        qr, kr, vr = (t[n * P :].view(B, R1, -1, hd) for t in (q, k, v))
-        rp = lay.row_prompt
-        out.append(train_forward._attend(qr, torch.cat([kp[rp], kr], 1), torch.cat([vp[rp], vr], 1), keep_r,
-                                         scale).reshape(B * R1, -1))
-    return torch.cat(out)
+    """train_forward's attention block in tensor operations over the same layout: the reference."""
+    hd = qkv.shape[1] // (lay.heads + 2 * lay.kv_heads)
+    keep_p, keep_r = train_forward._masks(att, lay.P)
+    return train_forward._python_attention(qkv, wq, wk, cos[:, None], sin[:, None], keep_p[first], keep_r, len(first),
+                                           lay.P, len(lay.row_prompt), lay.R1, lay.row_prompt,
+                                           (lay.heads, lay.kv_heads, hd, eps, scale))
 
 
 LAYOUTS = {  # row_prompt, P, R1, prompt padding per prompt, real response positions per row, H, KV, head dim

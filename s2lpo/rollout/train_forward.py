@@ -48,26 +48,33 @@ def _masks(att_mask: torch.Tensor, P: int) -> tuple[torch.Tensor, torch.Tensor]:
     return keep[:, :P, :P], keep[:, P:, :]
 
 
-def _python_layer(lay, h, cos, sin, keep_p, keep_r, n_prompts, P, B, R1, row_prompt, dims):
-    """One layer in tensor operations (the reference for the compiled ops; bf16 and other devices take it)."""
+def _python_attention(qkv, wq, wk, cos, sin, keep_p, keep_r, n_prompts, P, B, R1, row_prompt, dims):
+    """A layer's attention block in tensor operations, from the qkv matmul's output to the o matmul's input: q/k
+    RMSNorm, RoPE and attention per stream (the reference for ``train_kernel.Attention``)."""
     H, KV, hd, eps, scale = dims
     Np, half = n_prompts * P, hd // 2
-    a = lay.self_attn
-    x = F.rms_norm(h, (h.shape[-1],), lay.input_layernorm.weight, eps)
-    qkv = F.linear(x, torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]))
-    q = F.rms_norm(qkv[:, : H * hd].view(-1, H, hd), (hd,), a.q_norm.weight, eps)
-    k = F.rms_norm(qkv[:, H * hd : (H + KV) * hd].view(-1, KV, hd), (hd,), a.k_norm.weight, eps)
+    q = F.rms_norm(qkv[:, : H * hd].view(-1, H, hd), (hd,), wq, eps)
+    k = F.rms_norm(qkv[:, H * hd : (H + KV) * hd].view(-1, KV, hd), (hd,), wk, eps)
     v = qkv[:, (H + KV) * hd :].view(-1, KV, hd)
     q = q * cos + q.roll(half, -1) * sin
     k = k * cos + k.roll(half, -1) * sin
     qp, kp, vp = (t[:Np].view(n_prompts, P, -1, hd) for t in (q, k, v))
     out_p = _attend(qp, kp, vp, keep_p, scale)
-    if R1:
-        qr, kr, vr = (t[Np:].view(B, R1, -1, hd) for t in (q, k, v))
-        out_r = _attend(qr, torch.cat([kp[row_prompt], kr], 1), torch.cat([vp[row_prompt], vr], 1), keep_r, scale)
-        out = torch.cat([out_p.reshape(Np, -1), out_r.reshape(B * R1, -1)])
-    else:
-        out = out_p.reshape(Np, -1)
+    if not R1:
+        return out_p.reshape(Np, -1)
+    qr, kr, vr = (t[Np:].view(B, R1, -1, hd) for t in (q, k, v))
+    out_r = _attend(qr, torch.cat([kp[row_prompt], kr], 1), torch.cat([vp[row_prompt], vr], 1), keep_r, scale)
+    return torch.cat([out_p.reshape(Np, -1), out_r.reshape(B * R1, -1)])
+
+
+def _python_layer(lay, h, cos, sin, keep_p, keep_r, n_prompts, P, B, R1, row_prompt, dims):
+    """One layer in tensor operations (the reference for the compiled ops; bf16 and other devices take it)."""
+    eps = dims[3]
+    a = lay.self_attn
+    x = F.rms_norm(h, (h.shape[-1],), lay.input_layernorm.weight, eps)
+    qkv = F.linear(x, torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]))
+    out = _python_attention(qkv, a.q_norm.weight, a.k_norm.weight, cos, sin, keep_p, keep_r, n_prompts, P, B, R1,
+                            row_prompt, dims)
     h = h + F.linear(out, a.o_proj.weight)
     m = lay.mlp
     gate, up = F.linear(F.rms_norm(h, (h.shape[-1],), lay.post_attention_layernorm.weight, eps),
