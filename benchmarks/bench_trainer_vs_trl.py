@@ -27,7 +27,8 @@ savings with identical gradients are rows of their own:
 
 Compute bound: the FLOPs the step needs (2·params per prompt token prefilled once per prompt and per generated
 token; 6·params per token of the rows with signal), at this machine's fp32 matmul rate at the model's shapes
-(measured here: rows-wide for decoding, thousands of tokens for training).
+(measured here: rows-wide for decoding, the faster of torch.mm and oneDNN with the weights laid out beforehand, as
+the compiled decode step multiplies; thousands of tokens for training).
 """
 
 from __future__ import annotations
@@ -153,21 +154,31 @@ def worker(args) -> None:
     print("RESULT " + json.dumps(out))
 
 
-def matmul_rate(hidden: int, inter: int, vocab: int, rows: int, threads: int) -> float:
-    """fp32 GFLOP/s of the model's linear layers' shapes with ``rows`` tokens at a time (median of 5)."""
+def matmul_rate(hidden: int, inter: int, vocab: int, rows: int, threads: int, packed: bool = False) -> float:
+    """fp32 GFLOP/s of the model's linear layers' shapes with ``rows`` tokens at a time (median of 5): through
+    torch.mm, or with ``packed`` through oneDNN with the weights laid out beforehand (the compiled decode step's
+    matmuls, ``s2lpo.rollout.decode.packed``)."""
+    from s2lpo.rollout.decode import packed as pack
+
     torch.set_num_threads(threads)
     shapes = [(hidden, hidden)] * 4 + [(hidden, inter)] * 2 + [(inter, hidden), (hidden, vocab)]
-    mats = [(torch.randn(rows, k), torch.randn(k, n)) for k, n in shapes]
+    mats = [(torch.randn(rows, k), torch.randn(n, k)) for k, n in shapes]
+    if packed:
+        mats = [(a, pack(w)) for a, w in mats]
+
+    def product(a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return torch.ops.mkldnn._linear_pointwise(a, w, None, "none", [None], "") if w.is_mkldnn else a @ w.T
+
     flops = sum(2 * rows * k * n for k, n in shapes)
     reps = max(1, int(2e9 // flops))
-    for a, b in mats:
-        a @ b
+    for a, w in mats:
+        product(a, w)
     times = []
     for _ in range(5):
         t0 = time.perf_counter()
         for _ in range(reps):
-            for a, b in mats:
-                a @ b
+            for a, w in mats:
+                product(a, w)
         times.append(time.perf_counter() - t0)
     return flops * reps / statistics.median(times) / 1e9
 
@@ -214,7 +225,9 @@ def main(argv: list[str] | None = None) -> None:
     # the compute bound of our step (the work it needs), at this machine's matmul rate, measured now
     h, i, vocab = runs["ours"][0]["arch"]
     rows = args.prompts * args.group
-    decode_rate = matmul_rate(h, i, vocab, rows, args.threads)
+    # the faster of the two ways this machine multiplies a decode step's few rows
+    decode_rate = max(matmul_rate(h, i, vocab, rows, args.threads),
+                      matmul_rate(h, i, vocab, rows, args.threads, packed=True))
     train_rate = matmul_rate(h, i, vocab, 2048, args.threads)
     works = [w for m in runs["ours"] for w in m["work"]]
     p = runs["ours"][0]["params"]

@@ -6,7 +6,7 @@ module computes the same function with the model's own weights, read once per sa
 gate/up fused into one matmul each, a KV cache allocated once for the whole continuation, rows that
 finished dropped from the batch, and optionally a bf16 copy of the weights. An fp32 decode step on the CPU
 (one new token per row) runs as one compiled call (``s2lpo.rollout.kernel``, ``csrc/decode_step.cpp``) where
-that could be built. ``tests/test_decode.py`` pins both to the Hugging Face forward (same tokens for a seed,
+that could be built, its matmul weights laid out once per sampling call for oneDNN (``packed``). ``tests/test_decode.py`` pins both to the Hugging Face forward (same tokens for a seed,
 log-probs within 5e-5: float32 summation order), ``tests/test_decode_kernel.py`` the compiled step to this
 module's.
 
@@ -26,6 +26,20 @@ from s2lpo.rollout.kernel import kernels
 # decode steps through the compiled step (s2lpo.rollout.kernel) where it covers them; the benchmark turns it off
 # to show what it saves
 COMPILED_STEP = True
+
+
+# the compiled step's matmul weights laid out once per sampling call for oneDNN (``packed``); off: MKL's sgemm as
+# for every other matmul (tests/test_decode_kernel.py checks both)
+PACKED_WEIGHTS = True
+
+
+def packed(w: torch.Tensor) -> torch.Tensor:
+    """``w`` ([out, in], float32, CPU) in oneDNN's own layout for ``x @ w.T`` where torch has oneDNN, else ``w``.
+    MKL's sgemm (torch.mm) lays the weight out again on every call: at a decode step's few rows that copy costs
+    about as much as the multiplication; with the weight laid out once a step's matmuls take ~0.6-0.7 the time."""
+    if not torch.backends.mkldnn.is_available():
+        return w
+    return torch.ops.mkldnn._reorder_linear_weight(w.contiguous(), 64)
 
 
 @dataclass(frozen=True)
@@ -123,6 +137,11 @@ class FastDecoder:
                        and self.head_dim <= 512 else None)
         self._flat = [t for lay in self.layers for t in (lay.in_norm, lay.qkv, lay.qk_norm, lay.o, lay.post_norm,
                                                           lay.gate_up, lay.down)]
+        if self.kernel is not None and PACKED_WEIGHTS:  # the compiled step's matmul weights, laid out once
+            self._flat = [packed(t) if i % 7 in (1, 3, 5, 6) else t for i, t in enumerate(self._flat)]
+            self._step_lm_head = packed(self.lm_head)
+        else:
+            self._step_lm_head = self.lm_head
 
     @staticmethod
     def supports(model) -> bool:
@@ -153,7 +172,7 @@ class FastDecoder:
         if s == 1 and self.kernel is not None:
             return self.kernel.decode_step(
                 ids.reshape(-1), pos.reshape(-1).contiguous(), cache.k, cache.v, cache.row_index(n), start,
-                key_mask.contiguous(), cos_t, sin_t, self._flat, self.embed, self.norm, self.lm_head, self.heads,
+                key_mask.contiguous(), cos_t, sin_t, self._flat, self.embed, self.norm, self._step_lm_head, self.heads,
                 self.kv_heads, self.head_dim, self.eps, self.scale)
         if cache.rows is not None:
             cache.select(torch.arange(n, device=ids.device))  # the Python step reads the cache's rows in order

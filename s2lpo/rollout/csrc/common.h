@@ -1,4 +1,5 @@
-// Pieces shared by train_ops.cpp and train_attention.cpp: the float-type dispatch and RMSNorm's parts.
+// Pieces shared by decode_step.cpp, train_ops.cpp and train_attention.cpp: the float-type dispatch, exp and
+// sigmoid over a row, the attention's dot products and row combinations, RMSNorm's parts.
 #pragma once
 #include <ATen/ATen.h>
 #include <cmath>
@@ -33,6 +34,16 @@ inline void exp_inplace(T* x, int64_t n) {
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, Sleef_expf8_u10(_mm256_loadu_ps(x + i)));
 #endif
   for (; i < n; ++i) x[i] = std::exp(x[i]);
+}
+
+// sig[j] = sigmoid(gate[j]) of one row
+template <typename T>
+inline void sigmoid_row(const T* gate, T* sig, int64_t m) {
+#pragma omp simd
+  for (int64_t j = 0; j < m; ++j) sig[j] = -gate[j];
+  exp_inplace(sig, m);
+#pragma omp simd
+  for (int64_t j = 0; j < m; ++j) sig[j] = T(1) / (T(1) + sig[j]);
 }
 
 // sum over i < n of x[i]·y[i]

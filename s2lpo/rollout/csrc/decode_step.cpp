@@ -1,9 +1,12 @@
 // One decode step (one new token per row) of a Qwen3 causal LM in float32 on the CPU: the function of
-// s2lpo.rollout.decode.FastDecoder.forward for s == 1, with its matmuls through ATen (MKL) and everything
-// between them (RMSNorms, q/k norms, RoPE, the cache write, grouped-query attention, SiLU) as loops over the
-// rows, spread over torch's intra-op threads. Built and loaded by s2lpo/rollout/kernel.py.
+// s2lpo.rollout.decode.FastDecoder.forward for s == 1, with its matmuls through oneDNN (weights laid out once per
+// sampling call) or ATen's mm, and everything between them (RMSNorms, q/k norms, RoPE, the cache write,
+// grouped-query attention, SiLU; exp through common.h's SLEEF loop) as loops over the rows, spread over torch's
+// intra-op threads. Built and loaded by s2lpo/rollout/kernel.py.
 #include <ATen/ATen.h>
+#include "common.h"
 #include <ATen/Parallel.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/core/GradMode.h>
 #include <algorithm>
 #include <cmath>
@@ -14,10 +17,7 @@ using at::Tensor;
 namespace {
 
 inline void rms_norm(const float* x, const float* w, float* y, int64_t d, float eps) {
-  float ss = 0.f;
-#pragma omp simd reduction(+ : ss)
-  for (int64_t j = 0; j < d; ++j) ss += x[j] * x[j];
-  const float r = 1.f / std::sqrt(ss / static_cast<float>(d) + eps);
+  const float r = s2lpo::rstd_of(x, d, eps);
 #pragma omp simd
   for (int64_t j = 0; j < d; ++j) y[j] = x[j] * r * w[j];
 }
@@ -29,6 +29,26 @@ void rms_norm_rows(const Tensor& x, const Tensor& w, Tensor& y, float eps) {
   at::parallel_for(0, x.size(0), 8, [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) rms_norm(xp + r * d, wp, yp + r * d, d, eps);
   });
+}
+
+// x·wᵀ: through oneDNN where w is a weight it laid out beforehand (FastDecoder's packed weights), else through
+// ATen's mm (MKL, which lays the weight out again on every call: at a decode step's few rows that copy costs about
+// as much as the multiplication)
+Tensor times_t(const Tensor& x, const Tensor& w) {
+  if (!w.is_mkldnn()) return at::mm(x, w.t());
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("mkldnn::_linear_pointwise", "")
+                             .typed<Tensor(const Tensor&, const Tensor&, const std::optional<Tensor>&, c10::string_view,
+                                           c10::List<std::optional<at::Scalar>>, std::optional<c10::string_view>)>();
+  return op.call(x, w, std::nullopt, "none", c10::List<std::optional<at::Scalar>>(), std::nullopt);
+}
+
+// h += x·wᵀ
+void add_times_t(Tensor& h, const Tensor& x, const Tensor& w) {
+  if (w.is_mkldnn())
+    h.add_(times_t(x, w));
+  else
+    h.addmm_(x, w.t());
 }
 
 struct Dims {
@@ -60,7 +80,10 @@ void attend_row(float* row, const float* qk_norm, const float* c, const float* s
       float* p = sc.data();
       float mx = -INFINITY;
       for (int64_t t = 0; t < end; ++t) {
-        if (!mask[t]) continue;
+        if (!mask[t]) {
+          p[t] = -INFINITY;  // exp: 0
+          continue;
+        }
         const float* k = kb + t * hd;
         float a = 0.f;
 #pragma omp simd reduction(+ : a)
@@ -68,11 +91,11 @@ void attend_row(float* row, const float* qk_norm, const float* c, const float* s
         p[t] = a * D.scale;
         mx = std::max(mx, p[t]);
       }
+#pragma omp simd
+      for (int64_t t = 0; t < end; ++t) p[t] -= mx;
+      s2lpo::exp_inplace(p, end);
       float z = 0.f;
-      for (int64_t t = 0; t < end; ++t) {
-        p[t] = mask[t] ? std::exp(p[t] - mx) : 0.f;
-        z += p[t];
-      }
+      for (int64_t t = 0; t < end; ++t) z += p[t];
       float* o = out + j * hd;
       std::fill_n(o, hd, 0.f);
       for (int64_t t = 0; t < end; ++t) {
@@ -93,7 +116,7 @@ void attend_row(float* row, const float* qk_norm, const float* c, const float* s
 // that left the batch leave their cache rows unused instead of the cache being copied without them); key_mask:
 // [rows, >= start + 1] (bool), which cached positions are real tokens; cos, sin: the sign-folded RoPE tables
 // [positions, head dim]; weights: per layer in_norm, qkv, qk_norm, o, post_norm, gate_up, down (FastDecoder's
-// _Layer, flattened).
+// _Layer, flattened; the matmul weights and lm_head dense [out, in] or oneDNN tensors, decode.packed).
 Tensor decode_step(const Tensor& ids, const Tensor& pos, const Tensor& k_cache, const Tensor& v_cache,
                    const Tensor& cache_rows, int64_t start,
                    const Tensor& key_mask, const Tensor& cos, const Tensor& sin, const std::vector<Tensor>& weights,
@@ -118,7 +141,7 @@ Tensor decode_step(const Tensor& ids, const Tensor& pos, const Tensor& k_cache, 
   for (int64_t i = 0; i < layers; ++i) {
     const Tensor* w = weights.data() + 7 * i;
     rms_norm_rows(h, w[0], x, D.eps);
-    Tensor qkv = at::mm(x, w[1].t());
+    Tensor qkv = times_t(x, w[1]);
     float *qp = qkv.data_ptr<float>(), *ap = att.data_ptr<float>();
     float *kc = k_cache[i].data_ptr<float>(), *vc = v_cache[i].data_ptr<float>();
     const float* qn = w[2].data_ptr<float>();
@@ -128,23 +151,25 @@ Tensor decode_step(const Tensor& ids, const Tensor& pos, const Tensor& k_cache, 
         attend_row(qp + r * width, qn, C + P[r] * head_dim, S + P[r] * head_dim, kc + R[r] * row_cache,
                    vc + R[r] * row_cache, M + r * key_mask.stride(0), ap + r * heads * head_dim, D, sc);
     });
-    h.addmm_(att, w[3].t());
+    add_times_t(h, att, w[3]);
     rms_norm_rows(h, w[4], x, D.eps);
-    Tensor gu = at::mm(x, w[5].t());
+    Tensor gu = times_t(x, w[5]);
     const int64_t inter = gu.size(1) / 2;
     Tensor act = at::empty({n, inter}, h.options());
     const float* gp = gu.data_ptr<float>();
     float* acp = act.data_ptr<float>();
     at::parallel_for(0, n, 8, [&](int64_t b, int64_t e) {
-      for (int64_t r = b; r < e; ++r)
-        for (int64_t j = 0; j < inter; ++j) {
-          const float g = gp[r * 2 * inter + j];
-          acp[r * inter + j] = g / (1.f + std::exp(-g)) * gp[r * 2 * inter + inter + j];
-        }
+      std::vector<float> sig(inter);
+      for (int64_t r = b; r < e; ++r) {
+        const float *g = gp + r * 2 * inter, *u = g + inter;
+        s2lpo::sigmoid_row(g, sig.data(), inter);
+#pragma omp simd
+        for (int64_t j = 0; j < inter; ++j) acp[r * inter + j] = g[j] * sig[j] * u[j];
+      }
     });
-    h.addmm_(act, w[6].t());
+    add_times_t(h, act, w[6]);
   }
   rms_norm_rows(h, norm, x, D.eps);
-  return at::mm(x, lm_head.t());
+  return times_t(x, lm_head);
 }
 

@@ -54,16 +54,6 @@ std::vector<Tensor> rms_norm_bwd(const Tensor& gy_, const Tensor& x, const Tenso
   return {gx, parts.sum(0)};
 }
 
-// sig[j] = sigmoid(gate[j]) of one row
-template <typename T>
-inline void sigmoid_row(const T* gate, T* sig, int64_t m) {
-#pragma omp simd
-  for (int64_t j = 0; j < m; ++j) sig[j] = -gate[j];
-  s2lpo::exp_inplace(sig, m);
-#pragma omp simd
-  for (int64_t j = 0; j < m; ++j) sig[j] = T(1) / (T(1) + sig[j]);
-}
-
 // act = silu(gate)·up of gu = [gate | up] ([rows, 2·inter])
 Tensor silu_mul_fwd(const Tensor& gu) {
   TORCH_CHECK(gu.dim() == 2 && gu.is_contiguous() && gu.size(1) % 2 == 0, "silu_mul_fwd: contiguous [rows, 2i]");
@@ -77,7 +67,7 @@ Tensor silu_mul_fwd(const Tensor& gu) {
       std::vector<T> sig(m);
       for (int64_t i = b; i < e; ++i) {
         const T *x = g + i * 2 * m, *u = x + m;
-        sigmoid_row(x, sig.data(), m);
+        s2lpo::sigmoid_row(x, sig.data(), m);
 #pragma omp simd
         for (int64_t j = 0; j < m; ++j) a[i * m + j] = x[j] * sig[j] * u[j];
       }
@@ -99,7 +89,7 @@ Tensor silu_mul_bwd(const Tensor& ga_, const Tensor& gu) {
       for (int64_t i = b; i < e; ++i) {
         const T *x = g + i * 2 * m, *u = x + m, *dy = d + i * m;
         T *ox = o + i * 2 * m, *ou = ox + m;
-        sigmoid_row(x, sig.data(), m);
+        s2lpo::sigmoid_row(x, sig.data(), m);
 #pragma omp simd
         for (int64_t j = 0; j < m; ++j) {
           const T s = sig[j];
