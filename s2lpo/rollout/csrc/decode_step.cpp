@@ -14,6 +14,8 @@
 
 using at::Tensor;
 
+Tensor silu_mul_fwd(const Tensor& gu);  // train_ops.cpp: silu(gate)·up of [gate | up]
+
 namespace {
 
 inline void rms_norm(const float* x, const float* w, float* y, int64_t d, float eps) {
@@ -153,21 +155,7 @@ Tensor decode_step(const Tensor& ids, const Tensor& pos, const Tensor& k_cache, 
     });
     add_times_t(h, att, w[3]);
     rms_norm_rows(h, w[4], x, D.eps);
-    Tensor gu = times_t(x, w[5]);
-    const int64_t inter = gu.size(1) / 2;
-    Tensor act = at::empty({n, inter}, h.options());
-    const float* gp = gu.data_ptr<float>();
-    float* acp = act.data_ptr<float>();
-    at::parallel_for(0, n, 8, [&](int64_t b, int64_t e) {
-      std::vector<float> sig(inter);
-      for (int64_t r = b; r < e; ++r) {
-        const float *g = gp + r * 2 * inter, *u = g + inter;
-        s2lpo::sigmoid_row(g, sig.data(), inter);
-#pragma omp simd
-        for (int64_t j = 0; j < inter; ++j) acp[r * inter + j] = g[j] * sig[j] * u[j];
-      }
-    });
-    add_times_t(h, act, w[6]);
+    add_times_t(h, silu_mul_fwd(times_t(x, w[5])), w[6]);
   }
   rms_norm_rows(h, norm, x, D.eps);
   return times_t(x, lm_head);

@@ -111,10 +111,6 @@ void gather_queries(const T* base, int64_t stride, const Block& B, int64_t g, in
     for (int64_t j = 0; j < G; ++j) std::copy_n(base + (B.qs + i) * stride + (g * G + j) * hd, hd, M.data() + (i * G + j) * hd);
 }
 
-}  // namespace
-
-namespace {
-
 Layout layout_of(const Tensor& qkv, const Tensor& row_prompt, const Tensor& preal, const Tensor& rreal, int64_t P,
                  int64_t R1, int64_t H, int64_t KV) {
   const int64_t prompts = preal.size(0), B = row_prompt.size(0), hd = qkv.size(1) / (H + 2 * KV);
