@@ -28,16 +28,19 @@ from s2lpo.rollout.kernel import kernels
 COMPILED_STEP = True
 
 
-# the compiled step's matmul weights laid out once per sampling call for oneDNN (``packed``); off: MKL's sgemm as
-# for every other matmul (tests/test_decode_kernel.py checks both)
+# the compiled step's matmul weights of at least PACK_MIN elements laid out once per sampling call for oneDNN
+# (``packed``); off: MKL's sgemm as for every other matmul (tests/test_decode_kernel.py checks both). Measured on 2
+# AMD EPYC cores: toy-l's weights (256 wide, 65-262 k elements) 1.0-1.6x faster a matmul, sampling 4-14 %; the
+# toy_tiny family's (96 wide, <= 37 k) 1.5-1.7x slower a sampling call (oneDNN's cost per call outweighs the copy)
 PACKED_WEIGHTS = True
+PACK_MIN = 65536
 
 
 def packed(w: torch.Tensor) -> torch.Tensor:
-    """``w`` ([out, in], float32, CPU) in oneDNN's own layout for ``x @ w.T`` where torch has oneDNN, else ``w``.
-    MKL's sgemm (torch.mm) lays the weight out again on every call: at a decode step's few rows that copy costs
-    about as much as the multiplication; with the weight laid out once a step's matmuls take ~0.6-0.7 the time."""
-    if not torch.backends.mkldnn.is_available():
+    """``w`` ([out, in], float32, CPU) in oneDNN's own layout for ``x @ w.T`` where torch has oneDNN and ``w`` has at
+    least ``PACK_MIN`` elements, else ``w``. MKL's sgemm (torch.mm) lays the weight out again on every call: at a
+    decode step's few rows that copy costs about as much as the multiplication."""
+    if not torch.backends.mkldnn.is_available() or w.numel() < PACK_MIN:
         return w
     return torch.ops.mkldnn._reorder_linear_weight(w.contiguous(), 64)
 
