@@ -59,10 +59,9 @@ def test_the_compiled_step_computes_the_python_steps_logits_and_cache(family, pa
     for name, model in _models(tiny_family):
         # these models' weights are below PACK_MIN: as they are by default, every one laid out with no minimum
         assert not any(w.is_mkldnn for w in _matmul_weights(decode.FastDecoder(model)))
-        monkeypatch.setattr(decode, "PACK_MIN", 0)
-        compiled = decode.FastDecoder(model)
-        monkeypatch.undo()
-        monkeypatch.setattr(decode, "PACKED_WEIGHTS", packed)
+        with monkeypatch.context() as m:
+            m.setattr(decode, "PACK_MIN", 0)
+            compiled = decode.FastDecoder(model)
         assert compiled.kernel is not None, "the compiled decode step was not built on a machine with a compiler"
         assert all(w.is_mkldnn == (packed and torch.backends.mkldnn.is_available()) for w in _matmul_weights(compiled))
         python = decode.FastDecoder(model)

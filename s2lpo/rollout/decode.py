@@ -6,9 +6,9 @@ module computes the same function with the model's own weights, read once per sa
 gate/up fused into one matmul each, a KV cache allocated once for the whole continuation, rows that
 finished dropped from the batch, and optionally a bf16 copy of the weights. An fp32 decode step on the CPU
 (one new token per row) runs as one compiled call (``s2lpo.rollout.kernel``, ``csrc/decode_step.cpp``) where
-that could be built, its matmul weights laid out once per sampling call for oneDNN (``packed``). ``tests/test_decode.py`` pins both to the Hugging Face forward (same tokens for a seed,
-log-probs within 5e-5: float32 summation order), ``tests/test_decode_kernel.py`` the compiled step to this
-module's.
+that could be built, its matmul weights laid out once per sampling call for oneDNN (``packed``).
+``tests/test_decode.py`` pins both to the Hugging Face forward (same tokens for a seed, log-probs within 5e-5:
+float32 summation order), ``tests/test_decode_kernel.py`` the compiled step to this module's.
 
 Models of other architectures (or Qwen3 variants it does not cover: attention bias, sliding windows,
 scaled RoPE) are sampled through the Hugging Face forward instead (``FastDecoder.supports``).
