@@ -29,11 +29,14 @@ COMPILED_STEP = True
 
 
 # the compiled step's matmul weights of at least PACK_MIN elements laid out once per sampling call for oneDNN
-# (``packed``); off: MKL's sgemm as for every other matmul (tests/test_decode_kernel.py checks both). Measured on 2
-# AMD EPYC cores: toy-l's weights (256 wide, 65-262 k elements) 1.0-1.6x faster a matmul, sampling 4-14 %; the
-# toy_tiny family's (96 wide, <= 37 k) 1.5-1.7x slower a sampling call (oneDNN's cost per call outweighs the copy)
+# (``packed``); off: MKL's sgemm as for every other matmul (tests/test_decode_kernel.py checks both). Laying a weight
+# out costs ~0.3-0.7 ms whatever its size (oneDNN's reorder: ~15 ms a call for all 25 of toy-l's), while the copy it
+# saves grows with the weight. Measured on 2 AMD EPYC cores with the decoder built inside the timing, as the trainer
+# builds it (once per sampling call), median of 30 calls: a toy-l sampling call took 0.298 s dense,
+# 0.277 s with every matmul weight laid out, 0.271 s from 65,536 elements (stop 24), 0.267 s from 262,144 (its
+# gate_up only); the toy_tiny family's (<= 37 k elements) were 1.5-1.7x slower laid out
 PACKED_WEIGHTS = True
-PACK_MIN = 65536
+PACK_MIN = 262144
 
 
 def packed(w: torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,9 @@ void rms_norm_rows(const Tensor& x, const Tensor& w, Tensor& y, float eps) {
   const int64_t d = x.size(1);
   const float *xp = x.data_ptr<float>(), *wp = w.data_ptr<float>();
   float* yp = y.data_ptr<float>();
-  at::parallel_for(0, x.size(0), 8, [&](int64_t b, int64_t e) {
+  // on one thread below ~16 k elements (a decode step's rows of a small model): a parallel region's fork and join
+  // cost more than the norm
+  at::parallel_for(0, x.size(0), std::max<int64_t>(1, 16384 / d), [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) rms_norm(xp + r * d, wp, yp + r * d, d, eps);
   });
 }
@@ -82,15 +84,7 @@ void attend_row(float* row, const float* qk_norm, const float* c, const float* s
       float* p = sc.data();
       float mx = -INFINITY;
       for (int64_t t = 0; t < end; ++t) {
-        if (!mask[t]) {
-          p[t] = -INFINITY;  // exp: 0
-          continue;
-        }
-        const float* k = kb + t * hd;
-        float a = 0.f;
-#pragma omp simd reduction(+ : a)
-        for (int64_t d = 0; d < hd; ++d) a += q[d] * k[d];
-        p[t] = a * D.scale;
+        p[t] = mask[t] ? s2lpo::dot(q, kb + t * hd, hd) * D.scale : -INFINITY;  // masked: exp 0
         mx = std::max(mx, p[t]);
       }
 #pragma omp simd
@@ -98,15 +92,10 @@ void attend_row(float* row, const float* qk_norm, const float* c, const float* s
       s2lpo::exp_inplace(p, end);
       float z = 0.f;
       for (int64_t t = 0; t < end; ++t) z += p[t];
-      float* o = out + j * hd;
-      std::fill_n(o, hd, 0.f);
-      for (int64_t t = 0; t < end; ++t) {
-        if (!mask[t]) continue;
-        const float w = p[t] / z;
-        const float* v = vb + t * hd;
+      const float iz = 1.f / z;
 #pragma omp simd
-        for (int64_t d = 0; d < hd; ++d) o[d] += w * v[d];
-      }
+      for (int64_t t = 0; t < end; ++t) p[t] *= iz;
+      s2lpo::combine(p, vb, end, hd, out + j * hd);  // masked positions weigh 0 (their values are finite)
     }
   }
 }
