@@ -39,11 +39,11 @@ PACKED_WEIGHTS = True
 PACK_MIN = 262144
 
 
-def packed(w: torch.Tensor) -> torch.Tensor:
+def packed(w: torch.Tensor, minimum: int | None = None) -> torch.Tensor:
     """``w`` ([out, in], float32, CPU) in oneDNN's own layout for ``x @ w.T`` where torch has oneDNN and ``w`` has at
-    least ``PACK_MIN`` elements, else ``w``. MKL's sgemm (torch.mm) lays the weight out again on every call: at a
-    decode step's few rows that copy costs about as much as the multiplication."""
-    if not torch.backends.mkldnn.is_available() or w.numel() < PACK_MIN:
+    least ``minimum`` (default ``PACK_MIN``) elements, else ``w``. MKL's sgemm (torch.mm) lays the weight out again
+    on every call: at a decode step's few rows that copy costs about as much as the multiplication."""
+    if not torch.backends.mkldnn.is_available() or w.numel() < (PACK_MIN if minimum is None else minimum):
         return w
     return torch.ops.mkldnn._reorder_linear_weight(w.contiguous(), 64)
 
