@@ -42,11 +42,6 @@ def _models(tiny_family):
     yield "random", Qwen3ForCausalLM(cfg).eval()
 
 
-def _matmul_weights(dec: decode.FastDecoder) -> list[torch.Tensor]:
-    """The weights the compiled step multiplies by: each layer's qkv, o, gate_up and down, and lm_head."""
-    return [*dec._flat[1::7], *dec._flat[3::7], *dec._flat[5::7], *dec._flat[6::7], dec._step_lm_head]
-
-
 @needs_compiler
 @pytest.mark.parametrize("packed", [True, False], ids=["weights laid out once (oneDNN)", "weights as they are (MKL)"])
 def test_the_compiled_step_computes_the_python_steps_logits_and_cache(family, packed, monkeypatch):
@@ -58,12 +53,12 @@ def test_the_compiled_step_computes_the_python_steps_logits_and_cache(family, pa
     monkeypatch.setattr(decode, "PACKED_WEIGHTS", packed)
     for name, model in _models(tiny_family):
         # these models' weights are below PACK_MIN: as they are by default, every one laid out with no minimum
-        assert not any(w.is_mkldnn for w in _matmul_weights(decode.FastDecoder(model)))
+        assert not any(w.is_mkldnn for w in decode.FastDecoder(model).step_matmul_weights())
         with monkeypatch.context() as m:
             m.setattr(decode, "PACK_MIN", 0)
             compiled = decode.FastDecoder(model)
         assert compiled.kernel is not None, "the compiled decode step was not built on a machine with a compiler"
-        assert all(w.is_mkldnn == (packed and torch.backends.mkldnn.is_available()) for w in _matmul_weights(compiled))
+        assert all(w.is_mkldnn == (packed and torch.backends.mkldnn.is_available()) for w in compiled.step_matmul_weights())
         python = decode.FastDecoder(model)
         python.kernel = None
         ids, att = sampler.left_pad(contexts[::6], tok.pad_token_id, "cpu")

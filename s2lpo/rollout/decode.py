@@ -39,6 +39,11 @@ PACKED_WEIGHTS = True
 PACK_MIN = 262144
 
 
+# where the matmul weights (qkv, o, gate_up, down) sit among a layer's seven in FastDecoder._flat (decode_step.cpp's
+# w[1], w[3], w[5], w[6])
+MATMULS = (1, 3, 5, 6)
+
+
 def packed(w: torch.Tensor, minimum: int | None = None) -> torch.Tensor:
     """``w`` ([out, in], float32, CPU) in oneDNN's own layout for ``x @ w.T`` where torch has oneDNN and ``w`` has at
     least ``minimum`` (default ``PACK_MIN``) elements, else ``w``. MKL's sgemm (torch.mm) lays the weight out again
@@ -144,10 +149,14 @@ class FastDecoder:
         self._flat = [t for lay in self.layers for t in (lay.in_norm, lay.qkv, lay.qk_norm, lay.o, lay.post_norm,
                                                           lay.gate_up, lay.down)]
         if self.kernel is not None and PACKED_WEIGHTS:  # the compiled step's matmul weights, laid out once
-            self._flat = [packed(t) if i % 7 in (1, 3, 5, 6) else t for i, t in enumerate(self._flat)]
+            self._flat = [packed(t) if i % 7 in MATMULS else t for i, t in enumerate(self._flat)]
             self._step_lm_head = packed(self.lm_head)
         else:
             self._step_lm_head = self.lm_head
+
+    def step_matmul_weights(self) -> list[torch.Tensor]:
+        """The weights the compiled step multiplies by: each layer's qkv, o, gate_up and down, and lm_head."""
+        return [t for i, t in enumerate(self._flat) if i % 7 in MATMULS] + [self._step_lm_head]
 
     @staticmethod
     def supports(model) -> bool:
