@@ -6,6 +6,9 @@ through verl's real ``Tracking`` file logger what verl's trainer logs."""
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
+import sys
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -190,6 +193,56 @@ def test_a_restart_resumes_from_the_latest_checkpoint_whose_step_was_logged(tmp_
     assert settle_resume(tmp_path, {"verl/training/global_step": {1: 1.0}}, said.append) == 0
     assert not (ckpts / TRACKER).exists()  # nothing logged at a checkpoint step: from the start
     assert needs_initial_validation({"eval/toy/pass@1": {2: 0.1}}) and not needs_initial_validation(logged)
+
+
+def test_a_ray_node_that_misses_rays_startup_wait_is_started_again(monkeypatch):
+    """Ray waits a fixed 30 s for a new node; a loaded machine can miss it. The runner kills what that start
+    spawned (a stand-in for Ray's processes here) and starts Ray again with the same arguments; any other error
+    is raised at once, and a timeout of the last of ``RAY_STARTS`` starts too."""
+    import ray
+
+    from s2lpo.verl_ext import runner
+
+    timeout = "The current node timed out during startup. This could happen because some of the raylet failed"
+    calls: list[dict] = []
+    spawned: list[subprocess.Popen] = []
+    logs: list[str] = []
+
+    def init(**kw):
+        calls.append(kw)
+        if len(calls) == 1:  # what a start leaves: a process of Ray's, then the timeout
+            spawned.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)  # ray's"]))
+            raise Exception(timeout)
+
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)  # ray's, started before"])
+    try:
+        monkeypatch.setattr(ray, "init", init)
+        runner.start_ray({"num_cpus": 1}, log=logs.append)
+        assert calls == [{"num_cpus": 1}] * 2
+        assert spawned[0].wait(timeout=30) == -signal.SIGKILL and bystander.poll() is None
+        assert len(logs) == 1 and "did not register within Ray's 30 s" in logs[0]
+    finally:
+        bystander.kill()
+
+    def broken(**kw):
+        calls.append(kw)
+        raise RuntimeError("Failed to start the GCS: address already in use")
+
+    calls.clear()
+    monkeypatch.setattr(ray, "init", broken)
+    with pytest.raises(RuntimeError, match="address already in use"):
+        runner.start_ray({}, log=logs.append)
+    assert len(calls) == 1
+
+    def slow(**kw):
+        calls.append(kw)
+        raise Exception(timeout)
+
+    calls.clear()
+    monkeypatch.setattr(ray, "init", slow)
+    with pytest.raises(Exception, match="timed out during startup"):
+        runner.start_ray({}, log=logs.append)
+    assert len(calls) == runner.RAY_STARTS
 
 
 def test_the_gpu_smoke_skips_cleanly_without_cuda():
