@@ -72,7 +72,7 @@ def check_with_verl(v: DictConfig) -> None:
 
 
 # Ray waits a fixed 30 s for a new node's raylet to register with its GCS (ray/_private/node.py); on a loaded
-# machine it can miss that (CI saw it once in six runs, the second start of a killed run beside another test)
+# machine it can miss that (2 of the last 7 CI runs here: the second start of a killed run, beside another test)
 RAY_STARTS = 3
 
 
