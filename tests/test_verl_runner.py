@@ -246,9 +246,6 @@ def test_a_ray_node_that_misses_rays_startup_wait_is_started_again(monkeypatch):
 
 
 def test_the_gpu_smoke_skips_cleanly_without_cuda():
-    import subprocess
-    import sys
-
     from s2lpo_testing import ROOT
 
     torch = pytest.importorskip("torch")
@@ -311,8 +308,6 @@ def test_ranks_meet_through_a_file_when_another_process_holds_the_master_port(tm
     start and all-reduce; without the file (verl's own TCP store) rank 0 fails on the held port."""
     import os
     import socket
-    import subprocess
-    import sys
 
     from s2lpo.verl_ext.cpu import DIST_DIR_ENV, cpu_env
 
