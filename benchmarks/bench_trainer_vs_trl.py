@@ -27,8 +27,8 @@ savings with identical gradients are rows of their own:
 
 Compute bound: the FLOPs the step needs (2·params per prompt token prefilled once per prompt and per generated
 token; 6·params per token of the rows with signal), at this machine's fp32 matmul rate at the model's shapes
-(measured here: rows-wide for decoding, the faster of torch.mm and oneDNN with the weights laid out beforehand, as
-the compiled decode step multiplies; thousands of tokens for training).
+(measured here, rows-wide for decoding and 2,048 tokens for training: the faster of torch.mm and the compiled kernels'
+matmul with the weights laid out beforehand, as the decode step multiplies).
 """
 
 from __future__ import annotations
@@ -156,29 +156,34 @@ def worker(args) -> None:
 
 def matmul_rate(hidden: int, inter: int, vocab: int, rows: int, threads: int, packed: bool = False) -> float:
     """fp32 GFLOP/s of the model's linear layers' shapes with ``rows`` tokens at a time (median of 5): through
-    torch.mm, or with ``packed`` through oneDNN with the weights laid out beforehand (the compiled decode step's
-    matmuls, ``s2lpo.rollout.decode.packed``)."""
-    from s2lpo.rollout.decode import packed as pack
+    torch.mm, or with ``packed`` through the compiled kernels' matmul with the weights laid out beforehand (the
+    decode step's and the prefill's, ``csrc/packed_gemm.cpp``; 0 where it is not built or not vectorised)."""
+    from s2lpo.rollout.kernel import kernels
 
     torch.set_num_threads(threads)
     shapes = [(hidden, hidden)] * 4 + [(hidden, inter)] * 2 + [(inter, hidden), (hidden, vocab)]
     mats = [(torch.randn(rows, k), torch.randn(n, k)) for k, n in shapes]
-    if packed:
-        mats = [(a, pack(w, minimum=0)) for a, w in mats]  # every one, whatever its size
+    gemm = kernels() if packed else None
+    if packed and (gemm is None or not gemm.packed_gemm_simd()):
+        return 0.0
+    if gemm is not None:
+        mats = [(a, gemm.pack_weights([w]), len(w)) for a, w in mats]
+    else:
+        mats = [(a, w, len(w)) for a, w in mats]
 
-    def product(a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        return torch.ops.mkldnn._linear_pointwise(a, w, None, "none", [None], "") if w.is_mkldnn else a @ w.T
+    def product(a: torch.Tensor, w: torch.Tensor, n: int) -> torch.Tensor:
+        return gemm.packed_mm(a, w, n) if gemm is not None else a @ w.T
 
     flops = sum(2 * rows * k * n for k, n in shapes)
     reps = max(1, int(2e9 // flops))
-    for a, w in mats:
-        product(a, w)
+    for m in mats:
+        product(*m)
     times = []
     for _ in range(5):
         t0 = time.perf_counter()
         for _ in range(reps):
-            for a, w in mats:
-                product(a, w)
+            for m in mats:
+                product(*m)
         times.append(time.perf_counter() - t0)
     return flops * reps / statistics.median(times) / 1e9
 
@@ -225,10 +230,13 @@ def main(argv: list[str] | None = None) -> None:
     # the compute bound of our step (the work it needs), at this machine's matmul rate, measured now
     h, i, vocab = runs["ours"][0]["arch"]
     rows = args.prompts * args.group
-    # the faster of the two ways this machine multiplies a decode step's few rows
+    # the faster of the two ways this machine multiplies (torch.mm, the kernels' packed matmul), at a decode step's
+    # rows and at a training pass's (the training pass itself uses torch.mm: at its ~1-2 k rows the packed matmul
+    # measured 1.0-1.2x its rate, less than the layout of the weights and their transposes for the backward costs)
     decode_rate = max(matmul_rate(h, i, vocab, rows, args.threads),
                       matmul_rate(h, i, vocab, rows, args.threads, packed=True))
-    train_rate = matmul_rate(h, i, vocab, 2048, args.threads)
+    train_rate = max(matmul_rate(h, i, vocab, 2048, args.threads),
+                     matmul_rate(h, i, vocab, 2048, args.threads, packed=True))
     works = [w for m in runs["ours"] for w in m["work"]]
     p = runs["ours"][0]["params"]
     gen = statistics.median(w["generated"] for w in works)

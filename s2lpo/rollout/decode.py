@@ -6,7 +6,8 @@ module computes the same function with the model's own weights, read once per sa
 gate/up fused into one matmul each, a KV cache allocated once for the whole continuation, rows that
 finished dropped from the batch, and optionally a bf16 copy of the weights. An fp32 decode step on the CPU
 (one new token per row) runs as one compiled call (``s2lpo.rollout.kernel``, ``csrc/decode_step.cpp``) where
-that could be built, its matmul weights laid out once per sampling call for oneDNN (``packed``).
+that could be built, its matmuls (and the prefill's) against weights laid out once per sampling call
+(``PACKED_WEIGHTS``).
 ``tests/test_decode.py`` pins both to the Hugging Face forward (same tokens for a seed, log-probs within 5e-5:
 float32 summation order), ``tests/test_decode_kernel.py`` the compiled step to this module's.
 
@@ -28,15 +29,13 @@ from s2lpo.rollout.kernel import kernels
 COMPILED_STEP = True
 
 
-# the compiled step's matmul weights of at least PACK_MIN elements laid out once per sampling call for oneDNN
-# (``packed``); off: MKL's sgemm as for every other matmul (tests/test_decode_kernel.py checks both). Laying a weight
-# out costs ~0.3-0.7 ms whatever its size (oneDNN's reorder: ~15 ms a call for all 25 of toy-l's), while the copy it
-# saves grows with the weight. Measured on 2 AMD EPYC cores with the decoder built inside the timing, as the trainer
-# builds it (once per sampling call), median of 30 calls: a toy-l sampling call took 0.298 s dense,
-# 0.277 s with every matmul weight laid out, 0.271 s from 65,536 elements (stop 24), 0.267 s from 262,144 (its
-# gate_up only); the toy_tiny family's (<= 37 k elements) were 1.5-1.7x slower laid out
+# the matmul weights laid out once per sampling call for the compiled kernels' own small-row matmul
+# (csrc/packed_gemm.cpp, where it is vectorised: AVX2 and FMA), which the compiled step and the prefill use; off: MKL's
+# sgemm (torch.mm), which lays the weight out again on every call (tests/test_decode_kernel.py checks both). Measured
+# on 2 AMD EPYC cores, toy-l's five matmul shapes at once: 8 rows 273 µs through torch.mm against 105 µs, 64 rows 875
+# against 620; the layout is a plain copy (~0.5 ms for the whole model), where oneDNN's (stops 24-25) cost ~0.3-0.5 ms
+# a weight and paid off for gate_up only
 PACKED_WEIGHTS = True
-PACK_MIN = 262144
 
 
 # where the matmul weights (qkv, o, gate_up, down) sit among a layer's seven in FastDecoder._flat (decode_step.cpp's
@@ -44,19 +43,10 @@ PACK_MIN = 262144
 MATMULS = (1, 3, 5, 6)
 
 
-def packed(w: torch.Tensor, minimum: int | None = None) -> torch.Tensor:
-    """``w`` ([out, in], float32, CPU) in oneDNN's own layout for ``x @ w.T`` where torch has oneDNN and ``w`` has at
-    least ``minimum`` (default ``PACK_MIN``) elements, else ``w``. MKL's sgemm (torch.mm) lays the weight out again
-    on every call: at a decode step's few rows that copy costs about as much as the multiplication."""
-    if not torch.backends.mkldnn.is_available() or w.numel() < (PACK_MIN if minimum is None else minimum):
-        return w
-    return torch.ops.mkldnn._reorder_linear_weight(w.contiguous(), 64)
-
-
 @dataclass(frozen=True)
 class _Layer:
     in_norm: torch.Tensor
-    qkv: torch.Tensor  # [(H + 2·KV)·hd, hidden]
+    qkv: torch.Tensor  # [(H + 2·KV)·hd, hidden] (or packed: FastDecoder.linear)
     qk_norm: torch.Tensor  # [H + KV, hd]: q_norm's weight for every query head, k_norm's for every kv head
     o: torch.Tensor
     post_norm: torch.Tensor
@@ -126,37 +116,48 @@ class FastDecoder:
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         self.eps = cfg.rms_norm_eps
         self.scale = self.head_dim**-0.5
+        self.kernel = (kernels() if COMPILED_STEP and self.dtype == torch.float32 and model.device.type == "cpu"
+                       and self.head_dim <= 512 else None)
+        # the kernels' matmul where it is vectorised: the weights laid out for it (q/k/v and gate/up straight from
+        # the model's parts), else dense (concatenated), for torch's
+        self.gemm = self.kernel if self.kernel is not None and PACKED_WEIGHTS and self.kernel.packed_gemm_simd() else None
 
         def w(t: torch.Tensor) -> torch.Tensor:
             return t.detach().to(self.dtype)
 
+        def mat(*parts: torch.Tensor) -> torch.Tensor:
+            ws = [w(p) for p in parts]
+            if self.gemm is not None:
+                return self.gemm.pack_weights(ws)
+            return torch.cat(ws) if len(ws) > 1 else ws[0]
+
         self.layers = [
             _Layer(w(lay.input_layernorm.weight),
-                   w(torch.cat([lay.self_attn.q_proj.weight, lay.self_attn.k_proj.weight, lay.self_attn.v_proj.weight])),
+                   mat(lay.self_attn.q_proj.weight, lay.self_attn.k_proj.weight, lay.self_attn.v_proj.weight),
                    w(torch.cat([lay.self_attn.q_norm.weight.expand(self.heads, -1),
                                 lay.self_attn.k_norm.weight.expand(self.kv_heads, -1)])),
-                   w(lay.self_attn.o_proj.weight),
+                   mat(lay.self_attn.o_proj.weight),
                    w(lay.post_attention_layernorm.weight),
-                   w(torch.cat([lay.mlp.gate_proj.weight, lay.mlp.up_proj.weight])), w(lay.mlp.down_proj.weight))
+                   mat(lay.mlp.gate_proj.weight, lay.mlp.up_proj.weight), mat(lay.mlp.down_proj.weight))
             for lay in inner.layers
         ]
-        self.embed, self.norm, self.lm_head = w(inner.embed_tokens.weight), w(inner.norm.weight), w(model.lm_head.weight)
+        self.embed, self.norm, self.lm_head = w(inner.embed_tokens.weight), w(inner.norm.weight), mat(model.lm_head.weight)
+        self.hidden, self.inter, self.vocab = cfg.hidden_size, cfg.intermediate_size, model.lm_head.weight.shape[0]
         self.inv_freq = inner.rotary_emb.inv_freq.detach().float()
         self.rope_scale = float(inner.rotary_emb.attention_scaling)
         self.device = self.embed.device
-        self.kernel = (kernels() if COMPILED_STEP and self.dtype == torch.float32 and self.device.type == "cpu"
-                       and self.head_dim <= 512 else None)
         self._flat = [t for lay in self.layers for t in (lay.in_norm, lay.qkv, lay.qk_norm, lay.o, lay.post_norm,
                                                           lay.gate_up, lay.down)]
-        if self.kernel is not None and PACKED_WEIGHTS:  # the compiled step's matmul weights, laid out once
-            self._flat = [packed(t) if i % 7 in MATMULS else t for i, t in enumerate(self._flat)]
-            self._step_lm_head = packed(self.lm_head)
-        else:
-            self._step_lm_head = self.lm_head
 
     def step_matmul_weights(self) -> list[torch.Tensor]:
         """The weights the compiled step multiplies by: each layer's qkv, o, gate_up and down, and lm_head."""
-        return [t for i, t in enumerate(self._flat) if i % 7 in MATMULS] + [self._step_lm_head]
+        return [t for i, t in enumerate(self._flat) if i % 7 in MATMULS] + [self.lm_head]
+
+    def linear(self, x: torch.Tensor, w: torch.Tensor, n: int) -> torch.Tensor:
+        """``x @ W.T`` ([..., n]) of a weight of this decoder, packed or dense."""
+        if w.dim() == 2:
+            return F.linear(x, w)
+        return self.gemm.packed_mm(x.reshape(-1, x.shape[-1]), w, n).view(*x.shape[:-1], n)
 
     @staticmethod
     def supports(model) -> bool:
@@ -187,7 +188,7 @@ class FastDecoder:
         if s == 1 and self.kernel is not None:
             return self.kernel.decode_step(
                 ids.reshape(-1), pos.reshape(-1).contiguous(), cache.k, cache.v, cache.row_index(n), start,
-                key_mask.contiguous(), cos_t, sin_t, self._flat, self.embed, self.norm, self._step_lm_head, self.heads,
+                key_mask.contiguous(), cos_t, sin_t, self._flat, self.embed, self.norm, self.lm_head, self.heads,
                 self.kv_heads, self.head_dim, self.eps, self.scale)
         if cache.rows is not None:
             cache.select(torch.arange(n, device=ids.device))  # the Python step reads the cache's rows in order
@@ -203,7 +204,8 @@ class FastDecoder:
         H, KV, hd = self.heads, self.kv_heads, self.head_dim
         half = hd // 2
         for i, lay in enumerate(self.layers):
-            qkv = F.linear(F.rms_norm(h, (h.shape[-1],), lay.in_norm, self.eps), lay.qkv).view(n, s, H + 2 * KV, hd)
+            x = F.rms_norm(h, (h.shape[-1],), lay.in_norm, self.eps)
+            qkv = self.linear(x, lay.qkv, (H + 2 * KV) * hd).view(n, s, H + 2 * KV, hd)
             qk = F.rms_norm(qkv[:, :, : H + KV], (hd,), eps=self.eps) * lay.qk_norm  # q_norm and k_norm at once
             qk = qk * cos + qk.roll(half, -1) * sin  # RoPE: x·cos + rotate_half(x)·sin
             if s == 1:  # one query token: two batched matmuls, the queries grouped by the kv head they share
@@ -218,7 +220,8 @@ class FastDecoder:
                 k = cache.k[i, :, :, :end] if start else qk[:, :, H:].transpose(1, 2)
                 att = F.scaled_dot_product_attention(qk[:, :, :H].transpose(1, 2), k, cache.v[i, :, :, :end],
                                                      attn_mask=mask[:, None], scale=self.scale, enable_gqa=H != KV)
-            h = h + F.linear(att.transpose(1, 2).reshape(n, s, H * hd), lay.o)
-            gate, up = F.linear(F.rms_norm(h, (h.shape[-1],), lay.post_norm, self.eps), lay.gate_up).chunk(2, dim=-1)
-            h = h + F.linear(F.silu(gate) * up, lay.down)
-        return F.linear(F.rms_norm(h[:, -1], (h.shape[-1],), self.norm, self.eps), self.lm_head).float()
+            h = h + self.linear(att.transpose(1, 2).reshape(n, s, H * hd), lay.o, self.hidden)
+            x = F.rms_norm(h, (h.shape[-1],), lay.post_norm, self.eps)
+            gate, up = self.linear(x, lay.gate_up, 2 * self.inter).chunk(2, dim=-1)
+            h = h + self.linear(F.silu(gate) * up, lay.down, self.hidden)
+        return self.linear(F.rms_norm(h[:, -1], (h.shape[-1],), self.norm, self.eps), self.lm_head, self.vocab).float()

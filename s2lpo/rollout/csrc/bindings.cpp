@@ -1,7 +1,10 @@
 // The extension's Python module (built and loaded by s2lpo/rollout/kernel.py): the decode step
-// (decode_step.cpp) and the training pass's element-wise parts (train_ops.cpp, train_attention.cpp).
+// (decode_step.cpp), its matmuls against weights laid out once (packed_gemm.cpp), and the training pass's
+// element-wise parts (train_ops.cpp, train_attention.cpp).
 #include <torch/extension.h>
 #include <vector>
+
+#include "packed_gemm.h"
 
 using at::Tensor;
 
@@ -26,6 +29,10 @@ std::vector<Tensor> attention_bwd(const Tensor& gout, const Tensor& qkv, const T
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("decode_step", &decode_step);
+  m.def("pack_weights", &s2lpo::pack_weights);
+  m.def("packed_mm", &s2lpo::packed_mm);
+  m.def("packed_addmm_", &s2lpo::packed_addmm_);
+  m.def("packed_gemm_simd", &s2lpo::packed_gemm_simd);
   m.def("rms_norm_fwd", &rms_norm_fwd);
   m.def("rms_norm_bwd", &rms_norm_bwd);
   m.def("silu_mul_fwd", &silu_mul_fwd);

@@ -1,12 +1,12 @@
 // One decode step (one new token per row) of a Qwen3 causal LM in float32 on the CPU: the function of
-// s2lpo.rollout.decode.FastDecoder.forward for s == 1, with its matmuls through oneDNN (weights laid out once per
-// sampling call) or ATen's mm, and everything between them (RMSNorms, q/k norms, RoPE, the cache write,
+// s2lpo.rollout.decode.FastDecoder.forward for s == 1, with its matmuls through packed_gemm.cpp (weights laid out
+// once per sampling call) or ATen's mm, and everything between them (RMSNorms, q/k norms, RoPE, the cache write,
 // grouped-query attention, SiLU; exp through common.h's SLEEF loop) as loops over the rows, spread over torch's
 // intra-op threads. Built and loaded by s2lpo/rollout/kernel.py.
 #include <ATen/ATen.h>
 #include "common.h"
+#include "packed_gemm.h"
 #include <ATen/Parallel.h>
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/core/GradMode.h>
 #include <algorithm>
 #include <cmath>
@@ -35,22 +35,18 @@ void rms_norm_rows(const Tensor& x, const Tensor& w, Tensor& y, float eps) {
   });
 }
 
-// x·wᵀ: through oneDNN where w is a weight it laid out beforehand (FastDecoder's packed weights), else through
-// ATen's mm (MKL, which lays the weight out again on every call: at a decode step's few rows that copy costs about
-// as much as the multiplication)
-Tensor times_t(const Tensor& x, const Tensor& w) {
-  if (!w.is_mkldnn()) return at::mm(x, w.t());
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("mkldnn::_linear_pointwise", "")
-                             .typed<Tensor(const Tensor&, const Tensor&, const std::optional<Tensor>&, c10::string_view,
-                                           c10::List<std::optional<at::Scalar>>, std::optional<c10::string_view>)>();
-  return op.call(x, w, std::nullopt, "none", c10::List<std::optional<at::Scalar>>(), std::nullopt);
+// x·wᵀ with n output columns: through packed_gemm.cpp where w is a weight laid out beforehand (FastDecoder's
+// packed weights, [panels, in, 16]), else through ATen's mm (MKL)
+Tensor times_t(const Tensor& x, const Tensor& w, int64_t n) {
+  if (w.dim() == 3) return s2lpo::packed_mm(x, w, n);
+  TORCH_CHECK(w.size(0) == n, "decode_step: a weight of ", w.size(0), " rows where ", n, " were expected");
+  return at::mm(x, w.t());
 }
 
 // h += x·wᵀ
 void add_times_t(Tensor& h, const Tensor& x, const Tensor& w) {
-  if (w.is_mkldnn())
-    h.add_(times_t(x, w));
+  if (w.dim() == 3)
+    s2lpo::packed_addmm_(h, x, w);
   else
     h.addmm_(x, w.t());
 }
@@ -107,7 +103,7 @@ void attend_row(float* row, const float* qk_norm, const float* c, const float* s
 // that left the batch leave their cache rows unused instead of the cache being copied without them); key_mask:
 // [rows, >= start + 1] (bool), which cached positions are real tokens; cos, sin: the sign-folded RoPE tables
 // [positions, head dim]; weights: per layer in_norm, qkv, qk_norm, o, post_norm, gate_up, down (FastDecoder's
-// _Layer, flattened; the matmul weights and lm_head dense [out, in] or oneDNN tensors, decode.packed).
+// _Layer, flattened; the matmul weights and lm_head dense [out, in] or packed, pack_weights).
 Tensor decode_step(const Tensor& ids, const Tensor& pos, const Tensor& k_cache, const Tensor& v_cache,
                    const Tensor& cache_rows, int64_t start,
                    const Tensor& key_mask, const Tensor& cos, const Tensor& sin, const std::vector<Tensor>& weights,
@@ -132,7 +128,7 @@ Tensor decode_step(const Tensor& ids, const Tensor& pos, const Tensor& k_cache, 
   for (int64_t i = 0; i < layers; ++i) {
     const Tensor* w = weights.data() + 7 * i;
     rms_norm_rows(h, w[0], x, D.eps);
-    Tensor qkv = times_t(x, w[1]);
+    Tensor qkv = times_t(x, w[1], width);
     float *qp = qkv.data_ptr<float>(), *ap = att.data_ptr<float>();
     float *kc = k_cache[i].data_ptr<float>(), *vc = v_cache[i].data_ptr<float>();
     const float* qn = w[2].data_ptr<float>();
@@ -144,9 +140,9 @@ Tensor decode_step(const Tensor& ids, const Tensor& pos, const Tensor& k_cache, 
     });
     add_times_t(h, att, w[3]);
     rms_norm_rows(h, w[4], x, D.eps);
-    add_times_t(h, silu_mul_fwd(times_t(x, w[5])), w[6]);
+    add_times_t(h, silu_mul_fwd(times_t(x, w[5], 2 * w[6].size(1))), w[6]);  // [gate | up]: 2·inter
   }
   rms_norm_rows(h, norm, x, D.eps);
-  return times_t(x, lm_head);
+  return times_t(x, lm_head, embed.size(0));  // Qwen3's head has a row per token of the embedding
 }
 
