@@ -104,3 +104,24 @@ def test_a_selection_of_rows_is_padded_only_as_wide_as_they_need(model_and_conte
     with torch.inference_mode():
         full = response_log_probs(model, batch)[sel, : part.responses.shape[1]]
         assert torch.allclose(response_log_probs(model, part), full, atol=1e-5)
+
+
+def test_rows_collate_to_verls_layout():
+    """Prompts left-padded, responses right-padded (an empty response still one column wide), positions counting
+    real tokens only, guidance and behaviour log-probs where the rows have them, one index per distinct prompt."""
+    from s2lpo.rollout.batch import Row, collate
+
+    rows = [Row(0, "learner", [5, 6], [7, 8, 2], [-0.5, -0.25, -1.0]),
+            Row(0, "guided", [5, 6], [9], [-2.0], n_guidance=1),
+            Row(1, "explorer", [4], [], [])]
+    b = collate(rows, 0, "cpu")
+    assert b.prompt_width == 2
+    assert b.input_ids.tolist() == [[5, 6, 7, 8, 2], [5, 6, 9, 0, 0], [0, 4, 0, 0, 0]]
+    assert b.attention_mask.tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [0, 1, 0, 0, 0]]
+    assert b.position_ids.tolist() == [[0, 1, 2, 3, 4], [0, 1, 2, 2, 2], [0, 0, 0, 0, 0]]
+    assert b.responses.tolist() == [[7, 8, 2], [9, 0, 0], [0, 0, 0]]
+    assert b.response_mask.tolist() == [[1, 1, 1], [1, 0, 0], [0, 0, 0]] and b.response_mask.dtype == torch.float32
+    assert b.guidance_mask.tolist() == [[False] * 3, [True, False, False], [False] * 3]
+    assert b.behavior_log_prob.tolist() == [[-0.5, -0.25, -1.0], [-2.0, 0, 0], [0, 0, 0]]
+    assert b.row_prompt.tolist() == [0, 0, 1]
+    assert collate([Row(0, "learner", [3], [], [])], 0, "cpu").responses.shape == (1, 1)

@@ -3,7 +3,8 @@
 - the decode step (``decode_step.cpp``): a decode step of the tiny models is a few small matmuls and ~200 small
   tensor operations between them, each costing more than its arithmetic (issued from C++ instead of Python they
   cost nearly as much: measured 1.1-1.25x faster, so it is the operations that must go, not the interpreter).
-  The C++ step keeps the matmuls in ATen (MKL) and does the rest as loops over the rows.
+  The C++ step does the rest as loops over the rows, its matmuls through ``packed_gemm.cpp`` (a small-row matmul
+  against weights laid out once per sampling call, which the prefill uses too) or ATen's mm.
   ``s2lpo.rollout.decode.FastDecoder`` uses it for fp32 decode steps on the CPU.
 - the training ops (``train_ops.cpp``, ``train_attention.cpp``): RMSNorm, SiLU·up and a layer's attention block,
   forward and backward, for ``s2lpo.rollout.train_kernel``'s autograd functions (fp32 training passes on the CPU).
@@ -98,7 +99,7 @@ def _ninja_on_path():
 
 
 def build(root: Path | None = None) -> Build:
-    """Build (or find built) and load the decode step under ``root`` (default :func:`extensions_root`)."""
+    """Build (or find built) and load the kernels under ``root`` (default :func:`extensions_root`)."""
     from torch.utils.cpp_extension import load
 
     name = build_name()
