@@ -159,3 +159,24 @@ def test_a_build_killed_midway_does_not_hold_up_the_next_run(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240)
     assert out.returncode == 0 and out.stdout.strip() == "built", out.stderr[-2000:]
     assert not (built.directory / "lock").exists()
+
+
+@needs_compiler
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_a_steps_bookkeeping_in_one_compiled_call_keeps_every_token_and_log_prob(family, temperature, monkeypatch):
+    """The plain case's loop body through ``sample_step`` (csrc/sample_step.cpp) against the tensor operations, the
+    compiled decode step under both: the same tokens, log-probs, lengths and finish reasons, bit for bit, and the
+    generator left in the same state."""
+    tiny_family, tok, contexts = family
+    params = sampler.SamplingParams(temperature=temperature, max_new_tokens=20)  # some rows stop, some run out
+    for name, model in _models(tiny_family):
+        out, states = {}, {}
+        for on in (True, False):
+            monkeypatch.setattr(sampler, "COMPILED_TAIL", on)
+            g = torch.Generator().manual_seed(11)
+            out[on] = sampler.sample(model, contexts, params, tok.eos_token_id, tok.pad_token_id, g)
+            states[on] = g.get_state()
+        assert [(s.tokens, s.logprobs, s.finish_reason) for s in out[True]] == [
+            (s.tokens, s.logprobs, s.finish_reason) for s in out[False]]
+        assert torch.equal(states[True], states[False])
+        assert {s.finish_reason for s in out[True]} == {"stop", "length"}, name  # rows left the batch, others ran out

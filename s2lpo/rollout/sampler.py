@@ -23,6 +23,9 @@ SHARE_PREFILL = True
 # sample through the lean decode path (s2lpo.rollout.decode) where it covers the model; the benchmark turns it off
 # to show what it saves over the Hugging Face forward
 FAST_DECODE = True
+# a sampling step's bookkeeping in one compiled call where the compiled step samples and no filter or penalty applies
+# (csrc/sample_step.cpp); off: the tensor operations (_python_step), the same tokens
+COMPILED_TAIL = True
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,25 @@ def _distinct_prefill(contexts: list[list[int]], pad_id: int, device):
     row_ctx = torch.tensor([distinct.setdefault(k, len(distinct)) for k in keys], device=device)
     uids, uatt = left_pad([list(k) if SHARE_PREFILL else list(k[1:]) for k in distinct], pad_id, device)
     return uids, uatt, (uatt.cumsum(-1) - 1).clamp(min=0), row_ctx
+
+
+def _python_step(logits, probs, live, done, toks, lps, lengths, seen, t, params, eos_id, pad_id, generator):
+    """One sampling step's bookkeeping in tensor operations (any filter or penalty): the live rows' tokens and how
+    many live rows are done now."""
+    if seen is not None:
+        logits = logits - params.presence_penalty * seen[live]
+    logp = torch.log_softmax(filter_logits(logits / params.temperature, params.top_k, params.top_p), -1)
+    probs[live] = logp.exp()
+    tok = _draw(probs, generator)[live]
+    tok = torch.where(done[live], pad_id, tok)
+    toks[live, t] = tok
+    if seen is not None:
+        seen[live, tok] = True
+    lps[live, t] = torch.where(done[live], 0.0, logp.gather(-1, tok[:, None]).squeeze(-1))
+    hit = (tok == eos_id) & ~done[live]
+    lengths[live[hit]] = t + 1
+    done[live[hit]] = True
+    return tok, int(done[live].sum())
 
 
 def _samples(toks: torch.Tensor, lps: torch.Tensor, lengths: torch.Tensor, done: torch.Tensor) -> list[Sample]:
@@ -177,28 +199,23 @@ def sample_batch(
     seen = torch.zeros((n, logits.shape[-1]), dtype=torch.bool, device=device) if params.presence_penalty else None
     live = torch.arange(n, device=device)  # the rows in the batch (and the cache), in order
     probs = torch.zeros((n, logits.shape[-1]), dtype=torch.float32, device=device)
+    # the plain case's bookkeeping in one compiled call (csrc/sample_step.cpp: the same tokens, bit for bit)
+    plain = (dec.kernel is not None and COMPILED_TAIL and not params.top_k and params.top_p >= 1.0
+             and not params.presence_penalty)
     for t in range(T):
-        if seen is not None:
-            logits = logits - params.presence_penalty * seen[live]
-        logp = torch.log_softmax(filter_logits(logits / params.temperature, params.top_k, params.top_p), -1)
-        probs[live] = logp.exp()
-        tok = _draw(probs, generator)[live]
-        tok = torch.where(done[live], pad_id, tok)
-        toks[live, t] = tok
-        if seen is not None:
-            seen[live, tok] = True
-        lps[live, t] = torch.where(done[live], 0.0, logp.gather(-1, tok[:, None]).squeeze(-1))
-        hit = (tok == eos_id) & ~done[live]
-        lengths[live[hit]] = t + 1
-        done[live[hit]] = True
-        if bool(done.all()) or t == T - 1:
+        if plain:
+            q = torch.empty_like(probs).exponential_(1, generator=generator)  # _draw's draws, for every row
+            tok, n_gone = dec.kernel.sample_step(logits, q, live, done, toks, lps, lengths, t, eos_id, pad_id,
+                                                 params.temperature)
+        else:
+            tok, n_gone = _python_step(logits, probs, live, done, toks, lps, lengths, seen, t, params, eos_id,
+                                       pad_id, generator)
+        if n_gone == len(live) or t == T - 1:  # the rows that left the batch were done
             break
-        gone = done[live]
         # drop the finished rows from the batch (and the cache): at once where that is an index (the compiled
         # step), else once they are a quarter of the batch (the cache is copied without them)
-        n_gone = int(gone.sum())
         if n_gone and (cache.indirect or 4 * n_gone >= len(live)):
-            keep = torch.nonzero(~gone).squeeze(-1)
+            keep = torch.nonzero(~done[live]).squeeze(-1)
             live, tok = live[keep], tok[keep]
             cache.drop(keep)
         logits = dec.forward(tok[:, None], next_pos[live], cache, width + t, keys[live], rope)

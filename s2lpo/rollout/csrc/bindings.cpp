@@ -1,6 +1,6 @@
 // The extension's Python module (built and loaded by s2lpo/rollout/kernel.py): the decode step
-// (decode_step.cpp), its matmuls against weights laid out once (packed_gemm.cpp), and the training pass's
-// element-wise parts (train_ops.cpp, train_attention.cpp).
+// (decode_step.cpp), its matmuls against weights laid out once (packed_gemm.cpp), a sampling step's bookkeeping
+// (sample_step.cpp), and the training pass's element-wise parts (train_ops.cpp, train_attention.cpp).
 #include <torch/extension.h>
 #include <vector>
 
@@ -13,6 +13,9 @@ Tensor decode_step(const Tensor& ids, const Tensor& pos, const Tensor& k_cache, 
                    const Tensor& sin, const std::vector<Tensor>& weights, const Tensor& embed, const Tensor& norm,
                    const Tensor& lm_head, int64_t heads, int64_t kv_heads, int64_t head_dim, double eps,
                    double scale);
+std::tuple<Tensor, int64_t> sample_step(const Tensor& logits, const Tensor& q, const Tensor& live, Tensor& done,
+                                        Tensor& toks, Tensor& lps, Tensor& lengths, int64_t t, int64_t eos,
+                                        int64_t pad, double temperature);
 std::vector<Tensor> rms_norm_fwd(const Tensor& x, const Tensor& w, double eps);
 std::vector<Tensor> rms_norm_bwd(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& r);
 Tensor silu_mul_fwd(const Tensor& gu);
@@ -33,6 +36,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("packed_mm", &s2lpo::packed_mm);
   m.def("packed_addmm_", &s2lpo::packed_addmm_);
   m.def("packed_gemm_simd", &s2lpo::packed_gemm_simd);
+  m.def("sample_step", &sample_step);
   m.def("rms_norm_fwd", &rms_norm_fwd);
   m.def("rms_norm_bwd", &rms_norm_bwd);
   m.def("silu_mul_fwd", &silu_mul_fwd);
