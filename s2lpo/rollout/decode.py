@@ -6,7 +6,7 @@ module computes the same function with the model's own weights, read once per sa
 gate/up fused into one matmul each, a KV cache allocated once for the whole continuation, rows that
 finished dropped from the batch, and optionally a bf16 copy of the weights. An fp32 decode step on the CPU
 (one new token per row) runs as one compiled call (``s2lpo.rollout.kernel``, ``csrc/decode_step.cpp``) where
-that could be built, its matmuls (and the prefill's) against weights laid out once per sampling call
+that could be built — and so does a prefill — its matmuls against weights laid out once per sampling call
 (``PACKED_WEIGHTS``).
 ``tests/test_decode.py`` pins both to the Hugging Face forward (same tokens for a seed, log-probs within 5e-5:
 float32 summation order), ``tests/test_decode_kernel.py`` the compiled step to this module's.
@@ -30,7 +30,7 @@ COMPILED_STEP = True
 
 
 # the matmul weights laid out once per sampling call for the compiled kernels' own small-row matmul
-# (csrc/packed_gemm.cpp, where it is vectorised: AVX2 and FMA), which the compiled step and the prefill use; off: MKL's
+# (csrc/packed_gemm.cpp, where it is vectorised: AVX2 and FMA), which the compiled step (and prefill) uses; off: MKL's
 # sgemm (torch.mm), which lays the weight out again on every call (tests/test_decode_kernel.py checks both). Measured
 # on 2 AMD EPYC cores, toy-l's five matmul shapes at once: 8 rows 273 µs through torch.mm against 105 µs, 64 rows 875
 # against 620; the layout is a plain copy (~0.5 ms for the whole model), where oneDNN's (stops 24-25) cost ~0.3-0.5 ms
@@ -46,7 +46,7 @@ MATMULS = (1, 3, 5, 6)
 @dataclass(frozen=True)
 class _Layer:
     in_norm: torch.Tensor
-    qkv: torch.Tensor  # [(H + 2·KV)·hd, hidden] (or packed: FastDecoder.linear)
+    qkv: torch.Tensor  # [(H + 2·KV)·hd, hidden] (or packed for the compiled step: kernels().pack_weights)
     qk_norm: torch.Tensor  # [H + KV, hd]: q_norm's weight for every query head, k_norm's for every kv head
     o: torch.Tensor
     post_norm: torch.Tensor
@@ -118,17 +118,17 @@ class FastDecoder:
         self.scale = self.head_dim**-0.5
         self.kernel = (kernels() if COMPILED_STEP and self.dtype == torch.float32 and model.device.type == "cpu"
                        and self.head_dim <= 512 else None)
-        # the kernels' matmul where it is vectorised: the weights laid out for it (q/k/v and gate/up straight from
-        # the model's parts), else dense (concatenated), for torch's
-        self.gemm = self.kernel if self.kernel is not None and PACKED_WEIGHTS and self.kernel.packed_gemm_simd() else None
+        # the compiled step's matmul where it is vectorised: the weights laid out for it (q/k/v and gate/up straight
+        # from the model's parts), else dense (concatenated), for torch's; the Python step's are always dense
+        pack = self.kernel is not None and PACKED_WEIGHTS and self.kernel.packed_gemm_simd()
 
         def w(t: torch.Tensor) -> torch.Tensor:
             return t.detach().to(self.dtype)
 
         def mat(*parts: torch.Tensor) -> torch.Tensor:
             ws = [w(p) for p in parts]
-            if self.gemm is not None:
-                return self.gemm.pack_weights(ws)
+            if pack:
+                return self.kernel.pack_weights(ws)
             return torch.cat(ws) if len(ws) > 1 else ws[0]
 
         self.layers = [
@@ -142,7 +142,6 @@ class FastDecoder:
             for lay in inner.layers
         ]
         self.embed, self.norm, self.lm_head = w(inner.embed_tokens.weight), w(inner.norm.weight), mat(model.lm_head.weight)
-        self.hidden, self.inter, self.vocab = cfg.hidden_size, cfg.intermediate_size, model.lm_head.weight.shape[0]
         self.inv_freq = inner.rotary_emb.inv_freq.detach().float()
         self.rope_scale = float(inner.rotary_emb.attention_scaling)
         self.device = self.embed.device
@@ -152,12 +151,6 @@ class FastDecoder:
     def step_matmul_weights(self) -> list[torch.Tensor]:
         """The weights the compiled step multiplies by: each layer's qkv, o, gate_up and down, and lm_head."""
         return [t for i, t in enumerate(self._flat) if i % 7 in MATMULS] + [self.lm_head]
-
-    def linear(self, x: torch.Tensor, w: torch.Tensor, n: int) -> torch.Tensor:
-        """``x @ W.T`` ([..., n]) of a weight of this decoder, packed or dense."""
-        if w.dim() == 2:
-            return F.linear(x, w)
-        return self.gemm.packed_mm(x.reshape(-1, x.shape[-1]), w, n).view(*x.shape[:-1], n)
 
     @staticmethod
     def supports(model) -> bool:
@@ -185,7 +178,7 @@ class FastDecoder:
         n, s = ids.shape
         end = start + s
         cos_t, sin_t = rope if rope is not None else self.rope_table(int(pos.max()) + 1)
-        if s == 1 and self.kernel is not None:
+        if self.kernel is not None:  # a decode step or a prefill in one compiled call
             return self.kernel.decode_step(
                 ids.reshape(-1), pos.reshape(-1).contiguous(), cache.k, cache.v, cache.row_index(n), start,
                 key_mask.contiguous(), cos_t, sin_t, self._flat, self.embed, self.norm, self.lm_head, self.heads,
@@ -204,8 +197,7 @@ class FastDecoder:
         H, KV, hd = self.heads, self.kv_heads, self.head_dim
         half = hd // 2
         for i, lay in enumerate(self.layers):
-            x = F.rms_norm(h, (h.shape[-1],), lay.in_norm, self.eps)
-            qkv = self.linear(x, lay.qkv, (H + 2 * KV) * hd).view(n, s, H + 2 * KV, hd)
+            qkv = F.linear(F.rms_norm(h, (h.shape[-1],), lay.in_norm, self.eps), lay.qkv).view(n, s, H + 2 * KV, hd)
             qk = F.rms_norm(qkv[:, :, : H + KV], (hd,), eps=self.eps) * lay.qk_norm  # q_norm and k_norm at once
             qk = qk * cos + qk.roll(half, -1) * sin  # RoPE: x·cos + rotate_half(x)·sin
             if s == 1:  # one query token: two batched matmuls, the queries grouped by the kv head they share
@@ -220,8 +212,7 @@ class FastDecoder:
                 k = cache.k[i, :, :, :end] if start else qk[:, :, H:].transpose(1, 2)
                 att = F.scaled_dot_product_attention(qk[:, :, :H].transpose(1, 2), k, cache.v[i, :, :, :end],
                                                      attn_mask=mask[:, None], scale=self.scale, enable_gqa=H != KV)
-            h = h + self.linear(att.transpose(1, 2).reshape(n, s, H * hd), lay.o, self.hidden)
-            x = F.rms_norm(h, (h.shape[-1],), lay.post_norm, self.eps)
-            gate, up = self.linear(x, lay.gate_up, 2 * self.inter).chunk(2, dim=-1)
-            h = h + self.linear(F.silu(gate) * up, lay.down, self.hidden)
-        return self.linear(F.rms_norm(h[:, -1], (h.shape[-1],), self.norm, self.eps), self.lm_head, self.vocab).float()
+            h = h + F.linear(att.transpose(1, 2).reshape(n, s, H * hd), lay.o)
+            gate, up = F.linear(F.rms_norm(h, (h.shape[-1],), lay.post_norm, self.eps), lay.gate_up).chunk(2, dim=-1)
+            h = h + F.linear(F.silu(gate) * up, lay.down)
+        return F.linear(F.rms_norm(h[:, -1], (h.shape[-1],), self.norm, self.eps), self.lm_head).float()

@@ -1,6 +1,6 @@
-// One decode step (one new token per row) of a Qwen3 causal LM in float32 on the CPU: the function of
-// s2lpo.rollout.decode.FastDecoder.forward for s == 1, with its matmuls through packed_gemm.cpp (weights laid out
-// once per sampling call) or ATen's mm, and everything between them (RMSNorms, q/k norms, RoPE, the cache write,
+// One decode step (one new token per row; or a prefill, s tokens per row) of a Qwen3 causal LM in float32 on the
+// CPU: the function of s2lpo.rollout.decode.FastDecoder.forward, with its matmuls through packed_gemm.cpp (weights
+// laid out once per sampling call) or ATen's mm, and everything between them (RMSNorms, q/k norms, RoPE, the cache write,
 // grouped-query attention, SiLU; exp through common.h's SLEEF loop) as loops over the rows, spread over torch's
 // intra-op threads. Built and loaded by s2lpo/rollout/kernel.py.
 #include <ATen/ATen.h>
@@ -56,8 +56,9 @@ struct Dims {
   float eps, scale;
 };
 
-// q/k norms and RoPE of one row's q and k heads (in place), its k and v written to the cache, and its attention
-// output: queries grouped by the kv head they share, over the cached positions the row's mask keeps.
+// q/k norms and RoPE of one token's q and k heads (in place), its k and v written to the cache at D.start, and its
+// attention output: queries grouped by the kv head they share, over the cached positions up to its own that the
+// row's mask keeps.
 void attend_row(float* row, const float* qk_norm, const float* c, const float* s, float* kc, float* vc,
                 const bool* mask, float* out, const Dims& D, std::vector<float>& sc) {
   const int64_t H = D.H, KV = D.KV, hd = D.hd, half = hd / 2, end = D.start + 1, G = H / KV;
@@ -79,8 +80,8 @@ void attend_row(float* row, const float* qk_norm, const float* c, const float* s
       const float* q = row + j * hd;
       float* p = sc.data();
       float mx = -INFINITY;
-      for (int64_t t = 0; t < end; ++t) {
-        p[t] = mask[t] ? s2lpo::dot(q, kb + t * hd, hd) * D.scale : -INFINITY;  // masked: exp 0
+      for (int64_t t = 0; t < end; ++t) {  // masked: exp 0; a padded query of a prefill sees itself
+        p[t] = mask[t] || t == D.start ? s2lpo::dot(q, kb + t * hd, hd) * D.scale : -INFINITY;
         mx = std::max(mx, p[t]);
       }
 #pragma omp simd
@@ -98,12 +99,13 @@ void attend_row(float* row, const float* qk_norm, const float* c, const float* s
 
 }  // namespace
 
-// Logits [rows, vocab] at one new token per row. ids, pos: [rows] (int64); k_cache, v_cache: [layers, cache rows,
-// kv heads, cap, head dim], written at position start; cache_rows: [rows] (int64), the cache row of each row (rows
-// that left the batch leave their cache rows unused instead of the cache being copied without them); key_mask:
-// [rows, >= start + 1] (bool), which cached positions are real tokens; cos, sin: the sign-folded RoPE tables
-// [positions, head dim]; weights: per layer in_norm, qkv, qk_norm, o, post_norm, gate_up, down (FastDecoder's
-// _Layer, flattened; the matmul weights and lm_head dense [out, in] or packed, pack_weights).
+// Logits [rows, vocab] at the last of s new tokens per row (s = 1: a decode step; s > 1: a prefill, each row's
+// tokens causal among themselves). ids, pos: [rows · s] (int64, row-major); k_cache, v_cache: [layers, cache rows,
+// kv heads, cap, head dim], written at positions start .. start + s - 1; cache_rows: [rows] (int64), the cache row
+// of each row (rows that left the batch leave their cache rows unused instead of the cache being copied without
+// them); key_mask: [rows, >= start + s] (bool), which cached positions are real tokens; cos, sin: the sign-folded
+// RoPE tables [positions, head dim]; weights: per layer in_norm, qkv, qk_norm, o, post_norm, gate_up, down
+// (FastDecoder's _Layer, flattened; the matmul weights and lm_head dense [out, in] or packed, pack_weights).
 Tensor decode_step(const Tensor& ids, const Tensor& pos, const Tensor& k_cache, const Tensor& v_cache,
                    const Tensor& cache_rows, int64_t start,
                    const Tensor& key_mask, const Tensor& cos, const Tensor& sin, const std::vector<Tensor>& weights,
@@ -113,14 +115,16 @@ Tensor decode_step(const Tensor& ids, const Tensor& pos, const Tensor& k_cache, 
   TORCH_CHECK(head_dim <= 512 && heads % kv_heads == 0, "decode_step: unsupported head layout");
   TORCH_CHECK(k_cache.is_contiguous() && v_cache.is_contiguous() && key_mask.stride(1) == 1 && cos.is_contiguous() &&
                   sin.is_contiguous() && pos.is_contiguous() && cache_rows.is_contiguous(), "decode_step: layout");
-  TORCH_CHECK(ids.dim() == 1 && cache_rows.size(0) == ids.size(0), "decode_step: one id and cache row per row");
+  const int64_t n = cache_rows.size(0);
+  TORCH_CHECK(ids.dim() == 1 && n > 0 && ids.size(0) % n == 0 && pos.size(0) == ids.size(0),
+              "decode_step: s ids and positions per cache row");
+  const int64_t s = ids.size(0) / n, layers = weights.size() / 7;
   TORCH_CHECK(k_cache.scalar_type() == at::kFloat && embed.scalar_type() == at::kFloat, "decode_step: float32 only");
-  TORCH_CHECK(start < k_cache.size(3), "decode_step: the cache is full");
+  TORCH_CHECK(start + s <= k_cache.size(3) && key_mask.size(1) >= start + s, "decode_step: the cache is full");
   c10::NoGradGuard no_grad;
-  const int64_t n = ids.size(0), layers = weights.size() / 7;
   const Dims D{heads, kv_heads, head_dim, k_cache.size(3), start, static_cast<float>(eps), static_cast<float>(scale)};
   Tensor h = embed.index_select(0, ids).contiguous();
-  Tensor x = at::empty_like(h), att = at::empty({n, heads * head_dim}, h.options());
+  Tensor x = at::empty_like(h), att = at::empty({n * s, heads * head_dim}, h.options());
   const int64_t *P = pos.data_ptr<int64_t>(), *R = cache_rows.data_ptr<int64_t>();
   const bool* M = key_mask.data_ptr<bool>();
   const float *C = cos.data_ptr<float>(), *S = sin.data_ptr<float>();
@@ -132,17 +136,25 @@ Tensor decode_step(const Tensor& ids, const Tensor& pos, const Tensor& k_cache, 
     float *qp = qkv.data_ptr<float>(), *ap = att.data_ptr<float>();
     float *kc = k_cache[i].data_ptr<float>(), *vc = v_cache[i].data_ptr<float>();
     const float* qn = w[2].data_ptr<float>();
-    at::parallel_for(0, n, 4, [&](int64_t b, int64_t e) {
-      std::vector<float> sc(start + 1);
+    at::parallel_for(0, n, std::max<int64_t>(1, 4 / s), [&](int64_t b, int64_t e) {
+      std::vector<float> sc(start + s);
       for (int64_t r = b; r < e; ++r)
-        attend_row(qp + r * width, qn, C + P[r] * head_dim, S + P[r] * head_dim, kc + R[r] * row_cache,
-                   vc + R[r] * row_cache, M + r * key_mask.stride(0), ap + r * heads * head_dim, D, sc);
+        for (int64_t j = 0; j < s; ++j) {  // in order: token j's keys and values are in the cache for j + 1
+          const int64_t tk = r * s + j;
+          Dims Dj = D;
+          Dj.start = start + j;
+          attend_row(qp + tk * width, qn, C + P[tk] * head_dim, S + P[tk] * head_dim, kc + R[r] * row_cache,
+                     vc + R[r] * row_cache, M + r * key_mask.stride(0), ap + tk * heads * head_dim, Dj, sc);
+        }
     });
     add_times_t(h, att, w[3]);
     rms_norm_rows(h, w[4], x, D.eps);
     add_times_t(h, silu_mul_fwd(times_t(x, w[5], 2 * w[6].size(1))), w[6]);  // [gate | up]: 2·inter
   }
+  if (s > 1) {  // each row's last token
+    h = h.view({n, s, -1}).select(1, s - 1).contiguous();
+    x = at::empty_like(h);
+  }
   rms_norm_rows(h, norm, x, D.eps);
   return times_t(x, lm_head, embed.size(0));  // Qwen3's head has a row per token of the embedding
 }
-
