@@ -27,8 +27,9 @@ savings with identical gradients are rows of their own:
 
 Compute bound: the FLOPs the step needs (2·params per prompt token prefilled once per prompt and per generated
 token; 6·params per token of the rows with signal), at this machine's fp32 matmul rate at the model's shapes
-(measured here, rows-wide for decoding and 2,048 tokens for training: the faster of torch.mm and the compiled kernels'
-matmul with the weights laid out beforehand, as the decode step multiplies).
+(measured here after every round, rows-wide for decoding and 2,048 tokens for training: the faster of torch.mm and
+the compiled kernels' matmul with the weights laid out beforehand, as the decode step multiplies; the best of the
+rounds).
 """
 
 from __future__ import annotations
@@ -188,6 +189,17 @@ def matmul_rate(hidden: int, inter: int, vocab: int, rows: int, threads: int, pa
     return flops * reps / statistics.median(times) / 1e9
 
 
+def machine_rates(arch: list[int], args) -> tuple[float, float]:
+    """The decode and training matmul rates of this machine now: the faster of torch.mm and the compiled kernels'
+    packed matmul, at a decode step's rows and at 2,048 tokens (the training pass itself uses torch.mm: at its
+    ~1-2 k rows the packed matmul measured 1.0-1.2x its rate forward, less with the backward's transposes)."""
+    h, i, vocab = arch
+    rows = args.prompts * args.group
+    return (max(matmul_rate(h, i, vocab, rows, args.threads), matmul_rate(h, i, vocab, rows, args.threads, packed=True)),
+            max(matmul_rate(h, i, vocab, 2048, args.threads),
+                matmul_rate(h, i, vocab, 2048, args.threads, packed=True)))
+
+
 def measure(variant: str, args) -> dict:
     cmd = [sys.executable, __file__, "--worker", variant, *sys.argv[1:]]
     load = os.getloadavg()[0]
@@ -220,23 +232,21 @@ def main(argv: list[str] | None = None) -> None:
     except ImportError:
         sys.exit("TRL is not installed here: run `make bench` (TRL lives in .venv-bench, see the Makefile)")
     runs: dict[str, list[dict]] = {v: [] for v in VARIANTS}
+    rates: list[tuple[float, float]] = []  # (decode, training) GFLOP/s, measured after every round
     for r in range(args.rounds):  # alternate: each round runs every variant once
         for v in VARIANTS:
             runs[v].append(measure(v, args))
             print(f"round {r + 1}/{args.rounds} {v}: {statistics.median(runs[v][-1]['steps']):.3f} s/step "
                   f"(load {runs[v][-1]['load']:.2f})", file=sys.stderr)
+        rates.append(machine_rates(runs["ours"][0]["arch"], args))
+        print(f"round {r + 1}/{args.rounds} matmul rates: {rates[-1][0]:.0f} GFLOP/s at {args.prompts * args.group} "
+              f"rows, {rates[-1][1]:.0f} at 2,048", file=sys.stderr)
     med = {v: [statistics.median(m["steps"]) for m in ms] for v, ms in runs.items()}
     trl_s = statistics.median(med["TRL (no grad. checkpointing)"])
-    # the compute bound of our step (the work it needs), at this machine's matmul rate, measured now
-    h, i, vocab = runs["ours"][0]["arch"]
+    # the compute bound of our step (the work it needs) at what this machine's matmuls can do: the best rate of
+    # the rounds (a rate measured once read half its usual value when a neighbour was busy)
+    decode_rate, train_rate = max(d for d, _ in rates), max(t for _, t in rates)
     rows = args.prompts * args.group
-    # the faster of the two ways this machine multiplies (torch.mm, the kernels' packed matmul), at a decode step's
-    # rows and at a training pass's (the training pass itself uses torch.mm: at its ~1-2 k rows the packed matmul
-    # measured 1.0-1.2x its rate, less than the layout of the weights and their transposes for the backward costs)
-    decode_rate = max(matmul_rate(h, i, vocab, rows, args.threads),
-                      matmul_rate(h, i, vocab, rows, args.threads, packed=True))
-    train_rate = max(matmul_rate(h, i, vocab, 2048, args.threads),
-                     matmul_rate(h, i, vocab, 2048, args.threads, packed=True))
     works = [w for m in runs["ours"] for w in m["work"]]
     p = runs["ours"][0]["params"]
     gen = statistics.median(w["generated"] for w in works)
