@@ -77,8 +77,12 @@ def _draw(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """``torch.multinomial(probs, 1)`` spelled out (what it computes for one sample: ``argmax(p / q)`` with
     ``q ~ Exp(1)`` drawn for every entry of ``probs``), so that a caller can draw for all rows and keep only
     some: the generator advances the same way whichever rows are kept."""
-    q = torch.empty_like(probs).exponential_(1, generator=generator)
-    return torch.argmax(probs / q, dim=-1)
+    return torch.argmax(probs / exp_draws(probs, generator), dim=-1)
+
+
+def exp_draws(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The Exp(1) draws of one sampling step, one for every entry of ``probs`` (torch.multinomial's)."""
+    return torch.empty_like(probs).exponential_(1, generator=generator)
 
 
 def _distinct_prefill(contexts: list[list[int]], pad_id: int, device):
@@ -204,7 +208,7 @@ def sample_batch(
              and not params.presence_penalty)
     for t in range(T):
         if plain:
-            q = torch.empty_like(probs).exponential_(1, generator=generator)  # _draw's draws, for every row
+            q = exp_draws(probs, generator)  # _draw's draws, for every row
             tok, n_gone = dec.kernel.sample_step(logits, q, live, done, toks, lps, lengths, t, eos_id, pad_id,
                                                  params.temperature)
         else:
