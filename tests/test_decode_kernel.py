@@ -181,3 +181,72 @@ def test_a_steps_bookkeeping_in_one_compiled_call_keeps_every_token_and_log_prob
             (s.tokens, s.logprobs, s.finish_reason) for s in out[False]]
         assert torch.equal(states[True], states[False])
         assert {s.finish_reason for s in out[True]} == {"stop", "length"}, name  # rows left the batch, others ran out
+
+
+@needs_compiler
+def test_rows_sharing_a_prompt_read_its_keys_from_the_prompts_cache_row(family):
+    """KVCache.share: the compiled step reads a row's prompt positions from its prompt's cache row instead of a copy
+    per row (KVCache.select): the same logits bit for bit — prefill, decode steps, rows leaving the batch."""
+    tiny_family, tok, contexts = family
+    model = next(_models(tiny_family))[1]
+    dec = decode.FastDecoder(model)
+    assert dec.kernel is not None
+    distinct = [contexts[0], contexts[12], contexts[30]]  # different lengths: left padding in the shared rows
+    row_ctx = torch.tensor([0, 0, 1, 2, 2, 2])
+    ids, att = sampler.left_pad(distinct, tok.pad_token_id, "cpu")
+    pos = (att.cumsum(-1) - 1).clamp(min=0)
+    width, steps, n = ids.shape[1], 8, len(row_ctx)
+    rope = dec.rope_table(width + steps)
+    shared, copied = dec.cache(len(distinct) + n, width + steps), dec.cache(len(distinct), width + steps)
+    keys = torch.ones((n, width + steps), dtype=torch.bool)
+    keys[:, :width] = att.bool()[row_ctx]
+    with torch.inference_mode():
+        first = [dec.forward(ids, pos, c, 0, att.bool(), rope) for c in (shared, copied)]
+        assert torch.equal(first[0], first[1])
+        shared.share(row_ctx, width)
+        copied.select(row_ctx, filled=width)
+        with pytest.raises(RuntimeError, match="shared-prompt cache"):
+            shared.select(row_ctx)
+        live, nxt, tok_ids = torch.arange(n), pos[row_ctx, -1:] + 1, first[0][row_ctx].argmax(-1)[:, None]
+        for t in range(steps):
+            if t == 3:  # rows 1 and 4 leave the batch
+                keep = torch.tensor([0, 2, 3, 5])
+                live, tok_ids = live[keep], tok_ids[keep]
+                for c in (shared, copied):
+                    c.drop(keep)
+            logits = [dec.forward(tok_ids, nxt[live], c, width + t, keys[live], rope) for c in (shared, copied)]
+            assert torch.equal(logits[0], logits[1]), t
+            tok_ids = logits[0].argmax(-1)[:, None]
+            nxt = nxt + 1
+    assert shared.prefix.tolist() == [0, 1, 2, 2]
+    python = decode.KVCache(1, 4, 1, 8, 2, torch.float32, "cpu")  # the Python step's: copied, never shared
+    with pytest.raises(RuntimeError, match="indirect cache"):
+        python.share(torch.tensor([0, 0]), 3)
+
+
+@needs_compiler
+def test_the_compiled_exp_draws_are_torchs_for_the_live_rows(family, monkeypatch):
+    """``exp_draws``: torch's exponential_(1) for the rows asked for, bit for bit, the generator advanced as by all
+    of them; where the once-per-process probe finds torch drawing otherwise, sampling keeps torch's draws."""
+    k = kernel.kernels()
+    if not sampler.exp_draws_match(k):
+        pytest.skip("torch's CPU exponential_ is not its default kernel on this machine: the sampler keeps torch's")
+    ref_gen, our_gen = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    for _ in range(3):  # consecutive steps of one generator
+        ref = torch.empty(9, 31).exponential_(1, generator=ref_gen)
+        live = torch.tensor([0, 3, 4, 8])
+        ours = k.exp_draws(our_gen, 9, 31, live)
+        assert torch.equal(ours[live], ref[live]) and torch.equal(our_gen.get_state(), ref_gen.get_state())
+
+    tiny_family, tok, contexts = family
+    model = next(_models(tiny_family))[1]
+    params = sampler.SamplingParams(max_new_tokens=12)
+    draws = {}
+    for on in (True, False):
+        with monkeypatch.context() as m:
+            if not on:
+                m.setattr(sampler, "exp_draws_match", lambda _k: False)
+                m.setattr(k, "exp_draws", lambda *a: pytest.fail("the compiled draws were used"))
+            draws[on] = sampler.sample(model, contexts[:12], params, tok.eos_token_id, tok.pad_token_id,
+                                       torch.Generator().manual_seed(2))
+    assert [(s.tokens, s.logprobs) for s in draws[True]] == [(s.tokens, s.logprobs) for s in draws[False]]

@@ -67,6 +67,9 @@ def rope_table(inv_freq: torch.Tensor, scale: float, positions: int,
     return (emb.cos() * scale).to(dtype), sin.to(dtype)
 
 
+_NO_ROWS = torch.empty(0, dtype=torch.long)
+
+
 class KVCache:
     """Keys and values of every layer for ``rows`` sequences of up to ``length`` positions, allocated once.
 
@@ -76,15 +79,24 @@ class KVCache:
 
     def __init__(self, layers: int, rows: int, kv_heads: int, length: int, head_dim: int, dtype, device,
                  indirect: bool = False):
-        self.k = torch.zeros((layers, rows, kv_heads, length, head_dim), dtype=dtype, device=device)
-        self.v = torch.zeros((layers, rows, kv_heads, length, head_dim), dtype=dtype, device=device)
+        # the compiled step reads only positions it (or the prefill) wrote: its cache is left unwritten, so the pages
+        # it never reaches (a shared-prompt row's prompt positions) are never touched (zeroing 72 rows of toy-l's
+        # cache cost 7 ms a sampling call)
+        alloc = torch.empty if indirect else torch.zeros
+        self.k = alloc((layers, rows, kv_heads, length, head_dim), dtype=dtype, device=device)
+        self.v = alloc((layers, rows, kv_heads, length, head_dim), dtype=dtype, device=device)
         self.indirect = indirect
         self.rows: torch.Tensor | None = None
+        # a shared-prompt cache (share): each row's positions below split are in its prompt's cache row, prefix[row]
+        self.prefix: torch.Tensor | None = None
+        self.split = 0
 
     def select(self, rows: torch.Tensor, filled: int | None = None) -> None:
         """Copy the cache to these rows (in this order; a row may repeat). ``filled``: only the positions below it
         hold anything yet (every later one is written by the step at that position before any step reads it):
         only those are copied, into uninitialised memory."""
+        if self.prefix is not None:
+            raise RuntimeError("KVCache.select: a shared-prompt cache is read through its row indices, not copied")
         if self.rows is not None:
             rows, self.rows = self.rows[rows], None
         if filled is None:
@@ -96,11 +108,25 @@ class KVCache:
             new[:, :, :, :filled] = old[:, :, :, :filled].index_select(1, rows)
             setattr(self, name, new)
 
+    def share(self, prompt_rows: torch.Tensor, filled: int) -> None:
+        """The compiled step's :meth:`select` without the copy: the first ``k.shape[1] - len(prompt_rows)`` cache rows
+        hold the prefilled prompts (positions below ``filled``); batch row i reads those positions from cache row
+        ``prompt_rows[i]`` and writes its own from ``filled`` on into a cache row of its own (after the prompts').
+        For toy-l's 64 rows of 8 prompts this saves a 7.5 ms copy per sampling call, and the prompts' keys are read
+        from one place by all the rows that share them."""
+        n = len(prompt_rows)
+        if not self.indirect or self.rows is not None or self.k.shape[1] < n + int(prompt_rows.max()) + 1:
+            raise RuntimeError("KVCache.share: an indirect cache with a row for each prompt and each batch row")
+        self.rows = torch.arange(self.k.shape[1] - n, self.k.shape[1], device=self.k.device)
+        self.prefix, self.split = prompt_rows, filled
+
     def drop(self, keep: torch.Tensor) -> None:
         """Keep only these rows of the batch (increasing)."""
         if not self.indirect:
             return self.select(keep)
         self.rows = keep if self.rows is None else self.rows[keep]
+        if self.prefix is not None:
+            self.prefix = self.prefix[keep]
 
     def row_index(self, n: int) -> torch.Tensor:
         return self.rows if self.rows is not None else torch.arange(n, device=self.k.device)
@@ -180,7 +206,8 @@ class FastDecoder:
         cos_t, sin_t = rope if rope is not None else self.rope_table(int(pos.max()) + 1)
         if self.kernel is not None:  # a decode step or a prefill in one compiled call
             return self.kernel.decode_step(
-                ids.reshape(-1), pos.reshape(-1).contiguous(), cache.k, cache.v, cache.row_index(n), start,
+                ids.reshape(-1), pos.reshape(-1).contiguous(), cache.k, cache.v, cache.row_index(n),
+                cache.prefix if cache.prefix is not None else _NO_ROWS, cache.split, start,
                 key_mask.contiguous(), cos_t, sin_t, self._flat, self.embed, self.norm, self.lm_head, self.heads,
                 self.kv_heads, self.head_dim, self.eps, self.scale)
         if cache.rows is not None:

@@ -9,13 +9,15 @@
 using at::Tensor;
 
 Tensor decode_step(const Tensor& ids, const Tensor& pos, const Tensor& k_cache, const Tensor& v_cache,
-                   const Tensor& cache_rows, int64_t start, const Tensor& key_mask, const Tensor& cos,
+                   const Tensor& cache_rows, const Tensor& prefix_rows, int64_t split, int64_t start,
+                   const Tensor& key_mask, const Tensor& cos,
                    const Tensor& sin, const std::vector<Tensor>& weights, const Tensor& embed, const Tensor& norm,
                    const Tensor& lm_head, int64_t heads, int64_t kv_heads, int64_t head_dim, double eps,
                    double scale);
 std::tuple<Tensor, int64_t> sample_step(const Tensor& logits, const Tensor& q, const Tensor& live, Tensor& done,
                                         Tensor& toks, Tensor& lps, Tensor& lengths, int64_t t, int64_t eos,
                                         int64_t pad, double temperature);
+Tensor exp_draws(const at::Generator& gen, int64_t rows, int64_t cols, const Tensor& live);
 std::vector<Tensor> rms_norm_fwd(const Tensor& x, const Tensor& w, double eps);
 std::vector<Tensor> rms_norm_bwd(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& r);
 Tensor silu_mul_fwd(const Tensor& gu);
@@ -37,6 +39,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("packed_addmm_", &s2lpo::packed_addmm_);
   m.def("packed_gemm_simd", &s2lpo::packed_gemm_simd);
   m.def("sample_step", &sample_step);
+  m.def("exp_draws", &exp_draws);
   m.def("rms_norm_fwd", &rms_norm_fwd);
   m.def("rms_norm_bwd", &rms_norm_bwd);
   m.def("silu_mul_fwd", &silu_mul_fwd);

@@ -2,6 +2,7 @@
 // sigmoid over a row, the attention's dot products and row combinations, RMSNorm's parts.
 #pragma once
 #include <ATen/ATen.h>
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <type_traits>
@@ -69,10 +70,13 @@ inline T dot(const T* x, const T* y, int64_t n) {
   return s;
 }
 
-// out[0..d) = sum over k < n of w[k]·M[k·d ..]: a row combination, its sums held in registers (accumulating
-// in out through memory chains every step on the store before it)
+// out[0..d) = sum over k < n of w[k]·M(k)[k·d ..], M(k) = A for k < split and B otherwise (the decode step's
+// keys and values: a row's prompt positions in its prompt's cache row, the rest in its own): a row combination, its
+// sums held in registers and taken in order of k (accumulating in out through memory chains every step on the store
+// before it)
 template <typename T>
-inline void combine(const T* w, const T* M, int64_t n, int64_t d, T* out) {
+inline void combine_split(const T* w, const T* A, int64_t split, const T* B, int64_t n, int64_t d, T* out) {
+  const int64_t na = std::min(split, n);
   int64_t j = 0;
 #if defined(__AVX2__)
   if constexpr (std::is_same_v<T, float>) {
@@ -80,7 +84,7 @@ inline void combine(const T* w, const T* M, int64_t n, int64_t d, T* out) {
       __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
       for (int64_t k = 0; k < n; ++k) {
         const __m256 c = _mm256_set1_ps(w[k]);
-        const float* m = M + k * d + j;
+        const float* m = (k < na ? A : B) + k * d + j;
         a0 = _mm256_fmadd_ps(c, _mm256_loadu_ps(m), a0);
         a1 = _mm256_fmadd_ps(c, _mm256_loadu_ps(m + 8), a1);
         a2 = _mm256_fmadd_ps(c, _mm256_loadu_ps(m + 16), a2);
@@ -93,16 +97,23 @@ inline void combine(const T* w, const T* M, int64_t n, int64_t d, T* out) {
     }
     for (; j + 8 <= d; j += 8) {
       __m256 a = _mm256_setzero_ps();
-      for (int64_t k = 0; k < n; ++k) a = _mm256_fmadd_ps(_mm256_set1_ps(w[k]), _mm256_loadu_ps(M + k * d + j), a);
+      for (int64_t k = 0; k < n; ++k)
+        a = _mm256_fmadd_ps(_mm256_set1_ps(w[k]), _mm256_loadu_ps((k < na ? A : B) + k * d + j), a);
       _mm256_storeu_ps(out + j, a);
     }
   }
 #endif
   for (; j < d; ++j) {
     T a = 0;
-    for (int64_t k = 0; k < n; ++k) a += w[k] * M[k * d + j];
+    for (int64_t k = 0; k < n; ++k) a += w[k] * (k < na ? A : B)[k * d + j];
     out[j] = a;
   }
+}
+
+// out[0..d) = sum over k < n of w[k]·M[k·d ..]
+template <typename T>
+inline void combine(const T* w, const T* M, int64_t n, int64_t d, T* out) {
+  combine_split(w, M, n, M, n, d, out);
 }
 
 // C[r, k] = sum over d of A[r, d]·Bt[d, k] for r < R, k < n (A [R, d], Bt [d, n], C [R, n]; n a multiple of 8):

@@ -58,9 +58,10 @@ struct Dims {
 
 // q/k norms and RoPE of one token's q and k heads (in place), its k and v written to the cache at D.start, and its
 // attention output: queries grouped by the kv head they share, over the cached positions up to its own that the
-// row's mask keeps.
+// row's mask keeps — positions below split read from kp, vp (its prompt's cache row), the others from kc, vc.
 void attend_row(float* row, const float* qk_norm, const float* c, const float* s, float* kc, float* vc,
-                const bool* mask, float* out, const Dims& D, std::vector<float>& sc) {
+                const float* kp, const float* vp, int64_t split, const bool* mask, float* out, const Dims& D,
+                std::vector<float>& sc) {
   const int64_t H = D.H, KV = D.KV, hd = D.hd, half = hd / 2, end = D.start + 1, G = H / KV;
   float tmp[512];
   for (int64_t j = 0; j < H + KV; ++j) {
@@ -73,6 +74,7 @@ void attend_row(float* row, const float* qk_norm, const float* c, const float* s
   }
   for (int64_t g = 0; g < KV; ++g) {
     const float *kb = kc + g * D.cap * hd, *vb = vc + g * D.cap * hd;
+    const float *kpb = kp + g * D.cap * hd, *vpb = vp + g * D.cap * hd;
     std::copy_n(row + (H + g) * hd, hd, kc + (g * D.cap + D.start) * hd);
     std::copy_n(row + (H + KV + g) * hd, hd, vc + (g * D.cap + D.start) * hd);
     for (int64_t qi = 0; qi < G; ++qi) {
@@ -81,7 +83,7 @@ void attend_row(float* row, const float* qk_norm, const float* c, const float* s
       float* p = sc.data();
       float mx = -INFINITY;
       for (int64_t t = 0; t < end; ++t) {  // masked: exp 0; a padded query of a prefill sees itself
-        p[t] = mask[t] || t == D.start ? s2lpo::dot(q, kb + t * hd, hd) * D.scale : -INFINITY;
+        p[t] = mask[t] || t == D.start ? s2lpo::dot(q, (t < split ? kpb : kb) + t * hd, hd) * D.scale : -INFINITY;
         mx = std::max(mx, p[t]);
       }
 #pragma omp simd
@@ -92,7 +94,7 @@ void attend_row(float* row, const float* qk_norm, const float* c, const float* s
       const float iz = 1.f / z;
 #pragma omp simd
       for (int64_t t = 0; t < end; ++t) p[t] *= iz;
-      s2lpo::combine(p, vb, end, hd, out + j * hd);  // masked positions weigh 0 (their values are finite)
+      s2lpo::combine_split(p, vpb, split, vb, end, hd, out + j * hd);  // masked positions weigh 0 (finite values)
     }
   }
 }
@@ -103,11 +105,12 @@ void attend_row(float* row, const float* qk_norm, const float* c, const float* s
 // tokens causal among themselves). ids, pos: [rows · s] (int64, row-major); k_cache, v_cache: [layers, cache rows,
 // kv heads, cap, head dim], written at positions start .. start + s - 1; cache_rows: [rows] (int64), the cache row
 // of each row (rows that left the batch leave their cache rows unused instead of the cache being copied without
-// them); key_mask: [rows, >= start + s] (bool), which cached positions are real tokens; cos, sin: the sign-folded
+// them); prefix_rows: [rows] (int64) with split > 0, the cache row holding each row's positions below split (its
+// prompt's, prefilled once for the rows that share it: no copy per row), else unused; key_mask: [rows, >= start + s] (bool), which cached positions are real tokens; cos, sin: the sign-folded
 // RoPE tables [positions, head dim]; weights: per layer in_norm, qkv, qk_norm, o, post_norm, gate_up, down
 // (FastDecoder's _Layer, flattened; the matmul weights and lm_head dense [out, in] or packed, pack_weights).
 Tensor decode_step(const Tensor& ids, const Tensor& pos, const Tensor& k_cache, const Tensor& v_cache,
-                   const Tensor& cache_rows, int64_t start,
+                   const Tensor& cache_rows, const Tensor& prefix_rows, int64_t split, int64_t start,
                    const Tensor& key_mask, const Tensor& cos, const Tensor& sin, const std::vector<Tensor>& weights,
                    const Tensor& embed, const Tensor& norm, const Tensor& lm_head, int64_t heads, int64_t kv_heads,
                    int64_t head_dim, double eps, double scale) {
@@ -119,6 +122,9 @@ Tensor decode_step(const Tensor& ids, const Tensor& pos, const Tensor& k_cache, 
   TORCH_CHECK(ids.dim() == 1 && n > 0 && ids.size(0) % n == 0 && pos.size(0) == ids.size(0),
               "decode_step: s ids and positions per cache row");
   const int64_t s = ids.size(0) / n, layers = weights.size() / 7;
+  TORCH_CHECK(split >= 0 && split <= start && (split == 0 || (prefix_rows.is_contiguous() && prefix_rows.size(0) == n &&
+                                                              prefix_rows.scalar_type() == at::kLong)),
+              "decode_step: a prefix row for each row, its positions below split <= start");
   TORCH_CHECK(k_cache.scalar_type() == at::kFloat && embed.scalar_type() == at::kFloat, "decode_step: float32 only");
   TORCH_CHECK(start + s <= k_cache.size(3) && key_mask.size(1) >= start + s, "decode_step: the cache is full");
   c10::NoGradGuard no_grad;
@@ -126,6 +132,10 @@ Tensor decode_step(const Tensor& ids, const Tensor& pos, const Tensor& k_cache, 
   Tensor h = embed.index_select(0, ids).contiguous();
   Tensor x = at::empty_like(h), att = at::empty({n * s, heads * head_dim}, h.options());
   const int64_t *P = pos.data_ptr<int64_t>(), *R = cache_rows.data_ptr<int64_t>();
+  const int64_t* PR = split > 0 ? prefix_rows.data_ptr<int64_t>() : R;
+  for (int64_t r = 0; r < n; ++r)
+    TORCH_CHECK(R[r] >= 0 && R[r] < k_cache.size(1) && PR[r] >= 0 && PR[r] < k_cache.size(1), "decode_step: row ", r,
+                "'s cache rows ", R[r], ", ", PR[r], " are not among the cache's ", k_cache.size(1));
   const bool* M = key_mask.data_ptr<bool>();
   const float *C = cos.data_ptr<float>(), *S = sin.data_ptr<float>();
   const int64_t width = (heads + 2 * kv_heads) * head_dim, row_cache = kv_heads * D.cap * head_dim;
@@ -144,7 +154,8 @@ Tensor decode_step(const Tensor& ids, const Tensor& pos, const Tensor& k_cache, 
           Dims Dj = D;
           Dj.start = start + j;
           attend_row(qp + tk * width, qn, C + P[tk] * head_dim, S + P[tk] * head_dim, kc + R[r] * row_cache,
-                     vc + R[r] * row_cache, M + r * key_mask.stride(0), ap + tk * heads * head_dim, Dj, sc);
+                     vc + R[r] * row_cache, kc + PR[r] * row_cache, vc + PR[r] * row_cache, split,
+                     M + r * key_mask.stride(0), ap + tk * heads * head_dim, Dj, sc);
         }
     });
     add_times_t(h, att, w[3]);

@@ -4,8 +4,12 @@
 // own kernels, as in the Python loop, and the draw is torch.multinomial's for one sample (argmax of p / q, q the
 // caller's Exp(1) draws): the same tokens, bit for bit.
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
 #include <cmath>
+#include <mutex>
 #include <tuple>
+#include <vector>
 
 using at::Tensor;
 
@@ -63,4 +67,41 @@ std::tuple<Tensor, int64_t> sample_step(const Tensor& logits, const Tensor& q, c
     }
   }
   return {tok, gone};
+}
+
+// torch's CPU exponential_(1) into q [rows, cols] (float32) from the same generator, for the rows in live only (the
+// others are left unset: sample_step reads live rows only), the generator advanced as by all rows · cols draws.
+// ATen's default CPU kernel draws each entry in turn as float(-log1p(-u)), u = (random64() & (2^53 - 1)) · 2^-53 in
+// double, ~32 ns an entry on one thread, most of it the log1p (~4 % of a toy-l step). Here the 64-bit draws are
+// taken in turn, as the generator must give them, and the log1p (the same libm call, not vectorised: its result
+// must be the same double) runs over the live rows on torch's threads. The caller checks once per process that
+// this is torch's own draw (s2lpo.rollout.sampler.exp_draws_match): where torch draws otherwise (its kernel is not
+// the default one) it keeps torch's.
+Tensor exp_draws(const at::Generator& gen, int64_t rows, int64_t cols, const Tensor& live) {
+  TORCH_CHECK(rows >= 0 && cols > 0 && live.dim() == 1 && live.is_contiguous() && live.scalar_type() == at::kLong,
+              "exp_draws: rows, cols and the live rows (int64)");
+  auto* g = at::check_generator<at::CPUGeneratorImpl>(gen);
+  const int64_t n = rows * cols;
+  std::vector<uint64_t> bits(n);
+  {
+    std::lock_guard<std::mutex> lock(g->mutex_);
+    for (int64_t i = 0; i < n; ++i) bits[i] = g->random64();
+  }
+  Tensor q = at::empty({rows, cols}, at::kFloat);
+  float* qp = q.data_ptr<float>();
+  const int64_t* L = live.data_ptr<int64_t>();
+  const int64_t nl = live.size(0);
+  for (int64_t r = 0; r < nl; ++r) TORCH_CHECK(L[r] >= 0 && L[r] < rows, "exp_draws: live row ", L[r], " of ", rows);
+  constexpr uint64_t kMask = (uint64_t(1) << 53) - 1;
+  const double kScale = 1.0 / double(uint64_t(1) << 53);
+  at::parallel_for(0, nl, std::max<int64_t>(1, 2048 / cols), [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      const int64_t row = L[r];
+      for (int64_t j = 0; j < cols; ++j) {
+        const double u = double(bits[row * cols + j] & kMask) * kScale;
+        qp[row * cols + j] = static_cast<float>(-1.0 / 1.0 * std::log1p(-u));
+      }
+    }
+  });
+  return q;
 }

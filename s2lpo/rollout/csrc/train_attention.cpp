@@ -27,7 +27,6 @@ struct Block {  // queries qs .. qs+nq-1 over keys[0..nk); query i may see key k
   int64_t qs, nq, off;
   std::vector<int64_t> keys;
   std::vector<char> real;
-  bool allowed(int64_t i, int64_t k) const { return k <= i + off && (real[k] || k == i + off); }
   int64_t limit(int64_t i) const { return std::min<int64_t>(keys.size(), i + off + 1); }
 };
 
@@ -142,30 +141,41 @@ std::vector<Tensor> attention_fwd(const Tensor& qkv, const Tensor& wq, const Ten
     const Heads<T> X{qkv.data_ptr<T>(), wq.data_ptr<T>(), wk.data_ptr<T>(), cos.data_ptr<T>(), sin.data_ptr<T>(),
                      qk.data_ptr<T>(), rstd.data_ptr<T>(), qkv.size(1), (H + KV) * hd};
     T *op = out.data_ptr<T>(), *pp = probs.data_ptr<T>();
+    const T sc = T(scale);
     at::parallel_for(0, L.prompts, 1, [&](int64_t pb, int64_t pe) {
-      std::vector<T> Kt, V, Q, S, n(hd);
+      std::vector<T> Kt, V, Q, S, bias, n(hd);
       for (int64_t p = pb; p < pe; ++p)
         for (const Block& B : blocks_of(L, p)) {
           for (int64_t i = 0; i < B.nq; ++i) rope_token(X, L, B.qs + i, eps, n.data());
           const int64_t nk = B.keys.size(), np = (nk + 7) / 8 * 8, R = B.nq * G;
           S.resize(R * np);
+          bias.resize(np);  // additive: 0 for a real key, -inf for a padded one (a query's own key is let in below)
+          for (int64_t k = 0; k < np; ++k) bias[k] = k < nk && B.real[k] ? T(0) : T(-INFINITY);
           for (int64_t g = 0; g < KV; ++g) {
             gather_t(X.qk, X.QK, (H + g) * hd, B, hd, np, Kt);
             gather(X.qkv, X.W, (H + KV + g) * hd, B, hd, V);
             gather_queries(X.qk, X.QK, B, g, G, hd, Q);
             s2lpo::products(Q.data(), Kt.data(), R, np, hd, S.data());
             for (int64_t r = 0; r < R; ++r) {
-              const int64_t i = r / G, h = g * G + r % G, t = B.qs + i, lim = B.limit(i);
+              const int64_t i = r / G, h = g * G + r % G, t = B.qs + i, lim = B.limit(i), own = lim - 1;
+              // whole vectors up to lim8 <= np, the keys from lim on at -inf (exp 0): no scalar tail, whose
+              // 4-byte stores a following 32-byte load cannot take from the store buffer (a stall each row: a fifth
+              // of this block's time, perf)
+              const int64_t lim8 = (lim + 7) / 8 * 8;
               T* s = S.data() + r * np;
               T mx = -INFINITY, z = 0;
-              for (int64_t k = 0; k < lim; ++k) {
-                s[k] = B.allowed(i, k) ? s[k] * T(scale) : -INFINITY;
+#pragma omp simd reduction(max : mx)
+              for (int64_t k = 0; k < lim8; ++k) {
+                s[k] = k < lim ? s[k] * sc + (k == own ? T(0) : bias[k]) : T(-INFINITY);
                 mx = std::max(mx, s[k]);
               }
-              for (int64_t k = 0; k < lim; ++k) s[k] -= mx;
-              s2lpo::exp_inplace(s, lim);  // exp(-inf) = 0: masked keys drop out
-              for (int64_t k = 0; k < lim; ++k) z += s[k];
+#pragma omp simd
+              for (int64_t k = 0; k < lim8; ++k) s[k] -= mx;
+              s2lpo::exp_inplace(s, lim8);  // exp(-inf) = 0: masked keys drop out
+#pragma omp simd reduction(+ : z)
+              for (int64_t k = 0; k < lim8; ++k) z += s[k];
               T* pr = pp + (t * H + h) * (P + R1);  // kept for the backward
+#pragma omp simd
               for (int64_t k = 0; k < lim; ++k) pr[k] = s[k] /= z;
               s2lpo::combine(s, V.data(), lim, hd, op + t * H * hd + h * hd);
             }
