@@ -29,7 +29,6 @@ FAST_DECODE = True
 COMPILED_TAIL = True
 # the plain case's Exp(1) draws through the compiled exp_draws where it is torch's own (exp_draws_match): ~2.5x faster
 COMPILED_DRAWS = True
-_SHARE_CACHE = True
 
 
 @dataclass(frozen=True)
@@ -206,7 +205,7 @@ def sample_batch(
     width, u = uids.shape[1], len(uids)
     # rows sharing a prompt: the compiled step reads its keys from the prompt's cache row (KVCache.share), the Python
     # step from a copy per row (KVCache.select)
-    shared = u < n and dec.kernel is not None and _SHARE_CACHE
+    shared = u < n and dec.kernel is not None
     cache, rope = dec.cache(u + n if shared else u, width + T), dec.rope_table(width + T)
     logits = dec.forward(uids, upos, cache, 0, uatt.bool(), rope)[row_ctx]
     if shared:
