@@ -27,7 +27,7 @@ FAST_DECODE = True
 # a sampling step's bookkeeping in one compiled call where the compiled step samples and no filter or penalty applies
 # (csrc/sample_step.cpp); off: the tensor operations (_python_step), the same tokens
 COMPILED_TAIL = True
-# the plain case's Exp(1) draws through the compiled exp_draws where it is torch's own (exp_draws_match): ~2.5x faster
+# the plain case's Exp(1) draws through the compiled exp_draws where it is torch's own (exp_draws_match): ~2x faster
 COMPILED_DRAWS = True
 
 
