@@ -99,7 +99,7 @@ Tensor exp_draws(const at::Generator& gen, int64_t rows, int64_t cols, const Ten
       const int64_t row = L[r];
       for (int64_t j = 0; j < cols; ++j) {
         const double u = double(bits[row * cols + j] & kMask) * kScale;
-        qp[row * cols + j] = static_cast<float>(-1.0 / 1.0 * std::log1p(-u));
+        qp[row * cols + j] = static_cast<float>(-std::log1p(-u));  // ATen: -1.0 / lambda · log1p(-u), lambda = 1
       }
     }
   });
