@@ -1,7 +1,9 @@
 """Sweeps on a real single-node SLURM cluster (sbatch, sacct, requeue), tracking to a real MLflow server."""
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -37,13 +39,13 @@ def write_sweep(path, name, server, common=(), seeds=(0,), algorithms=("grpo", "
     return load_sweep(path)
 
 
-def wait_for(root, name, done, timeout=600):
+def wait_for(root, name, done, timeout=600, poll=1.0):
     deadline = time.time() + timeout
     while time.time() < deadline:
         rows = sweep_status(root, name)
         if done(rows):
             return rows
-        time.sleep(1)
+        time.sleep(poll)
     raise AssertionError(f"sweep {name} not there within {timeout}s: {[(r.run_id, r.state, r.slurm_state) for r in rows]}")
 
 
@@ -83,6 +85,12 @@ def _job(root, name, rid):
     return submitit.SlurmJob(root / "sweeps" / name / "submitit", job_id)
 
 
+def _job_pids(job_id):
+    """The pids of the job's processes on the (one) node, from slurmd."""
+    out = subprocess.run(["scontrol", "listpids", job_id], capture_output=True, text=True, check=True).stdout
+    return [int(line.split()[0]) for line in out.splitlines()[1:] if line.split() and line.split()[0].isdigit()]
+
+
 def test_preempted_job_requeues_and_resumes_into_the_same_runs(tmp_path, tiny_family, slurm_cluster, mlflow_server):
     long = ["trainer.total_steps=40", "trainer.checkpoint_every=5", "trainer.eval_every=10"]
     sweep = write_sweep(tmp_path / "pre.yaml", "pre", mlflow_server, common=long, algorithms=("grpo",))
@@ -90,10 +98,20 @@ def test_preempted_job_requeues_and_resumes_into_the_same_runs(tmp_path, tiny_fa
     [rid] = submit_sweep(sweep, root).submitted
     run_dir = root / "runs" / rid
     wait_for(root, "pre", lambda rs: (rs[0].step or 0) >= 8 and (run_dir / "tracking" / "mlflow.json").exists()
-             and offline_dirs(run_dir), timeout=300)
-    first_mlflow = json.loads((run_dir / "tracking" / "mlflow.json").read_text())["remote"]["run_id"]
+             and offline_dirs(run_dir), timeout=300, poll=0.1)
     job = _job(root, "pre", rid)
+    # the job's processes held still (SIGSTOP) while SLURM sends the signals, which they take on SIGCONT: a
+    # 40-step run on a fast machine could otherwise finish between the poll above and the signal (CI saw
+    # restarts == 0 once). (`scontrol suspend` cannot be used: SLURM refuses to signal a suspended job.)
+    pids = _job_pids(job.job_id)
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    [held] = sweep_status(root, "pre")
+    assert held.step < 40 and held.slurm_state == "RUNNING", (held.step, held.slurm_state)
+    first_mlflow = json.loads((run_dir / "tracking" / "mlflow.json").read_text())["remote"]["run_id"]
     job._interrupt()  # SIGTERM (ignored) then USR2: checkpoint hook, requeue, exit
+    for pid in pids:
+        os.kill(pid, signal.SIGCONT)
     rows = wait_for(root, "pre", lambda rs: rs[0].state == "failed" or rs[0].slurm_state == "COMPLETED", timeout=400)
     assert rows[0].state == "done" and rows[0].job_id == job.job_id  # requeued: the job id stays
     m = json.loads((run_dir / "manifest.json").read_text())
