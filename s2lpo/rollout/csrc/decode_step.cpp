@@ -56,9 +56,134 @@ struct Dims {
   float eps, scale;
 };
 
+#if defined(__AVX2__) && defined(__FMA__)
+#define S2LPO_ATT_SIMD 1
+// r[i] = the sum of v[i]'s 8 lanes: eight dot products finished at once (three rounds of pairwise sums)
+inline __m256 sums8(const __m256* v) {
+  const __m256 u0 = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
+  const __m256 u1 = _mm256_hadd_ps(_mm256_hadd_ps(v[4], v[5]), _mm256_hadd_ps(v[6], v[7]));
+  return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+}
+
+// p[t] = q·k_t for t < end, eight keys at a time (p holds end rounded up to 8; the last block repeats key end - 1),
+// k_t = (t < split ? kp : kc) + t·hd, hd = 8·C
+template <int C>
+void scores(const float* q, const float* kp, const float* kc, int64_t split, int64_t end, float* p) {
+  __m256 qv[C];
+  for (int c = 0; c < C; ++c) qv[c] = _mm256_loadu_ps(q + 8 * c);
+  for (int64_t t0 = 0; t0 < end; t0 += 8) {
+    __m256 acc[8];
+    for (int u = 0; u < 8; ++u) {
+      const int64_t t = std::min<int64_t>(t0 + u, end - 1);
+      const float* k = (t < split ? kp : kc) + t * 8 * C;
+      __m256 a = _mm256_mul_ps(qv[0], _mm256_loadu_ps(k));
+      for (int c = 1; c < C; ++c) a = _mm256_fmadd_ps(qv[c], _mm256_loadu_ps(k + 8 * c), a);
+      acc[u] = a;
+    }
+    _mm256_storeu_ps(p + t0, sums8(acc));
+  }
+}
+
+// out_i[0 .. 8·C) = sum over t < end of p_i[t]·v_t, v_t = (t < split ? vp : vc) + t·hd, for one query (p1 null) or
+// two sharing the values (hd = 8·C, C <= 4: the sums in registers, each in order of t)
+template <int C, bool TWO>
+void combine(const float* p0, const float* p1, const float* vp, const float* vc, int64_t split, int64_t end,
+             int64_t hd, float* out0, float* out1) {
+  __m256 a[C], b[C];
+  for (int c = 0; c < C; ++c) a[c] = b[c] = _mm256_setzero_ps();
+  auto span = [&](const float* v, int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const float* vt = v + t * hd;
+      const __m256 w0 = _mm256_set1_ps(p0[t]), w1 = _mm256_set1_ps(TWO ? p1[t] : 0.f);
+      for (int c = 0; c < C; ++c) {
+        const __m256 x = _mm256_loadu_ps(vt + 8 * c);
+        a[c] = _mm256_fmadd_ps(w0, x, a[c]);
+        if (TWO) b[c] = _mm256_fmadd_ps(w1, x, b[c]);
+      }
+    }
+  };
+  span(vp, 0, std::min(split, end));
+  span(vc, std::min(split, end), end);
+  for (int c = 0; c < C; ++c) {
+    _mm256_storeu_ps(out0 + 8 * c, a[c]);
+    if (TWO) _mm256_storeu_ps(out1 + 8 * c, b[c]);
+  }
+}
+
+// exp(p[t] - max) over the n8 (a multiple of 8) entries of p, masked ones -inf (exp 0); returns 1 / their sum
+inline float softmax_weights(float* p, int64_t n8) {
+  __m256 mx = _mm256_set1_ps(-INFINITY);
+  for (int64_t t = 0; t < n8; t += 8) mx = _mm256_max_ps(mx, _mm256_loadu_ps(p + t));
+  __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+  m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+  m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+  const __m256 m = _mm256_set1_ps(_mm_cvtss_f32(m4));
+  __m256 z = _mm256_setzero_ps();
+  for (int64_t t = 0; t < n8; t += 8) {
+    const __m256 e = Sleef_expf8_u10(_mm256_sub_ps(_mm256_loadu_ps(p + t), m));
+    _mm256_storeu_ps(p + t, e);
+    z = _mm256_add_ps(z, e);
+  }
+  __m128 z4 = _mm_add_ps(_mm256_castps256_ps128(z), _mm256_extractf128_ps(z, 1));
+  z4 = _mm_add_ps(z4, _mm_movehl_ps(z4, z4));
+  return 1.f / _mm_cvtss_f32(_mm_add_ss(z4, _mm_movehdup_ps(z4)));
+}
+
+// one kv head's G queries (q: [G, hd] in a row) over its keys and values: scores, softmax, weighted sum; hd = 8·C
+template <int C>
+void attend_group(const float* q, int64_t G, const float* kp, const float* kc, const float* vp, const float* vc,
+                  int64_t split, int64_t end, int64_t self, const bool* mask, float scale, float* out, float* sc) {
+  constexpr int64_t hd = 8 * C;
+  const int64_t n8 = (end + 7) / 8 * 8;
+  for (int64_t qi = 0; qi < G; qi += 2) {
+    const bool two = qi + 1 < G;
+    float *p0 = sc, *p1 = sc + n8;
+    float iz[2];
+    for (int i = 0; i < 1 + two; ++i) {
+      float* p = i ? p1 : p0;
+      scores<C>(q + (qi + i) * hd, kp, kc, split, end, p);
+      for (int64_t t = 0; t < end; ++t) p[t] = mask[t] || t == self ? p[t] * scale : -INFINITY;
+      for (int64_t t = end; t < n8; ++t) p[t] = -INFINITY;
+      iz[i] = softmax_weights(p, n8);
+    }
+    float *o0 = out + qi * hd, *o1 = out + (qi + 1) * hd;
+    if (two)
+      combine<C, true>(p0, p1, vp, vc, split, end, hd, o0, o1);
+    else
+      combine<C, false>(p0, nullptr, vp, vc, split, end, hd, o0, nullptr);
+    for (int i = 0; i < 1 + two; ++i) {
+      float* o = i ? o1 : o0;
+#pragma omp simd
+      for (int64_t d = 0; d < hd; ++d) o[d] *= iz[i];
+    }
+  }
+}
+#endif
+
+// one kv head's G queries the plain way (any head dim): a dot product per key, a row combination
+void attend_group_loops(const float* q, int64_t G, const float* kp, const float* kc, const float* vp, const float* vc,
+                        int64_t split, int64_t end, int64_t self, const bool* mask, float scale, int64_t hd,
+                        float* out, float* p) {
+  for (int64_t qi = 0; qi < G; ++qi) {
+    float mx = -INFINITY;
+    for (int64_t t = 0; t < end; ++t) {  // masked: exp 0; a padded query of a prefill sees itself
+      p[t] = mask[t] || t == self ? s2lpo::dot(q + qi * hd, (t < split ? kp : kc) + t * hd, hd) * scale : -INFINITY;
+      mx = std::max(mx, p[t]);
+    }
+    for (int64_t t = 0; t < end; ++t) p[t] -= mx;
+    s2lpo::exp_inplace(p, end);
+    float z = 0.f;
+    for (int64_t t = 0; t < end; ++t) z += p[t];
+    const float iz = 1.f / z;
+    for (int64_t t = 0; t < end; ++t) p[t] *= iz;
+    s2lpo::combine_split(p, vp, split, vc, end, hd, out + qi * hd);  // masked positions weigh 0 (finite values)
+  }
+}
+
 // q/k norms and RoPE of one token's q and k heads (in place), its k and v written to the cache at D.start, and its
 // attention output: queries grouped by the kv head they share, over the cached positions up to its own that the
 // row's mask keeps — positions below split read from kp, vp (its prompt's cache row), the others from kc, vc.
+// sc: scratch for two rows of scores, each D.start + 1 rounded up to 8.
 void attend_row(float* row, const float* qk_norm, const float* c, const float* s, float* kc, float* vc,
                 const float* kp, const float* vp, int64_t split, const bool* mask, float* out, const Dims& D,
                 std::vector<float>& sc) {
@@ -73,29 +198,21 @@ void attend_row(float* row, const float* qk_norm, const float* c, const float* s
     for (int64_t d = half; d < hd; ++d) x[d] = tmp[d] * c[d] + tmp[d - half] * s[d];
   }
   for (int64_t g = 0; g < KV; ++g) {
-    const float *kb = kc + g * D.cap * hd, *vb = vc + g * D.cap * hd;
+    float *kb = kc + g * D.cap * hd, *vb = vc + g * D.cap * hd;
     const float *kpb = kp + g * D.cap * hd, *vpb = vp + g * D.cap * hd;
-    std::copy_n(row + (H + g) * hd, hd, kc + (g * D.cap + D.start) * hd);
-    std::copy_n(row + (H + KV + g) * hd, hd, vc + (g * D.cap + D.start) * hd);
-    for (int64_t qi = 0; qi < G; ++qi) {
-      const int64_t j = g * G + qi;
-      const float* q = row + j * hd;
-      float* p = sc.data();
-      float mx = -INFINITY;
-      for (int64_t t = 0; t < end; ++t) {  // masked: exp 0; a padded query of a prefill sees itself
-        p[t] = mask[t] || t == D.start ? s2lpo::dot(q, (t < split ? kpb : kb) + t * hd, hd) * D.scale : -INFINITY;
-        mx = std::max(mx, p[t]);
-      }
-#pragma omp simd
-      for (int64_t t = 0; t < end; ++t) p[t] -= mx;
-      s2lpo::exp_inplace(p, end);
-      float z = 0.f;
-      for (int64_t t = 0; t < end; ++t) z += p[t];
-      const float iz = 1.f / z;
-#pragma omp simd
-      for (int64_t t = 0; t < end; ++t) p[t] *= iz;
-      s2lpo::combine_split(p, vpb, split, vb, end, hd, out + j * hd);  // masked positions weigh 0 (finite values)
+    std::copy_n(row + (H + g) * hd, hd, kb + D.start * hd);
+    std::copy_n(row + (H + KV + g) * hd, hd, vb + D.start * hd);
+    const float* q = row + g * G * hd;
+    float* o = out + g * G * hd;
+#if defined(S2LPO_ATT_SIMD)
+    switch (hd) {  // the head dims of the tiny models (16, 24, 32); Qwen3's 128 takes the loops
+      case 16: attend_group<2>(q, G, kpb, kb, vpb, vb, split, end, D.start, mask, D.scale, o, sc.data()); continue;
+      case 24: attend_group<3>(q, G, kpb, kb, vpb, vb, split, end, D.start, mask, D.scale, o, sc.data()); continue;
+      case 32: attend_group<4>(q, G, kpb, kb, vpb, vb, split, end, D.start, mask, D.scale, o, sc.data()); continue;
+      default: break;
     }
+#endif
+    attend_group_loops(q, G, kpb, kb, vpb, vb, split, end, D.start, mask, D.scale, hd, o, sc.data());
   }
 }
 
@@ -147,7 +264,7 @@ Tensor decode_step(const Tensor& ids, const Tensor& pos, const Tensor& k_cache, 
     float *kc = k_cache[i].data_ptr<float>(), *vc = v_cache[i].data_ptr<float>();
     const float* qn = w[2].data_ptr<float>();
     at::parallel_for(0, n, std::max<int64_t>(1, 4 / s), [&](int64_t b, int64_t e) {
-      std::vector<float> sc(start + s);
+      std::vector<float> sc(2 * ((start + s + 7) / 8 * 8));
       for (int64_t r = b; r < e; ++r)
         for (int64_t j = 0; j < s; ++j) {  // in order: token j's keys and values are in the cache for j + 1
           const int64_t tk = r * s + j;
