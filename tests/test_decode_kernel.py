@@ -33,13 +33,16 @@ def family(tiny_family):
 
 
 def _models(tiny_family):
-    """The family's small model (4 heads, 2 kv heads, head dim 16) and a random one with 4 queries per kv head,
-    head dim 24 and tied embeddings."""
+    """The family's small model (4 heads, 2 kv heads, head dim 16) and random ones: 4 queries per kv head, head dim
+    24 and tied embeddings; 3 queries per kv head (one query of each kv head attends alone); head dim 40 (the
+    attention's plain loops: the vectorised attention covers head dims 16, 24 and 32)."""
     yield "s", AutoModelForCausalLM.from_pretrained(tiny_family.model_dir("s"), dtype=torch.float32).eval()
-    torch.manual_seed(0)
-    cfg = Qwen3Config(vocab_size=272, hidden_size=96, num_hidden_layers=2, num_attention_heads=8, num_key_value_heads=2,
-                      head_dim=24, intermediate_size=160, max_position_embeddings=128, tie_word_embeddings=True)
-    yield "random", Qwen3ForCausalLM(cfg).eval()
+    for name, heads, kv, hd in (("random", 8, 2, 24), ("odd group", 6, 2, 16), ("head dim 40", 4, 2, 40)):
+        torch.manual_seed(0)
+        cfg = Qwen3Config(vocab_size=272, hidden_size=96, num_hidden_layers=2, num_attention_heads=heads,
+                          num_key_value_heads=kv, head_dim=hd, intermediate_size=160, max_position_embeddings=128,
+                          tie_word_embeddings=True)
+        yield name, Qwen3ForCausalLM(cfg).eval()
 
 
 @needs_compiler

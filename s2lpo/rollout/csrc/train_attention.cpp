@@ -3,145 +3,16 @@
 // grouped-query attention over the flat token layout: the distinct prompts' tokens first (prompt p at p·P),
 // then every row's R1 response tokens (row b at np·P + b·R1). A prompt's queries see its real keys up to
 // themselves; a row's queries see its prompt's real keys and its own real keys up to themselves (a padded query
-// sees itself too, never an empty row) — train_forward._masks. Work is split by prompt: a prompt's tokens and
-// its rows' tokens are read and written by its task only, so key gradients need no locks and the sums run in a
-// fixed order. The forward keeps its attention probabilities for the backward ([tokens, H, P + R1]).
-#include <ATen/ATen.h>
-#include "common.h"
+// sees itself too, never an empty row) — train_forward._masks. Work is split by block: the prompts' first, then
+// one task per row (a step's 3-7 prompts split by prompt ran unevenly on two threads). A row's task writes its own
+// tokens only; the gradients it owes its prompt's keys go to slots of its own, which the prompt's task then adds in
+// row order: no locks, and every sum in a fixed order. The forward keeps its attention probabilities for the
+// backward ([tokens, H, P + R1]).
+#include "train_attention.h"
 #include <ATen/Parallel.h>
 #include <algorithm>
 #include <cmath>
 #include <vector>
-
-using at::Tensor;
-
-namespace {
-
-struct Layout {
-  int64_t prompts, P, R1, B, H, KV, hd;
-  const int64_t* row_prompt;
-  const bool *preal, *rreal;  // [prompts, P], [B, P + R1]
-};
-
-struct Block {  // queries qs .. qs+nq-1 over keys[0..nk); query i may see key k <= i + off when real or its own
-  int64_t qs, nq, off;
-  std::vector<int64_t> keys;
-  std::vector<char> real;
-  int64_t limit(int64_t i) const { return std::min<int64_t>(keys.size(), i + off + 1); }
-};
-
-// the prompt's block, then its rows'
-std::vector<Block> blocks_of(const Layout& L, int64_t p) {
-  std::vector<Block> out;
-  Block pb{p * L.P, L.P, 0, {}, {}};
-  for (int64_t j = 0; j < L.P; ++j) {
-    pb.keys.push_back(p * L.P + j);
-    pb.real.push_back(L.preal[p * L.P + j]);
-  }
-  out.push_back(pb);
-  const int64_t base = L.prompts * L.P, W = L.P + L.R1;
-  for (int64_t b = 0; b < L.B && L.R1 > 0; ++b) {
-    if (L.row_prompt[b] != p) continue;
-    Block rb{base + b * L.R1, L.R1, L.P, pb.keys, {}};
-    for (int64_t t = 0; t < L.R1; ++t) rb.keys.push_back(base + b * L.R1 + t);
-    for (int64_t k = 0; k < W; ++k) rb.real.push_back(L.rreal[b * W + k]);
-    out.push_back(rb);
-  }
-  return out;
-}
-
-struct Blocks {  // every prompt's block, every row's (rows in order)
-  std::vector<Block> prompt, rows;
-};
-
-Blocks all_blocks(const Layout& L) {
-  Blocks out;
-  for (int64_t p = 0; p < L.prompts; ++p) {
-    std::vector<Block> bs = blocks_of(L, p);
-    out.prompt.push_back(std::move(bs[0]));
-    for (size_t i = 1; i < bs.size(); ++i) out.rows.push_back(std::move(bs[i]));
-  }
-  std::stable_sort(out.rows.begin(), out.rows.end(), [](const Block& x, const Block& y) { return x.qs < y.qs; });
-  return out;
-}
-
-template <typename T>
-struct Heads {  // one layer's tensors, as pointers; heads of a token are contiguous, hd floats each
-  const T *qkv, *wq, *wk, *cos, *sin;
-  T *qk, *rstd;
-  int64_t W, QK;  // floats per token in qkv and in qk
-};
-
-// RoPE of one head: o = n·cos + roll(n, hd/2)·sin (sin sign-folded); with o = go, c = cos, s = roll(sin) it is
-// also its own backward: dn = go·cos + roll(go·sin, hd/2)
-template <typename T>
-inline void rope(const T* n, const T* c, const T* s, T* o, int64_t hd) {
-  const int64_t half = hd / 2;
-#pragma omp simd
-  for (int64_t d = 0; d < half; ++d) o[d] = n[d] * c[d] + n[d + half] * s[d];
-#pragma omp simd
-  for (int64_t d = half; d < hd; ++d) o[d] = n[d] * c[d] + n[d - half] * s[d];
-}
-
-// q/k RMSNorm and RoPE of token t's H + KV heads, into qk
-template <typename T>
-void rope_token(const Heads<T>& X, const Layout& L, int64_t t, double eps, T* n) {
-  const int64_t hd = L.hd;
-  for (int64_t j = 0; j < L.H + L.KV; ++j) {
-    const T* x = X.qkv + t * X.W + j * hd;
-    const T* w = j < L.H ? X.wq : X.wk;
-    const T r = X.rstd[t * (L.H + L.KV) + j] = s2lpo::rstd_of(x, hd, eps);
-#pragma omp simd
-    for (int64_t d = 0; d < hd; ++d) n[d] = x[d] * r * w[d];
-    rope(n, X.cos + t * hd, X.sin + t * hd, X.qk + t * X.QK + j * hd, hd);
-  }
-}
-
-// the block's keys of kv head g, one row each: M [nk, hd]
-template <typename T>
-void gather(const T* base, int64_t stride, int64_t col, const Block& B, int64_t hd, std::vector<T>& M) {
-  const int64_t nk = B.keys.size();
-  M.resize(nk * hd);
-  for (int64_t k = 0; k < nk; ++k) std::copy_n(base + B.keys[k] * stride + col, hd, M.data() + k * hd);
-}
-
-// the same keys transposed, Mt [hd, n], the keys past nk zero (n: nk rounded up to 8)
-template <typename T>
-void gather_t(const T* base, int64_t stride, int64_t col, const Block& B, int64_t hd, int64_t n, std::vector<T>& Mt) {
-  const int64_t nk = B.keys.size();
-  Mt.assign(hd * n, T(0));
-  for (int64_t k = 0; k < nk; ++k) {
-    const T* src = base + B.keys[k] * stride + col;
-    for (int64_t d = 0; d < hd; ++d) Mt[d * n + k] = src[d];
-  }
-}
-
-// the block's query rows of kv head g (row r = i·G + h - g·G) from a [tokens, H·hd]-strided buffer, into M [R, hd]
-template <typename T>
-void gather_queries(const T* base, int64_t stride, const Block& B, int64_t g, int64_t G, int64_t hd,
-                    std::vector<T>& M) {
-  M.resize(B.nq * G * hd);
-  for (int64_t i = 0; i < B.nq; ++i)
-    for (int64_t j = 0; j < G; ++j) std::copy_n(base + (B.qs + i) * stride + (g * G + j) * hd, hd, M.data() + (i * G + j) * hd);
-}
-
-Layout layout_of(const Tensor& qkv, const Tensor& row_prompt, const Tensor& preal, const Tensor& rreal, int64_t P,
-                 int64_t R1, int64_t H, int64_t KV) {
-  const int64_t prompts = preal.size(0), B = row_prompt.size(0), hd = qkv.size(1) / (H + 2 * KV);
-  TORCH_CHECK(qkv.dim() == 2 && qkv.is_contiguous() && qkv.size(1) == (H + 2 * KV) * hd && H % KV == 0 && hd % 2 == 0,
-              "attention: qkv must be contiguous [tokens, (H + 2·KV)·head_dim]");
-  TORCH_CHECK(qkv.size(0) == prompts * P + B * R1, "attention: tokens = prompts·P + rows·R1");
-  TORCH_CHECK(preal.is_contiguous() && rreal.is_contiguous() && row_prompt.is_contiguous() &&
-                  preal.scalar_type() == at::kBool && rreal.scalar_type() == at::kBool && preal.size(1) == P &&
-                  rreal.size(0) == B && rreal.size(1) == P + R1 && row_prompt.scalar_type() == at::kLong,
-              "attention: masks [prompts, P], [rows, P + R1] (bool), row_prompt [rows] (int64)");
-  const int64_t* rp = row_prompt.data_ptr<int64_t>();
-  for (int64_t b = 0; b < B; ++b)  // a row of no prompt would be left out of every task, its output unwritten
-    TORCH_CHECK(rp[b] >= 0 && rp[b] < prompts, "attention: row ", b, " has prompt ", rp[b], " of ", prompts);
-  return {prompts, P, R1, B, H, KV, hd, rp, preal.data_ptr<bool>(), rreal.data_ptr<bool>()};
-}
-
-}  // namespace
 
 std::vector<Tensor> attention_fwd(const Tensor& qkv, const Tensor& wq, const Tensor& wk, const Tensor& cos,
                                   const Tensor& sin, const Tensor& row_prompt, const Tensor& preal,
