@@ -47,6 +47,15 @@ inline void sigmoid_row(const T* gate, T* sig, int64_t m) {
   for (int64_t j = 0; j < m; ++j) sig[j] = T(1) / (T(1) + sig[j]);
 }
 
+#if defined(__AVX2__)
+// the sum of a's 8 lanes (halves, then pairs, then the last two)
+inline float hsum(__m256 a) {
+  __m128 h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+  h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+  return _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)));
+}
+#endif
+
 // sum over i < n of x[i]·y[i]
 template <typename T>
 inline T dot(const T* x, const T* y, int64_t n) {
@@ -60,10 +69,7 @@ inline T dot(const T* x, const T* y, int64_t n) {
       b = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), _mm256_loadu_ps(y + i + 8), b);
     }
     for (; i + 8 <= n; i += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), a);
-    a = _mm256_add_ps(a, b);
-    __m128 h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-    s = _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)));
+    s = hsum(_mm256_add_ps(a, b));
   }
 #endif
   for (; i < n; ++i) s += x[i] * y[i];

@@ -124,9 +124,7 @@ inline float softmax_weights(float* p, int64_t n8) {
     _mm256_storeu_ps(p + t, e);
     z = _mm256_add_ps(z, e);
   }
-  __m128 z4 = _mm_add_ps(_mm256_castps256_ps128(z), _mm256_extractf128_ps(z, 1));
-  z4 = _mm_add_ps(z4, _mm_movehl_ps(z4, z4));
-  return 1.f / _mm_cvtss_f32(_mm_add_ss(z4, _mm_movehdup_ps(z4)));
+  return 1.f / s2lpo::hsum(z);
 }
 
 // one kv head's G queries (q: [G, hd] in a row) over its keys and values: scores, softmax, weighted sum; hd = 8·C

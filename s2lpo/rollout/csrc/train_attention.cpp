@@ -176,10 +176,8 @@ std::vector<Tensor> attention_bwd(const Tensor& gout_, const Tensor& qkv, const 
     // then each prompt's block, its rows' slots added in row order: the sums of the one-task-per-prompt loop, in
     // its order (split by prompt, 5 prompts on 2 threads ran as 3 against 2)
     const Blocks all = all_blocks(L);
-    const int64_t nr = all.rows.size(), per_row = P * KV * hd;
+    const int64_t nr = all.rows.size(), per_row = P * KV * hd;  // all.rows[r]: row r
     std::vector<T> pk(nr * per_row), pv(nr * per_row);
-    std::vector<std::vector<int64_t>> rows_of(L.prompts);
-    for (int64_t r = 0; r < nr; ++r) rows_of[L.row_prompt[(all.rows[r].qs - L.prompts * P) / R1]].push_back(r);
     at::parallel_for(0, nr, 1, [&](int64_t b, int64_t e) {
       Scratch W_;
       for (int64_t r = b; r < e; ++r) {
@@ -192,7 +190,8 @@ std::vector<Tensor> attention_bwd(const Tensor& gout_, const Tensor& qkv, const 
       for (int64_t p = b; p < e; ++p) {
         const Block& B = all.prompt[p];
         back(B, W_, nullptr, nullptr);
-        for (const int64_t r : rows_of[p])
+        for (int64_t r = 0; r < nr; ++r) {
+          if (L.row_prompt[r] != p) continue;
           for (int64_t k = 0; k < P; ++k)
             for (int64_t g = 0; g < KV; ++g) {
               T *a = gk + B.keys[k] * QK + (H + g) * hd, *v = gx + B.keys[k] * W + (H + KV + g) * hd;
@@ -202,6 +201,7 @@ std::vector<Tensor> attention_bwd(const Tensor& gout_, const Tensor& qkv, const 
 #pragma omp simd
               for (int64_t d = 0; d < hd; ++d) v[d] += sv[d];
             }
+        }
         norms(B, W_, pp + p * 2 * hd);
       }
     });

@@ -25,38 +25,27 @@ struct Block {  // queries qs .. qs+nq-1 over keys[0..nk); query i may see key k
   int64_t limit(int64_t i) const { return std::min<int64_t>(keys.size(), i + off + 1); }
 };
 
-// the prompt's block, then its rows'
-std::vector<Block> blocks_of(const Layout& L, int64_t p) {
-  std::vector<Block> out;
-  Block pb{p * L.P, L.P, 0, {}, {}};
-  for (int64_t j = 0; j < L.P; ++j) {
-    pb.keys.push_back(p * L.P + j);
-    pb.real.push_back(L.preal[p * L.P + j]);
-  }
-  out.push_back(pb);
-  const int64_t base = L.prompts * L.P, W = L.P + L.R1;
-  for (int64_t b = 0; b < L.B && L.R1 > 0; ++b) {
-    if (L.row_prompt[b] != p) continue;
-    Block rb{base + b * L.R1, L.R1, L.P, pb.keys, {}};
-    for (int64_t t = 0; t < L.R1; ++t) rb.keys.push_back(base + b * L.R1 + t);
-    for (int64_t k = 0; k < W; ++k) rb.real.push_back(L.rreal[b * W + k]);
-    out.push_back(rb);
-  }
-  return out;
-}
-
-struct Blocks {  // every prompt's block, every row's (rows in order)
+struct Blocks {  // every prompt's block (prompt p), every row's (row b)
   std::vector<Block> prompt, rows;
 };
 
 Blocks all_blocks(const Layout& L) {
   Blocks out;
   for (int64_t p = 0; p < L.prompts; ++p) {
-    std::vector<Block> bs = blocks_of(L, p);
-    out.prompt.push_back(std::move(bs[0]));
-    for (size_t i = 1; i < bs.size(); ++i) out.rows.push_back(std::move(bs[i]));
+    Block pb{p * L.P, L.P, 0, {}, {}};
+    for (int64_t j = 0; j < L.P; ++j) {
+      pb.keys.push_back(p * L.P + j);
+      pb.real.push_back(L.preal[p * L.P + j]);
+    }
+    out.prompt.push_back(std::move(pb));
   }
-  std::stable_sort(out.rows.begin(), out.rows.end(), [](const Block& x, const Block& y) { return x.qs < y.qs; });
+  const int64_t base = L.prompts * L.P, W = L.P + L.R1;
+  for (int64_t b = 0; b < L.B && L.R1 > 0; ++b) {  // a row sees its prompt's keys, then its own
+    Block rb{base + b * L.R1, L.R1, L.P, out.prompt[L.row_prompt[b]].keys, {}};
+    for (int64_t t = 0; t < L.R1; ++t) rb.keys.push_back(base + b * L.R1 + t);
+    for (int64_t k = 0; k < W; ++k) rb.real.push_back(L.rreal[b * W + k]);
+    out.rows.push_back(std::move(rb));
+  }
   return out;
 }
 
