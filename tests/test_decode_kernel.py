@@ -167,16 +167,22 @@ def test_a_build_killed_midway_does_not_hold_up_the_next_run(tmp_path):
 
 @needs_compiler
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
-def test_a_steps_bookkeeping_in_one_compiled_call_keeps_every_token_and_log_prob(family, temperature, monkeypatch):
-    """The plain case's loop body through ``sample_step`` (csrc/sample_step.cpp) against the tensor operations, the
-    compiled decode step under both: the same tokens, log-probs, lengths and finish reasons, bit for bit, and the
+def test_the_compiled_sampling_loop_keeps_every_token_and_log_prob(family, temperature, monkeypatch):
+    """The plain case's loop through ``sample_loop`` (csrc/sample_step.cpp: draws, log-softmax, the draw that skips
+    most log1p's, rows leaving, the decode steps) against the Python loop with the tensor operations around the
+    same compiled decode step: the same tokens, log-probs, lengths and finish reasons, bit for bit, and the
     generator left in the same state."""
     tiny_family, tok, contexts = family
     params = sampler.SamplingParams(temperature=temperature, max_new_tokens=20)  # some rows stop, some run out
+    if not sampler.exp_draws_match(kernel.kernels()):
+        pytest.skip("torch's CPU exponential_ is not its default kernel on this machine: the loop is not used")
+    loops = []
+    monkeypatch.setattr(decode.FastDecoder, "sample_loop",
+                        lambda *a, _f=decode.FastDecoder.sample_loop: loops.append(_f(*a)) or loops[-1])
     for name, model in _models(tiny_family):
         out, states = {}, {}
         for on in (True, False):
-            monkeypatch.setattr(sampler, "COMPILED_TAIL", on)
+            monkeypatch.setattr(sampler, "COMPILED_LOOP", on)
             g = torch.Generator().manual_seed(11)
             out[on] = sampler.sample(model, contexts, params, tok.eos_token_id, tok.pad_token_id, g)
             states[on] = g.get_state()
@@ -184,6 +190,7 @@ def test_a_steps_bookkeeping_in_one_compiled_call_keeps_every_token_and_log_prob
             (s.tokens, s.logprobs, s.finish_reason) for s in out[False]]
         assert torch.equal(states[True], states[False])
         assert {s.finish_reason for s in out[True]} == {"stop", "length"}, name  # rows left the batch, others ran out
+    assert len(loops) == len(list(_models(tiny_family))) and all(n == 19 for n in loops)  # only when on: 19 steps
 
 
 @needs_compiler
@@ -249,7 +256,7 @@ def test_the_compiled_exp_draws_are_torchs_for_the_live_rows(family, monkeypatch
         with monkeypatch.context() as m:
             if not on:
                 m.setattr(sampler, "exp_draws_match", lambda _k: False)
-                m.setattr(k, "exp_draws", lambda *a: pytest.fail("the compiled draws were used"))
+                m.setattr(k, "sample_loop", lambda *a: pytest.fail("the compiled draws were used"))
             draws[on] = sampler.sample(model, contexts[:12], params, tok.eos_token_id, tok.pad_token_id,
                                        torch.Generator().manual_seed(2))
     assert [(s.tokens, s.logprobs) for s in draws[True]] == [(s.tokens, s.logprobs) for s in draws[False]]

@@ -36,7 +36,8 @@ def _layout(row_prompt: list[int], P: int, R1: int, prompt_pad: list[int], resp_
         att[b, P + resp_len[b] :] = 0
     first = torch.tensor([row_prompt.index(p) for p in range(max(row_prompt) + 1)])
     real = att[:, : P + R1].bool().contiguous()
-    return train_kernel.Layout(rp, real[first, :P].contiguous(), real, P, R1, H, KV), att, first
+    return (train_kernel.Layout(rp, torch.full((len(rp),), R1), real[first, :P].contiguous(), real, P, H, KV), att,
+            first)
 
 
 def _python_attention(qkv, wq, wk, cos, sin, lay, att, first, eps, scale):
@@ -160,7 +161,33 @@ def test_a_training_pass_through_the_compiled_ops_is_the_python_pass(tiny_family
 def test_a_row_of_no_prompt_is_refused():
     """Every row must belong to one of the prompts: a row outside them would be in no task, its output unwritten."""
     (qkv, wq, wk, cos, sin), lay, *_, hd = _inputs("shared, ragged, 2 queries per kv head", torch.float32)
-    bad = train_kernel.Layout(torch.tensor([0, 0, 1, 1, 2]), lay.preal, lay.rreal, lay.P, lay.R1, lay.heads,
+    bad = train_kernel.Layout(torch.tensor([0, 0, 1, 1, 2]), lay.row_len, lay.preal, lay.rreal, lay.P, lay.heads,
                               lay.kv_heads)
     with pytest.raises(RuntimeError, match="row 4 has prompt 2 of 2"):
         train_kernel.Attention.apply(qkv, wq, wk, cos, sin, bad, 1e-6, hd**-0.5)
+    long = train_kernel.Layout(lay.row_prompt, lay.row_len + 1, lay.preal, lay.rreal, lay.P, lay.heads, lay.kv_heads)
+    with pytest.raises(RuntimeError, match="row 0 has 5 tokens of at most 4"):
+        train_kernel.Attention.apply(qkv, wq, wk, cos, sin, long, 1e-6, hd**-0.5)
+
+
+@pytest.mark.parametrize("case", list(LAYOUTS)[:2])
+def test_packed_rows_are_the_padded_rows_without_their_padding(case):
+    """Rows packed one after the other (``row_len``: each row's real response positions, none of its right
+    padding): the outputs and gradients of the padded layout's real tokens, to float64 rounding."""
+    (qkv, wq, wk, cos, sin), lay, att, first, hd = _inputs(case, F64, seed=4)
+    row_prompt, P, R1, _, lens, *_ = LAYOUTS[case]
+    keep = torch.cat([torch.ones(len(first) * P, dtype=torch.bool),
+                      (torch.arange(R1)[None] < torch.tensor(lens)[:, None]).reshape(-1)])  # the tokens packed
+    assert not keep.all()
+    packed = train_kernel.Layout(lay.row_prompt, torch.tensor(lens), lay.preal, lay.rreal, P, lay.heads, lay.kv_heads)
+    x = qkv.detach()[keep].requires_grad_()
+    ours = train_kernel.Attention.apply(x, wq, wk, cos[keep], sin[keep], packed, 1e-6, hd**-0.5)
+    ref = train_kernel.Attention.apply(qkv, wq, wk, cos, sin, lay, 1e-6, hd**-0.5)
+    assert torch.allclose(ours, ref[keep], rtol=0, atol=1e-12)
+    up = torch.zeros(ref.shape, dtype=F64)
+    up[keep] = torch.randn(ours.shape, dtype=F64, generator=torch.Generator().manual_seed(5))
+    g_ours, g_ref = torch.autograd.grad(ours, (x, wq, wk), up[keep]), torch.autograd.grad(ref, (qkv, wq, wk), up)
+    assert torch.allclose(g_ours[0], g_ref[0][keep], rtol=0, atol=1e-11)
+    assert torch.equal(g_ref[0][~keep], torch.zeros_like(g_ref[0][~keep]))  # padding feeds no real token
+    for a, b in zip(g_ours[1:], g_ref[1:]):
+        assert torch.allclose(a, b, rtol=0, atol=1e-11)

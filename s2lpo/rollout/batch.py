@@ -88,9 +88,9 @@ def response_log_probs(model, batch: Batch, temperature: float = 1.0, shared_pre
     if LEAN_FORWARD and train_forward.supports(model):
         rows = batch.row_prompt
         row_prompt = rows if shared_prefix else torch.arange(len(rows), device=rows.device)
-        logits = train_forward.response_logits(model, batch.input_ids, batch.attention_mask, batch.position_ids, P,
-                                               row_prompt)
-    elif shared_prefix and n_prompts < len(batch.row_prompt) and batch.responses.shape[1] > 1:
+        return train_forward.response_log_probs(model, batch.input_ids, batch.attention_mask, batch.position_ids, P,
+                                                row_prompt, temperature)
+    if shared_prefix and n_prompts < len(batch.row_prompt) and batch.responses.shape[1] > 1:
         logits = _shared_prefix_logits(model, batch, n_prompts)
     else:
         logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,

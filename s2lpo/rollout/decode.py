@@ -195,6 +195,21 @@ class FastDecoder:
         """:func:`rope_table` of this model, once per sampling call instead of once per layer and token."""
         return rope_table(self.inv_freq, self.rope_scale, positions, self.dtype)
 
+    def sample_loop(self, logits: torch.Tensor, generator: torch.Generator, toks: torch.Tensor, lps: torch.Tensor,
+                    lengths: torch.Tensor, done: torch.Tensor, next_pos: torch.Tensor, keys: torch.Tensor,
+                    cache: KVCache, width: int, rope: tuple[torch.Tensor, torch.Tensor], eos_id: int,
+                    temperature: float) -> int:
+        """The compiled sampling loop after a prefill (``csrc/sample_step.cpp``, the plain case of
+        ``sampler.sample_batch``): tokens, log-probs, lengths and done rows of every row ([n, T], [n]) written in
+        place; ``logits`` [n, vocab] at the prefill's last tokens, ``next_pos`` [n] the rows' first new positions,
+        ``keys`` [n, width + T] their real cache positions. Returns the decode steps it ran."""
+        n = logits.shape[0]
+        return self.kernel.sample_loop(
+            logits.contiguous(), generator, toks, lps, lengths, done, next_pos.contiguous(), keys, cache.k, cache.v,
+            cache.row_index(n), cache.prefix if cache.prefix is not None else _NO_ROWS, cache.split, width, rope[0],
+            rope[1], self._flat, self.embed, self.norm, self.lm_head, self.heads, self.kv_heads, self.head_dim,
+            self.eps, self.scale, eos_id, temperature)
+
     def forward(self, ids: torch.Tensor, pos: torch.Tensor, cache: KVCache, start: int, key_mask: torch.Tensor,
                 rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """Logits ([rows, vocab], float32) at the last of ``ids`` ([rows, s], written to the cache at positions

@@ -24,11 +24,10 @@ SHARE_PREFILL = True
 # sample through the lean decode path (s2lpo.rollout.decode) where it covers the model; the benchmark turns it off
 # to show what it saves over the Hugging Face forward
 FAST_DECODE = True
-# a sampling step's bookkeeping in one compiled call where the compiled step samples and no filter or penalty applies
-# (csrc/sample_step.cpp); off: the tensor operations (_python_step), the same tokens
-COMPILED_TAIL = True
-# the plain case's Exp(1) draws through the compiled exp_draws where it is torch's own (exp_draws_match): ~2x faster
-COMPILED_DRAWS = True
+# the loop after the prefill in one compiled call where the compiled step samples, no filter or penalty applies and
+# the compiled Exp(1) draws are torch's own (exp_draws_match): csrc/sample_step.cpp's sample_loop; off: the Python
+# loop around the compiled step with the tensor operations (_python_step), the same tokens
+COMPILED_LOOP = True
 
 
 @dataclass(frozen=True)
@@ -220,22 +219,16 @@ def sample_batch(
     done = torch.zeros(n, dtype=torch.bool, device=device)
     lengths = torch.full((n,), T, dtype=torch.long, device=device)
     seen = torch.zeros((n, logits.shape[-1]), dtype=torch.bool, device=device) if params.presence_penalty else None
+    if (dec.kernel is not None and COMPILED_LOOP and not params.top_k and params.top_p >= 1.0
+            and not params.presence_penalty and exp_draws_match(dec.kernel)):
+        dec.sample_loop(logits, generator, toks, lps, lengths, done, next_pos.view(-1), keys, cache, width, rope,
+                        eos_id, params.temperature)
+        return _samples(toks, lps, lengths, done)
     live = torch.arange(n, device=device)  # the rows in the batch (and the cache), in order
     probs = torch.zeros((n, logits.shape[-1]), dtype=torch.float32, device=device)
-    # the plain case's bookkeeping in one compiled call (csrc/sample_step.cpp: the same tokens, bit for bit)
-    plain = (dec.kernel is not None and COMPILED_TAIL and not params.top_k and params.top_p >= 1.0
-             and not params.presence_penalty)
-    compiled_draws = plain and COMPILED_DRAWS and exp_draws_match(dec.kernel)
     for t in range(T):
-        if plain:
-            # _draw's draws for every row (the log1p for the live rows only, on the compiled path)
-            q = (dec.kernel.exp_draws(generator, n, probs.shape[1], live) if compiled_draws
-                 else exp_draws(probs, generator))
-            tok, n_gone = dec.kernel.sample_step(logits, q, live, done, toks, lps, lengths, t, eos_id, pad_id,
-                                                 params.temperature)
-        else:
-            tok, n_gone = _python_step(logits, probs, live, done, toks, lps, lengths, seen, t, params, eos_id,
-                                       pad_id, generator)
+        tok, n_gone = _python_step(logits, probs, live, done, toks, lps, lengths, seen, t, params, eos_id, pad_id,
+                                   generator)
         if n_gone == len(live) or t == T - 1:  # the rows that left the batch were done
             break
         # drop the finished rows from the batch (and the cache): at once where that is an index (the compiled

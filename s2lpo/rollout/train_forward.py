@@ -96,11 +96,17 @@ def _compiled_layer(lay, h, cos, sin, layout, eps, scale):
     return torch.addmm(h, train_kernel.SiluMul.apply(gu), m.down_proj.weight.t())
 
 
-def response_logits(model, input_ids: torch.Tensor, att_mask: torch.Tensor, pos: torch.Tensor, P: int,
-                    row_prompt: torch.Tensor) -> torch.Tensor:
-    """Logits ([rows, R, vocab]) predicting each of the ``R`` response tokens of left-padded prompt (width ``P``)
-    plus right-padded response rows; rows with the same ``row_prompt`` index share their prompt (computed once,
-    from the first such row)."""
+def response_log_probs(model, input_ids: torch.Tensor, att_mask: torch.Tensor, pos: torch.Tensor, P: int,
+                       row_prompt: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Log-probability ([rows, R], 0 on the right padding) of each of the ``R`` response tokens of left-padded
+    prompt (width ``P``) plus right-padded response rows, under the logits divided by ``temperature``; rows with
+    the same ``row_prompt`` index share their prompt (computed once, from the first such row).
+
+    The tokens run as one flat matrix: the distinct prompts (each ``P`` wide), then each row's response tokens
+    that predict another. Through the compiled ops the rows are packed — a row's own tokens only, no padding to the
+    longest (on toy-l's steps the padding was ~30 % of the pass's tokens) — and the head and log-softmax run on the
+    real response positions only; the Python ops keep every row ``R - 1`` wide (their attention is per padded row).
+    """
     cfg, inner = model.config, model.model
     H, KV = cfg.num_attention_heads, cfg.num_key_value_heads
     hd = getattr(cfg, "head_dim", None) or cfg.hidden_size // H
@@ -110,15 +116,20 @@ def response_logits(model, input_ids: torch.Tensor, att_mask: torch.Tensor, pos:
     first.scatter_(0, row_prompt.flip(0), torch.arange(len(row_prompt), device=first.device).flip(0))
     B, L = input_ids.shape[0], input_ids.shape[1] - 1
     R1 = L - P  # response positions that are inputs (all but the last)
-    ids = torch.cat([input_ids[first, :P].reshape(-1), input_ids[:, P:L].reshape(-1)])
-    where = torch.cat([pos[first, :P].reshape(-1), pos[:, P:L].reshape(-1)])
+    resp = att_mask[:, P:].bool()  # [B, R1 + 1] the real response tokens (right padding after them)
+    packed = COMPILED_OPS and train_kernel.ops_for(inner.embed_tokens.weight) is not None
+    # the response tokens that are inputs: each row's but its last (all R1 of every row where not packed)
+    inp = resp[:, 1:] if packed else torch.ones((B, R1), dtype=torch.bool, device=resp.device)
+    row_len = inp.sum(-1)
+    ids = torch.cat([input_ids[first, :P].reshape(-1), input_ids[:, P:L][inp]])
+    where = torch.cat([pos[first, :P].reshape(-1), pos[:, P:L][inp]])
     Np = n_prompts * P
     cos, sin = rope_table(inner.rotary_emb.inv_freq, float(inner.rotary_emb.attention_scaling), int(where.max()) + 1)
     cos, sin = cos[where], sin[where]  # [tokens, hd]
-    h = inner.embed_tokens(ids)  # [Np + B·R1, d]
-    if COMPILED_OPS and train_kernel.ops_for(h) is not None:
+    h = inner.embed_tokens(ids)  # [Np + sum(row_len), d]
+    if packed:
         real = att_mask[:, :L].bool().contiguous()
-        lay = train_kernel.Layout(row_prompt.contiguous(), real[first, :P].contiguous(), real, P, R1, H, KV)
+        lay = train_kernel.Layout(row_prompt.contiguous(), row_len, real[first, :P].contiguous(), real, P, H, KV)
         for lay_ in inner.layers:
             h = _compiled_layer(lay_, h, cos, sin, lay, eps, scale)
     else:
@@ -127,9 +138,15 @@ def response_logits(model, input_ids: torch.Tensor, att_mask: torch.Tensor, pos:
         for lay_ in inner.layers:
             h = _python_layer(lay_, h, cos[:, None], sin[:, None], keep_p, keep_r, n_prompts, P, B, R1, row_prompt,
                               (H, KV, hd, eps, scale))
-    last = h[:Np].view(n_prompts, P, -1)[:, -1]  # each prompt's last token predicts the first response token
-    h = torch.cat([last[row_prompt][:, None], h[Np:].view(B, R1, h.shape[-1])], 1)
-    return model.lm_head(F.rms_norm(h, (h.shape[-1],), inner.norm.weight, eps))
+    # the token predicting response token j of row b: its prompt's last for j = 0, else its own token j - 1
+    b, j = resp.nonzero(as_tuple=True)
+    start = torch.cumsum(row_len, 0) - row_len
+    src = torch.where(j == 0, row_prompt[b] * P + P - 1, Np + start[b] + j - 1)
+    logits = model.lm_head(F.rms_norm(h[src], (h.shape[-1],), inner.norm.weight, eps)).float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    lp = torch.log_softmax(logits, -1).gather(-1, input_ids[:, P:][resp][:, None]).squeeze(-1)
+    return torch.zeros(resp.shape, dtype=lp.dtype, device=lp.device).index_put((b, j), lp)
 
 
 def supports(model) -> bool:

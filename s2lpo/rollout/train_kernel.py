@@ -24,16 +24,20 @@ from s2lpo.rollout.kernel import kernels
 @dataclass(frozen=True)
 class Layout:
     """Where the tokens of the flat matrix sit (``train_forward``): ``prompts`` × ``P`` prompt tokens, then each
-    row's ``R1`` response tokens; which are real (``preal`` [prompts, P], ``rreal`` [rows, P + R1], bool) and
-    each row's prompt (``row_prompt`` [rows], int64)."""
+    row's ``row_len[b]`` response tokens (at most ``R1``, one row after the other); which are real (``preal``
+    [prompts, P], ``rreal`` [rows, P + R1], bool) and each row's prompt (``row_prompt`` [rows], int64)."""
 
     row_prompt: torch.Tensor
+    row_len: torch.Tensor
     preal: torch.Tensor
     rreal: torch.Tensor
     P: int
-    R1: int
     heads: int
     kv_heads: int
+
+    @property
+    def R1(self) -> int:
+        return self.rreal.shape[1] - self.P
 
 
 def ops_for(x: torch.Tensor) -> ModuleType | None:
@@ -81,7 +85,7 @@ class Attention(torch.autograd.Function):
     def forward(ctx, qkv: torch.Tensor, wq: torch.Tensor, wk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 lay: Layout, eps: float, scale: float) -> torch.Tensor:
         args = (qkv.contiguous(), wq.contiguous(), wk.contiguous(), cos.contiguous(), sin.contiguous(),
-                lay.row_prompt, lay.preal, lay.rreal, lay.P, lay.R1, lay.heads, lay.kv_heads)
+                lay.row_prompt, lay.row_len, lay.preal, lay.rreal, lay.P, lay.heads, lay.kv_heads)
         out, qk, rstd, probs = kernels().attention_fwd(*args, eps, scale)
         ctx.save_for_backward(*args[:5], qk, rstd, probs, out)
         ctx.lay, ctx.scale = lay, scale
@@ -91,6 +95,7 @@ class Attention(torch.autograd.Function):
     def backward(ctx, gout: torch.Tensor):
         qkv, wq, wk, cos, sin, qk, rstd, probs, out = ctx.saved_tensors
         lay = ctx.lay
-        gqkv, gwq, gwk = kernels().attention_bwd(gout, qkv, wq, wk, cos, sin, lay.row_prompt, lay.preal, lay.rreal,
-                                                 lay.P, lay.R1, lay.heads, lay.kv_heads, ctx.scale, qk, rstd, probs, out)
+        gqkv, gwq, gwk = kernels().attention_bwd(gout, qkv, wq, wk, cos, sin, lay.row_prompt, lay.row_len, lay.preal,
+                                                 lay.rreal, lay.P, lay.heads, lay.kv_heads, ctx.scale, qk, rstd, probs,
+                                                 out)
         return gqkv, gwq, gwk, None, None, None, None, None

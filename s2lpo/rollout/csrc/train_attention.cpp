@@ -1,9 +1,10 @@
 // A layer's attention block of s2lpo.rollout.train_forward, forward and backward: from the qkv matmul's output
 // to the input of the o matmul — q/k RMSNorm, RoPE (cos and sign-folded sin tables, indexed per token), and
 // grouped-query attention over the flat token layout: the distinct prompts' tokens first (prompt p at p·P),
-// then every row's R1 response tokens (row b at np·P + b·R1). A prompt's queries see its real keys up to
-// themselves; a row's queries see its prompt's real keys and its own real keys up to themselves (a padded query
-// sees itself too, never an empty row) — train_forward._masks. Work is split by block: the prompts' first, then
+// then each row's row_len[b] response tokens, one row after the other (packed: no padding after a short row; R1,
+// the longest, sizes the masks). A prompt's queries see its real keys up to themselves; a row's queries see its
+// prompt's real keys and its own real keys up to themselves (a padded query sees itself too, never an empty row)
+// — train_forward._masks. Work is split by block: the prompts' first, then
 // one task per row (a step's 3-7 prompts split by prompt ran unevenly on two threads). A row's task writes its own
 // tokens only; the gradients it owes its prompt's keys go to slots of its own, which the prompt's task then adds in
 // row order: no locks, and every sum in a fixed order. The forward keeps its attention probabilities for the
@@ -15,11 +16,11 @@
 #include <vector>
 
 std::vector<Tensor> attention_fwd(const Tensor& qkv, const Tensor& wq, const Tensor& wk, const Tensor& cos,
-                                  const Tensor& sin, const Tensor& row_prompt, const Tensor& preal,
-                                  const Tensor& rreal, int64_t P, int64_t R1, int64_t H, int64_t KV, double eps,
-                                  double scale) {
-  const Layout L = layout_of(qkv, row_prompt, preal, rreal, P, R1, H, KV);
-  const int64_t N = qkv.size(0), hd = L.hd, G = H / KV;
+                                  const Tensor& sin, const Tensor& row_prompt, const Tensor& row_len,
+                                  const Tensor& preal, const Tensor& rreal, int64_t P, int64_t H, int64_t KV,
+                                  double eps, double scale) {
+  const Layout L = layout_of(qkv, row_prompt, row_len, preal, rreal, P, H, KV);
+  const int64_t N = qkv.size(0), hd = L.hd, G = H / KV, R1 = L.R1;
   Tensor out = at::empty({N, H * hd}, qkv.options()), qk = at::empty({N, (H + KV) * hd}, qkv.options());
   Tensor rstd = at::empty({N, H + KV}, qkv.options()), probs = at::empty({N, H, P + R1}, qkv.options());
   s2lpo::dispatch(qkv, "attention_fwd", [&](auto tag) {
@@ -78,7 +79,8 @@ std::vector<Tensor> attention_fwd(const Tensor& qkv, const Tensor& wq, const Ten
     });
     at::parallel_for(0, static_cast<int64_t>(all.rows.size()), 1, [&](int64_t b, int64_t e) {
       Scratch W_;
-      for (int64_t r = b; r < e; ++r) attend(all.rows[r], W_);
+      for (int64_t r = b; r < e; ++r)
+        if (all.rows[r].nq) attend(all.rows[r], W_);
     });
   });
   return {out, qk, rstd, probs};
@@ -87,17 +89,17 @@ std::vector<Tensor> attention_fwd(const Tensor& qkv, const Tensor& wq, const Ten
 // gqkv [N, (H+2KV)·hd], gwq [hd], gwk [hd]
 std::vector<Tensor> attention_bwd(const Tensor& gout_, const Tensor& qkv, const Tensor& wq, const Tensor& wk,
                                   const Tensor& cos, const Tensor& sin, const Tensor& row_prompt,
-                                  const Tensor& preal, const Tensor& rreal, int64_t P, int64_t R1, int64_t H,
-                                  int64_t KV, double scale, const Tensor& qk, const Tensor& rstd, const Tensor& probs,
-                                  const Tensor& out) {
-  const Layout L = layout_of(qkv, row_prompt, preal, rreal, P, R1, H, KV);
+                                  const Tensor& row_len, const Tensor& preal, const Tensor& rreal, int64_t P,
+                                  int64_t H, int64_t KV, double scale, const Tensor& qk, const Tensor& rstd,
+                                  const Tensor& probs, const Tensor& out) {
+  const Layout L = layout_of(qkv, row_prompt, row_len, preal, rreal, P, H, KV);
   const Tensor gout = gout_.contiguous();
-  const int64_t N = qkv.size(0), hd = L.hd, G = H / KV, half = hd / 2;
+  const int64_t N = qkv.size(0), hd = L.hd, G = H / KV, half = hd / 2, R1 = L.R1;
   // the parts summed into (the values' gradient in gqkv, the keys' in gqk) are zeroed by the task that owns their
   // tokens; the rest is written whole (the queries' gradient, and the q/k columns of gqkv by the norms' backward)
   Tensor gqkv = at::empty_like(qkv), gqk = at::empty({N, (H + KV) * hd}, qkv.options());
   // per prompt and per row: the q-norm and k-norm weight gradients of its tokens
-  Tensor parts = at::zeros({L.prompts + (R1 > 0 ? L.B : 0), 2, hd}, qkv.options());
+  Tensor parts = at::zeros({L.prompts + L.B, 2, hd}, qkv.options());
   s2lpo::dispatch(qkv, "attention_bwd", [&](auto tag) {
     using T = decltype(tag);
     const T *xp = qkv.data_ptr<T>(), *qkp = qk.data_ptr<T>(), *rp = rstd.data_ptr<T>(), *prp = probs.data_ptr<T>(),
@@ -181,6 +183,7 @@ std::vector<Tensor> attention_bwd(const Tensor& gout_, const Tensor& qkv, const 
     at::parallel_for(0, nr, 1, [&](int64_t b, int64_t e) {
       Scratch W_;
       for (int64_t r = b; r < e; ++r) {
+        if (!all.rows[r].nq) continue;  // its slots stay zero
         back(all.rows[r], W_, pk.data() + r * per_row, pv.data() + r * per_row);
         norms(all.rows[r], W_, pp + (L.prompts + r) * 2 * hd);
       }

@@ -13,8 +13,9 @@ using at::Tensor;
 namespace {
 
 struct Layout {
-  int64_t prompts, P, R1, B, H, KV, hd;
+  int64_t prompts, P, R1, B, H, KV, hd;  // R1: the longest row's response tokens
   const int64_t* row_prompt;
+  std::vector<int64_t> row_start;  // [B + 1]: row b's tokens are prompts·P + row_start[b] .. prompts·P + row_start[b + 1]
   const bool *preal, *rreal;  // [prompts, P], [B, P + R1]
 };
 
@@ -40,10 +41,11 @@ Blocks all_blocks(const Layout& L) {
     out.prompt.push_back(std::move(pb));
   }
   const int64_t base = L.prompts * L.P, W = L.P + L.R1;
-  for (int64_t b = 0; b < L.B && L.R1 > 0; ++b) {  // a row sees its prompt's keys, then its own
-    Block rb{base + b * L.R1, L.R1, L.P, out.prompt[L.row_prompt[b]].keys, {}};
-    for (int64_t t = 0; t < L.R1; ++t) rb.keys.push_back(base + b * L.R1 + t);
-    for (int64_t k = 0; k < W; ++k) rb.real.push_back(L.rreal[b * W + k]);
+  for (int64_t b = 0; b < L.B; ++b) {  // a row sees its prompt's keys, then its own (a row of none: no queries)
+    const int64_t qs = base + L.row_start[b], nq = L.row_start[b + 1] - L.row_start[b];
+    Block rb{qs, nq, L.P, out.prompt[L.row_prompt[b]].keys, {}};
+    for (int64_t t = 0; t < nq; ++t) rb.keys.push_back(qs + t);
+    for (int64_t k = 0; k < L.P + nq; ++k) rb.real.push_back(L.rreal[b * W + k]);
     out.rows.push_back(std::move(rb));
   }
   return out;
@@ -109,20 +111,30 @@ void gather_queries(const T* base, int64_t stride, const Block& B, int64_t g, in
     for (int64_t j = 0; j < G; ++j) std::copy_n(base + (B.qs + i) * stride + (g * G + j) * hd, hd, M.data() + (i * G + j) * hd);
 }
 
-Layout layout_of(const Tensor& qkv, const Tensor& row_prompt, const Tensor& preal, const Tensor& rreal, int64_t P,
-                 int64_t R1, int64_t H, int64_t KV) {
+Layout layout_of(const Tensor& qkv, const Tensor& row_prompt, const Tensor& row_len, const Tensor& preal,
+                 const Tensor& rreal, int64_t P, int64_t H, int64_t KV) {
   const int64_t prompts = preal.size(0), B = row_prompt.size(0), hd = qkv.size(1) / (H + 2 * KV);
+  TORCH_CHECK(rreal.dim() == 2 && rreal.size(1) >= P && row_len.dim() == 1 && row_len.size(0) == B &&
+                  row_len.is_contiguous() && row_len.scalar_type() == at::kLong,
+              "attention: rreal [rows, P + R1] (bool), row_len [rows] (int64)");
+  const int64_t R1 = rreal.size(1) - P;
+  const int64_t* rl = row_len.data_ptr<int64_t>();
+  std::vector<int64_t> start(B + 1, 0);
+  for (int64_t b = 0; b < B; ++b) {
+    TORCH_CHECK(rl[b] >= 0 && rl[b] <= R1, "attention: row ", b, " has ", rl[b], " tokens of at most ", R1);
+    start[b + 1] = start[b] + rl[b];
+  }
   TORCH_CHECK(qkv.dim() == 2 && qkv.is_contiguous() && qkv.size(1) == (H + 2 * KV) * hd && H % KV == 0 && hd % 2 == 0,
               "attention: qkv must be contiguous [tokens, (H + 2·KV)·head_dim]");
-  TORCH_CHECK(qkv.size(0) == prompts * P + B * R1, "attention: tokens = prompts·P + rows·R1");
+  TORCH_CHECK(qkv.size(0) == prompts * P + start[B], "attention: tokens = prompts·P + the rows' lengths");
   TORCH_CHECK(preal.is_contiguous() && rreal.is_contiguous() && row_prompt.is_contiguous() &&
                   preal.scalar_type() == at::kBool && rreal.scalar_type() == at::kBool && preal.size(1) == P &&
-                  rreal.size(0) == B && rreal.size(1) == P + R1 && row_prompt.scalar_type() == at::kLong,
+                  rreal.size(0) == B && row_prompt.scalar_type() == at::kLong,
               "attention: masks [prompts, P], [rows, P + R1] (bool), row_prompt [rows] (int64)");
   const int64_t* rp = row_prompt.data_ptr<int64_t>();
   for (int64_t b = 0; b < B; ++b)  // a row of no prompt would be left out of every task, its output unwritten
     TORCH_CHECK(rp[b] >= 0 && rp[b] < prompts, "attention: row ", b, " has prompt ", rp[b], " of ", prompts);
-  return {prompts, P, R1, B, H, KV, hd, rp, preal.data_ptr<bool>(), rreal.data_ptr<bool>()};
+  return {prompts, P, R1, B, H, KV, hd, rp, std::move(start), preal.data_ptr<bool>(), rreal.data_ptr<bool>()};
 }
 
 }  // namespace
