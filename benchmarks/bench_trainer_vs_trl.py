@@ -2,7 +2,7 @@
 lengths, on CPU, measured fairly in this one run and printed as ratios, with the step's compute bound.
 
     make bench        # = .venv-bench/bin/python benchmarks/bench_trainer_vs_trl.py (TRL lives in its own venv)
-    python benchmarks/bench_trainer_vs_trl.py [--rounds 3] [--steps 12] [--size l] [--precision fp32|bf16]
+    python benchmarks/bench_trainer_vs_trl.py [--rounds 3] [--steps 12] [--size l] [--precision fp32|bf16] [--save F]
 
 Fair: plain GRPO on both sides (no explorer), beta = 0 (no reference model), one optimizer step per batch,
 TRL with gradient checkpointing off (its default is on: ~25 % of its step here). Each measurement runs in a
@@ -238,6 +238,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="the same on both sides")
     ap.add_argument("--cache", default=str(ROOT / ".cache"))
+    ap.add_argument("--save", help="write every round's measurements and rates here (JSON)")
     ap.add_argument("--worker", choices=list(VARIANTS), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
@@ -256,6 +257,8 @@ def main(argv: list[str] | None = None) -> None:
         rates.append(machine_rates(runs["ours"][0]["arch"], args))
         print(f"round {r + 1}/{args.rounds} matmul rates: {rates[-1][0]:.0f} GFLOP/s at {args.prompts * args.group} "
               f"rows, {rates[-1][1]:.0f} at 2,048", file=sys.stderr)
+    if args.save:
+        Path(args.save).write_text(json.dumps({"args": vars(args), "runs": runs, "rates": rates}))
     med = {v: [statistics.median(m["steps"]) for m in ms] for v, ms in runs.items()}
     trl_s = statistics.median(med["TRL (no grad. checkpointing)"])
     # the compute bound of our step (the work it needs) at what this machine's matmuls can do: the best rate of
