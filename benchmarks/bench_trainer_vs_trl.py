@@ -45,6 +45,7 @@ import time
 from pathlib import Path
 
 import torch
+from matmul_rates import machine_rates
 
 ROOT = Path(__file__).resolve().parents[1]
 # (skip rows without signal, share the prompt's prefill, lean decode path, lean training forward, compiled decode
@@ -170,51 +171,6 @@ def worker(args) -> None:
     print("RESULT " + json.dumps(out))
 
 
-def matmul_rate(hidden: int, inter: int, vocab: int, rows: int, threads: int, packed: bool = False) -> float:
-    """fp32 GFLOP/s of the model's linear layers' shapes with ``rows`` tokens at a time (median of 5): through
-    torch.mm, or with ``packed`` through the compiled kernels' matmul with the weights laid out beforehand (the
-    decode step's and the prefill's, ``csrc/packed_gemm.cpp``; 0 where it is not built or not vectorised)."""
-    from s2lpo.rollout.kernel import kernels
-
-    torch.set_num_threads(threads)
-    shapes = [(hidden, hidden)] * 4 + [(hidden, inter)] * 2 + [(inter, hidden), (hidden, vocab)]
-    mats = [(torch.randn(rows, k), torch.randn(n, k)) for k, n in shapes]
-    gemm = kernels() if packed else None
-    if packed and (gemm is None or not gemm.packed_gemm_simd()):
-        return 0.0
-    if gemm is not None:
-        mats = [(a, gemm.pack_weights([w]), len(w)) for a, w in mats]
-    else:
-        mats = [(a, w, len(w)) for a, w in mats]
-
-    def product(a: torch.Tensor, w: torch.Tensor, n: int) -> torch.Tensor:
-        return gemm.packed_mm(a, w, n) if gemm is not None else a @ w.T
-
-    flops = sum(2 * rows * k * n for k, n in shapes)
-    reps = max(1, int(2e9 // flops))
-    for m in mats:
-        product(*m)
-    times = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        for _ in range(reps):
-            for m in mats:
-                product(*m)
-        times.append(time.perf_counter() - t0)
-    return flops * reps / statistics.median(times) / 1e9
-
-
-def machine_rates(arch: list[int], args) -> tuple[float, float]:
-    """The decode and training matmul rates of this machine now: the faster of torch.mm and the compiled kernels'
-    packed matmul, at a decode step's rows and at 2,048 tokens (the training pass itself uses torch.mm: at its
-    ~1-2 k rows the packed matmul measured 1.0-1.2x its rate forward, less with the backward's transposes)."""
-    h, i, vocab = arch
-    rows = args.prompts * args.group
-    return (max(matmul_rate(h, i, vocab, rows, args.threads), matmul_rate(h, i, vocab, rows, args.threads, packed=True)),
-            max(matmul_rate(h, i, vocab, 2048, args.threads),
-                matmul_rate(h, i, vocab, 2048, args.threads, packed=True)))
-
-
 def measure(variant: str, args) -> dict:
     cmd = [sys.executable, __file__, "--worker", variant, *sys.argv[1:]]
     load = os.getloadavg()[0]
@@ -239,10 +195,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="the same on both sides")
     ap.add_argument("--cache", default=str(ROOT / ".cache"))
     ap.add_argument("--save", help="write every round's measurements and rates here (JSON)")
+    ap.add_argument("--report", help="print the table of a run saved with --save instead of measuring")
     ap.add_argument("--worker", choices=list(VARIANTS), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
         return worker(args)
+    if args.report:
+        saved = json.loads(Path(args.report).read_text())
+        return report(saved["runs"], [tuple(r) for r in saved["rates"]], argparse.Namespace(**saved["args"]))
     try:
         import trl  # noqa: F401
     except ImportError:
@@ -259,6 +219,11 @@ def main(argv: list[str] | None = None) -> None:
               f"rows, {rates[-1][1]:.0f} at 2,048", file=sys.stderr)
     if args.save:
         Path(args.save).write_text(json.dumps({"args": vars(args), "runs": runs, "rates": rates}))
+    report(runs, rates, args)
+
+
+def report(runs: dict[str, list[dict]], rates: list[tuple[float, float]], args) -> None:
+    """The table: every variant's median over rounds against TRL and against the compute bound of ours."""
     med = {v: [statistics.median(m["steps"]) for m in ms] for v, ms in runs.items()}
     trl_s = statistics.median(med["TRL (no grad. checkpointing)"])
     # the compute bound of our step (the work it needs) at what this machine's matmuls can do: the best rate of
@@ -300,6 +265,12 @@ def main(argv: list[str] | None = None) -> None:
     print(f"3x TRL here: {need:.3f} s/step = {need / bound:.2f}x the bound "
           f"({'reachable in principle' if need >= bound else 'below the bound: unreachable at this matmul rate'}); "
           f"1.5x the bound: {1.5 * bound:.3f} s/step = {trl_s / (1.5 * bound):.2f}x TRL")
+    # each round against the bound at the rates measured right after it (the machine's state then): how much of
+    # the ratio's spread between runs is the machine's
+    paired = [m / (2 * p * (prompt_tokens + gen) / (d * 1e9) + 6 * p * needed / (t * 1e9))
+              for m, (d, t) in zip(med["ours"], rates)]
+    print(f"ours / bound at each round's own rates: {', '.join(f'{x:.2f}x' for x in paired)} "
+          f"(median {statistics.median(paired):.2f}x)")
     loads = [m["load"] for ms in runs.values() for m in ms]
     print(f"1-min load average at the starts: {min(loads):.2f}-{max(loads):.2f} (2 threads per run)")
 

@@ -158,6 +158,38 @@ def test_a_training_pass_through_the_compiled_ops_is_the_python_pass(tiny_family
     assert len(calls) == model.config.num_hidden_layers
 
 
+def test_packed_rows_give_the_padded_passs_log_probs_and_gradients(tiny_family, monkeypatch):
+    """toy-s, ragged rows through the compiled ops: each row its own tokens only (``PACK_ROWS``) against every row
+    as wide as the longest — the same log-probs (float32 summation order) and gradients; the packed pass runs
+    fewer tokens."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from s2lpo.rollout.batch import Row
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_family.model_dir("s"), dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(tiny_family.tokenizer_dir)
+    g = torch.Generator().manual_seed(3)
+    prompts = [tok(p.prompt, add_special_tokens=False)["input_ids"] for p in tiny_family.splits().eval[:2]]
+    rows = [Row(i % 2, "learner", prompts[i % 2], torch.randint(3, len(tok), (n,), generator=g).tolist(), [0.0] * n)
+            for i, n in enumerate([1, 9, 2, 14, 6, 3])]
+    batch = collate(sorted(rows, key=lambda r: r.group), tok.pad_token_id, "cpu")
+    tokens = []
+    monkeypatch.setattr(train_kernel.Attention, "apply", lambda *a, _f=train_kernel.Attention.apply: tokens.append(
+        a[0].shape[0]) or _f(*a))
+    out = {}
+    for packed in (True, False):
+        monkeypatch.setattr(train_forward, "PACK_ROWS", packed)
+        out[packed] = _pass(model, batch, True, monkeypatch)
+    n = model.config.num_hidden_layers
+    assert tokens[0] == 2 * batch.prompt_width + sum(max(len(r.response_ids) - 1, 0) for r in rows)  # no padding
+    assert tokens[n] == 2 * batch.prompt_width + len(rows) * 13 and tokens[0] < tokens[n]
+    m = batch.response_mask.bool()
+    assert (out[True][0][m] - out[False][0][m]).abs().max() < 1e-5
+    assert torch.equal(out[True][0][~m], torch.zeros_like(out[True][0][~m]))  # the right padding: 0
+    for name, gr in out[True][1].items():
+        assert torch.linalg.norm(gr - out[False][1][name]) <= 1e-5 * torch.linalg.norm(gr) + 1e-9, name
+
+
 def test_a_row_of_no_prompt_is_refused():
     """Every row must belong to one of the prompts: a row outside them would be in no task, its output unwritten."""
     (qkv, wq, wk, cos, sin), lay, *_, hd = _inputs("shared, ragged, 2 queries per kv head", torch.float32)

@@ -22,6 +22,9 @@ from s2lpo.rollout import train_kernel
 from s2lpo.rollout.decode import FastDecoder, rope_table
 
 COMPILED_OPS = True  # the compiled element-wise ops where they serve (fp32, CPU, built); off: the Python ops
+# through the compiled ops, each row runs its own response tokens only (no padding to the longest); off: every row
+# as wide as the longest (the Python ops' layout), to show what it saves
+PACK_ROWS = True
 
 
 def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
@@ -117,9 +120,9 @@ def response_log_probs(model, input_ids: torch.Tensor, att_mask: torch.Tensor, p
     B, L = input_ids.shape[0], input_ids.shape[1] - 1
     R1 = L - P  # response positions that are inputs (all but the last)
     resp = att_mask[:, P:].bool()  # [B, R1 + 1] the real response tokens (right padding after them)
-    packed = COMPILED_OPS and train_kernel.ops_for(inner.embed_tokens.weight) is not None
+    compiled = COMPILED_OPS and train_kernel.ops_for(inner.embed_tokens.weight) is not None
     # the response tokens that are inputs: each row's but its last (all R1 of every row where not packed)
-    inp = resp[:, 1:] if packed else torch.ones((B, R1), dtype=torch.bool, device=resp.device)
+    inp = resp[:, 1:] if compiled and PACK_ROWS else torch.ones((B, R1), dtype=torch.bool, device=resp.device)
     row_len = inp.sum(-1)
     ids = torch.cat([input_ids[first, :P].reshape(-1), input_ids[:, P:L][inp]])
     where = torch.cat([pos[first, :P].reshape(-1), pos[:, P:L][inp]])
@@ -127,7 +130,7 @@ def response_log_probs(model, input_ids: torch.Tensor, att_mask: torch.Tensor, p
     cos, sin = rope_table(inner.rotary_emb.inv_freq, float(inner.rotary_emb.attention_scaling), int(where.max()) + 1)
     cos, sin = cos[where], sin[where]  # [tokens, hd]
     h = inner.embed_tokens(ids)  # [Np + sum(row_len), d]
-    if packed:
+    if compiled:
         real = att_mask[:, :L].bool().contiguous()
         lay = train_kernel.Layout(row_prompt.contiguous(), row_len, real[first, :P].contiguous(), real, P, H, KV)
         for lay_ in inner.layers:
