@@ -29,7 +29,9 @@ Compute bound: the FLOPs the step needs (2·params per prompt token prefilled on
 token; 6·params per token of the rows with signal, each prompt counted once as the pass computes it), at this machine's fp32 matmul rate at the model's shapes
 (measured here after every round, rows-wide for decoding and 2,048 tokens for training: the faster of torch.mm and
 the compiled kernels' matmul with the weights laid out beforehand, as the decode step multiplies; the best of the
-rounds).
+rounds). Also printed: the bound as stops 20-28 counted it (every row's prompt in the training pass) and each
+round of ours against the bound at the rates measured right after it. ``--save F`` keeps every round's
+measurements; ``--report F`` prints the table of a saved run again.
 """
 
 from __future__ import annotations
