@@ -239,8 +239,12 @@ def report(runs: dict[str, list[dict]], rates: list[tuple[float, float]], args) 
     signal = statistics.median(w["signal"] for w in works)
     needed = statistics.median(w["needed"] for w in works)
     prompt_tokens = (trained - gen) / rows * args.prompts  # each prompt prefilled once
-    gen_bound = 2 * p * (prompt_tokens + gen) / (decode_rate * 1e9)
-    bound = gen_bound + 6 * p * needed / (train_rate * 1e9)
+
+    def bound_at(decode: float, train: float) -> tuple[float, float]:  # (sampling's share, the whole step's) in s
+        share = 2 * p * (prompt_tokens + gen) / (decode * 1e9)
+        return share, share + 6 * p * needed / (train * 1e9)
+
+    gen_bound, bound = bound_at(decode_rate, train_rate)
     # the bound of stops 20-28, which counted each row's prompt in the training pass (~30 % more tokens than it needs)
     old_bound = gen_bound + 6 * p * signal * trained / (train_rate * 1e9)
     print(f"model toy-{args.size} ({p / 1e6:.2f}M params), {args.prompts} prompts x {args.group} rollouts, "
@@ -269,8 +273,7 @@ def report(runs: dict[str, list[dict]], rates: list[tuple[float, float]], args) 
           f"1.5x the bound: {1.5 * bound:.3f} s/step = {trl_s / (1.5 * bound):.2f}x TRL")
     # each round against the bound at the rates measured right after it (the machine's state then): how much of
     # the ratio's spread between runs is the machine's
-    paired = [m / (2 * p * (prompt_tokens + gen) / (d * 1e9) + 6 * p * needed / (t * 1e9))
-              for m, (d, t) in zip(med["ours"], rates)]
+    paired = [m / bound_at(d, t)[1] for m, (d, t) in zip(med["ours"], rates)]
     print(f"ours / bound at each round's own rates: {', '.join(f'{x:.2f}x' for x in paired)} "
           f"(median {statistics.median(paired):.2f}x)")
     loads = [m["load"] for ms in runs.values() for m in ms]

@@ -131,6 +131,11 @@ class KVCache:
     def row_index(self, n: int) -> torch.Tensor:
         return self.rows if self.rows is not None else torch.arange(n, device=self.k.device)
 
+    def step_args(self, n: int) -> tuple:
+        """What the compiled step reads of the cache for a batch of ``n`` rows: the keys, the values, each row's
+        cache row, each row's prompt row (empty when not shared) and the position below which it is read there."""
+        return (self.k, self.v, self.row_index(n), self.prefix if self.prefix is not None else _NO_ROWS, self.split)
+
 
 class FastDecoder:
     """The function of a ``Qwen3ForCausalLM`` (eval mode), over a preallocated :class:`KVCache`."""
@@ -173,6 +178,9 @@ class FastDecoder:
         self.device = self.embed.device
         self._flat = [t for lay in self.layers for t in (lay.in_norm, lay.qkv, lay.qk_norm, lay.o, lay.post_norm,
                                                           lay.gate_up, lay.down)]
+        # the compiled step's model arguments, after the cos and sin tables (decode_step, sample_loop)
+        self._model_args = (self._flat, self.embed, self.norm, self.lm_head, self.heads, self.kv_heads,
+                            self.head_dim, self.eps, self.scale)
 
     def step_matmul_weights(self) -> list[torch.Tensor]:
         """The weights the compiled step multiplies by: each layer's qkv, o, gate_up and down, and lm_head."""
@@ -203,12 +211,9 @@ class FastDecoder:
         ``sampler.sample_batch``): tokens, log-probs, lengths and done rows of every row ([n, T], [n]) written in
         place; ``logits`` [n, vocab] at the prefill's last tokens, ``next_pos`` [n] the rows' first new positions,
         ``keys`` [n, width + T] their real cache positions. Returns the decode steps it ran."""
-        n = logits.shape[0]
-        return self.kernel.sample_loop(
-            logits.contiguous(), generator, toks, lps, lengths, done, next_pos.contiguous(), keys, cache.k, cache.v,
-            cache.row_index(n), cache.prefix if cache.prefix is not None else _NO_ROWS, cache.split, width, rope[0],
-            rope[1], self._flat, self.embed, self.norm, self.lm_head, self.heads, self.kv_heads, self.head_dim,
-            self.eps, self.scale, eos_id, temperature)
+        return self.kernel.sample_loop(logits.contiguous(), generator, toks, lps, lengths, done, next_pos.contiguous(),
+                                       keys, *cache.step_args(logits.shape[0]), width, *rope, *self._model_args, eos_id,
+                                       temperature)
 
     def forward(self, ids: torch.Tensor, pos: torch.Tensor, cache: KVCache, start: int, key_mask: torch.Tensor,
                 rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
@@ -220,11 +225,8 @@ class FastDecoder:
         end = start + s
         cos_t, sin_t = rope if rope is not None else self.rope_table(int(pos.max()) + 1)
         if self.kernel is not None:  # a decode step or a prefill in one compiled call
-            return self.kernel.decode_step(
-                ids.reshape(-1), pos.reshape(-1).contiguous(), cache.k, cache.v, cache.row_index(n),
-                cache.prefix if cache.prefix is not None else _NO_ROWS, cache.split, start,
-                key_mask.contiguous(), cos_t, sin_t, self._flat, self.embed, self.norm, self.lm_head, self.heads,
-                self.kv_heads, self.head_dim, self.eps, self.scale)
+            return self.kernel.decode_step(ids.reshape(-1), pos.reshape(-1).contiguous(), *cache.step_args(n), start,
+                                           key_mask.contiguous(), cos_t, sin_t, *self._model_args)
         if cache.rows is not None:
             cache.select(torch.arange(n, device=ids.device))  # the Python step reads the cache's rows in order
         cos, sin = cos_t[pos][:, :, None], sin_t[pos][:, :, None]  # [n, s, 1, hd]

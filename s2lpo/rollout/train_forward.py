@@ -107,7 +107,7 @@ def response_log_probs(model, input_ids: torch.Tensor, att_mask: torch.Tensor, p
 
     The tokens run as one flat matrix: the distinct prompts (each ``P`` wide), then each row's response tokens
     that predict another. Through the compiled ops the rows are packed — a row's own tokens only, no padding to the
-    longest (on toy-l's steps the padding was ~30 % of the pass's tokens) — and the head and log-softmax run on the
+    longest (on toy-l's steps ~10 % of the padded pass's tokens were padding) — and the head and log-softmax run on the
     real response positions only; the Python ops keep every row ``R - 1`` wide (their attention is per padded row).
     """
     cfg, inner = model.config, model.model
