@@ -71,6 +71,7 @@ def profile_training(call, sets, reps: int) -> dict:
             train_step(learner, ref, opt, rows, *a, **k)
     profiled = (time.perf_counter() - t0) / len(sets) * 1e3
     ms: dict[str, float] = defaultdict(float)
+    other: dict[str, float] = defaultdict(float)  # the "other ops" by name
     flops = 0.0
     for e in prof.events():
         if e.cpu_parent is not None and e.cpu_parent.name in MATMULS:  # a matmul's own allocations
@@ -82,9 +83,11 @@ def profile_training(call, sets, reps: int) -> dict:
             ms["matmul"] += e.self_cpu_time_total / 1e3
         else:
             ms[GROUPS.get(e.name, "other ops")] += e.self_cpu_time_total / 1e3
+            if e.name not in GROUPS:
+                other[e.name] += e.self_cpu_time_total / 1e3 / len(sets)
     per = {g: v / len(sets) for g, v in ms.items()}
     return {"wall": statistics.median(walls) * 1e3, "spread": (min(walls) * 1e3, max(walls) * 1e3), "ms": per,
-            "profiled": profiled,
+            "profiled": profiled, "other": sorted(other.items(), key=lambda kv: -kv[1]),
             "gflops": flops / (ms["matmul"] / 1e3) / 1e9 if ms["matmul"] else 0.0}
 
 
@@ -137,6 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--lr", type=float, default=5e-5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--precision", choices=["fp32"], default="fp32")
+    ap.add_argument("--ops", type=int, default=0, help="also list the N costliest of the training pass's other ops")
     ap.add_argument("--cache", default=str(ROOT / ".cache"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -151,6 +155,8 @@ def main(argv: list[str] | None = None) -> None:
     for g, v in sorted(tr["ms"].items(), key=lambda kv: -kv[1]):
         if g != "matmul":
             print(f"  {g:16s} {v:7.1f}")
+    for name, v in tr["other"][: args.ops]:
+        print(f"    {name:40s} {v:6.2f}")
     print(f"  outside ops      {tr['profiled'] - ops:7.1f}  (Python, autograd: the profiled pass ({tr['profiled']:.0f} "
           f"ms a step, the profiler's own cost in it) less its ops ({ops:.0f}))")
     print(f"sampling call      {sa['wall']:7.1f}  [{sa['spread'][0]:.0f}, {sa['spread'][1]:.0f}], "
