@@ -68,7 +68,10 @@ class MlflowServer:
         import time
         import urllib.request
 
+        from s2lpo.tracking.sqlite_store import ensure_store
+
         self.root.mkdir(parents=True, exist_ok=True)
+        ensure_store(f"sqlite:///{self.root}/mlflow.db")  # the server opens a migrated store: seconds sooner
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_ENABLE_TELEMETRY": "false",
                "DO_NOT_TRACK": "1"}
         mlflow_bin = Path(sys.executable).with_name("mlflow")

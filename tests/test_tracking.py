@@ -285,3 +285,54 @@ def test_replica_state_is_atomic_json(tmp_path):
     again = ReplicaState(tmp_path, "mlflow")
     assert (again.remote, again.high_water) == ({"run_id": "x"}, {"a": 3})
     assert not list((tmp_path / "tracking").glob("*.tmp"))
+
+
+def test_new_sqlite_stores_are_copies_of_one_migrated_empty_store(tmp_path, monkeypatch):
+    """The first new store of an MLflow version migrates once into the user cache; every later store is a copy
+    (never migrated again) that MLflow opens as its own: the Default experiment at the opener's artifact root,
+    runs and metrics as in a store it migrated itself, and the same schema version."""
+    import sqlite3
+    import threading
+
+    import s2lpo.tracking.sqlite_store as store
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    migrated = []
+    real = store._migrate
+    monkeypatch.setattr(store, "_migrate", lambda p: migrated.append(p) or real(p))
+    # four threads make the same new store at once (each takes the lock through a file of its own): one store
+    dbs = [tmp_path / "a" / "mlruns.db", tmp_path / "b" / "mlruns.db"]
+    threads = [threading.Thread(target=store.ensure_store, args=(f"sqlite:///{dbs[0]}",)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    store.ensure_store(f"sqlite:///{dbs[1]}")
+    assert len(migrated) == 1 and store.empty_store().is_file()  # the template only
+    assert all(db.is_file() for db in dbs) and not list(tmp_path.glob("*/.mlruns.db.*.tmp"))
+    with sqlite3.connect(store.empty_store()) as con:
+        assert con.execute("SELECT count(*) FROM experiments").fetchone() == (0,)
+    # a store MLflow migrated itself, for the schema version
+    real(tmp_path / "own.db")
+    version = "SELECT version_num FROM alembic_version"
+    with sqlite3.connect(tmp_path / "own.db") as a, sqlite3.connect(dbs[1]) as b:
+        assert a.execute(version).fetchall() == b.execute(version).fetchall()
+    (tmp_path / "opener").mkdir()
+    monkeypatch.chdir(tmp_path / "opener")
+    client = MlflowClient(f"sqlite:///{dbs[1]}")
+    default = client.get_experiment("0")
+    assert default.name == "Default" and default.artifact_location == str(tmp_path / "opener" / "mlruns" / "0")
+    run = client.create_run(client.create_experiment("x"))
+    client.log_metric(run.info.run_id, "a", 1.5, step=3)
+    assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "a")] == [(3, 1.5)]
+
+
+def test_a_store_migrates_itself_where_the_user_cache_cannot_be_written(tmp_path, monkeypatch):
+    import s2lpo.tracking.sqlite_store as store
+
+    (tmp_path / "cache").write_text("a file where the cache folder would be")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert store.empty_store() is None
+    store.ensure_store(f"sqlite:///{tmp_path}/mlruns.db")
+    assert MlflowClient(f"sqlite:///{tmp_path}/mlruns.db").get_experiment("0").name == "Default"

@@ -9,13 +9,13 @@ metrics; no async logging (it drops data on server errors and on exit without ``
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import re
 from pathlib import Path
 
 from s2lpo.tracking.replica import Point, ReplicaState
+from s2lpo.tracking.sqlite_store import ensure_store
 
 RUN_ID_TAG = "s2lpo.run_id"
 SWEEP_TAG = "s2lpo.sweep"
@@ -45,28 +45,6 @@ def mlflow_key(key: str) -> str:
 def from_mlflow_key(key: str) -> str:
     """Inverse of :func:`mlflow_key` (also reads the unpadded ``pass_at_8`` of runs logged before)."""
     return re.sub(r"_at_(\d+)", lambda m: f"@{int(m.group(1))}", key)
-
-
-def ensure_store(uri: str) -> None:
-    """Create a sqlite store once, atomically: built under a file lock (several processes migrating a
-    new store at once crash) in a temporary file renamed into place, so a process killed mid-migration
-    leaves no half-made store behind. A server (``http://``) manages its own store."""
-    if not uri.startswith("sqlite:///"):
-        return
-    db = Path(uri.removeprefix("sqlite:///"))
-    if db.exists():
-        return
-    db.parent.mkdir(parents=True, exist_ok=True)
-    with open(db.with_name(db.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if db.exists():
-            return
-        from mlflow.tracking import MlflowClient
-
-        tmp = db.with_name(f".{db.name}.{os.getpid()}.tmp")
-        tmp.unlink(missing_ok=True)
-        MlflowClient(f"sqlite:///{tmp}").search_experiments(max_results=1)
-        os.replace(tmp, db)
 
 
 # MLflow 3 opens an experiment on its GenAI "Traces" page unless it is tagged as model development
