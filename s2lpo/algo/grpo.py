@@ -6,21 +6,31 @@ functions expect (rewards at the last response token, a numpy group index, an ``
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-_root, _handlers, _level = logging.getLogger(), list(logging.getLogger().handlers), logging.getLogger().level
-from verl.trainer.ppo import core_algos  # noqa: E402
-from verl.workers.config import ActorConfig  # noqa: E402
+if TYPE_CHECKING:
+    from verl.workers.config import ActorConfig
 
-# importing verl calls logging.basicConfig (a root handler and level): the application configures logging,
-# not a library (with it, Hydra's --info and every log line printed twice)
-for _h in [h for h in _root.handlers if h not in _handlers]:
-    _root.removeHandler(_h)
-_root.setLevel(_level)
+
+@functools.cache
+def verl_core_algos():
+    """verl's ``core_algos``, imported on first use: importing verl takes ~10 s (tensordict, transformers), which a
+    config check, a rejected override or a sweep's status need not wait for. Importing verl also calls
+    ``logging.basicConfig`` (a root handler and level): the application configures logging, not a library (with
+    it, Hydra's --info and every log line printed twice), so that is undone."""
+    root, handlers, level = logging.getLogger(), list(logging.getLogger().handlers), logging.getLogger().level
+    from verl.trainer.ppo import core_algos
+
+    for h in [h for h in root.handlers if h not in handlers]:
+        root.removeHandler(h)
+    root.setLevel(level)
+    return core_algos
 
 
 def actor_config(
@@ -32,6 +42,9 @@ def actor_config(
     loss_agg_mode: str = "token-mean",
 ) -> ActorConfig:
     """The verl ``ActorConfig`` that the policy loss reads its clip ratios from (CPU friendly)."""
+    verl_core_algos()  # verl imported (and its logging set-up undone) first
+    from verl.workers.config import ActorConfig
+
     return ActorConfig(
         strategy="fsdp",
         rollout_n=group_size,
@@ -63,7 +76,7 @@ def group_advantages(
     epsilon: float = 1e-6,
 ) -> torch.Tensor:
     """Group-relative advantages over each combined group (explorer, guided and learner rows alike)."""
-    adv, _ = core_algos.compute_grpo_outcome_advantage(
+    adv, _ = verl_core_algos().compute_grpo_outcome_advantage(
         token_level_rewards=token_level_rewards(scores, response_mask),
         response_mask=response_mask.float(),
         index=np.asarray(group_ids),
@@ -83,7 +96,7 @@ def policy_loss(
     rollout_is_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """verl's registered policy loss (``vanilla`` = clipped PPO/GRPO objective)."""
-    fn = core_algos.get_policy_loss_fn(loss_name)
+    fn = verl_core_algos().get_policy_loss_fn(loss_name)
     return fn(
         old_log_prob=old_log_prob,
         log_prob=log_prob,
@@ -103,10 +116,11 @@ def kl_loss(
     loss_agg_mode: str = "token-mean",
 ) -> torch.Tensor:
     """KL to the reference policy with verl's estimator and aggregation."""
+    core_algos = verl_core_algos()
     kld = core_algos.kl_penalty(log_prob, ref_log_prob, kl_penalty=kl_type)
     return core_algos.agg_loss(kld, response_mask.float(), loss_agg_mode)
 
 
 def agg(loss_mat: torch.Tensor, mask: torch.Tensor, loss_agg_mode: str, **global_batch_info) -> torch.Tensor:
     """verl's ``agg_loss``; ``global_batch_info`` (batch_num_tokens, global_batch_size) sets the normaliser."""
-    return core_algos.agg_loss(loss_mat, mask.float(), loss_agg_mode, **global_batch_info)
+    return verl_core_algos().agg_loss(loss_mat, mask.float(), loss_agg_mode, **global_batch_info)

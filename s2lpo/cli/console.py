@@ -17,22 +17,32 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from s2lpo.analysis.cells import MixedCellError
 from s2lpo.config.validate import ConfigError, validate
-from s2lpo.data.prepare import DataError
-from s2lpo.eval.benchmarks import EvalError
-from s2lpo.models.checkpoint import CheckpointError
-from s2lpo.rollout.explorer_cache import ExplorerCacheError
-from s2lpo.tracking.lifecycle import RunDirError
-from s2lpo.tracking.restore import JournalGapError
-from s2lpo.tracking.run import ManifestError
 from s2lpo.tracking.where import dashboard_lines
-from s2lpo.trainer.dispatch import train
 
-# what the library raises for bad input or a damaged run: each says what is wrong and what to do, so the entry
-# points print it and exit 2 (a traceback would bury it)
-USER_ERRORS = (ConfigError, EvalError, DataError, CheckpointError, ExplorerCacheError, RunDirError, JournalGapError,
-               ManifestError, MixedCellError)
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """What the library raises for bad input or a damaged run: each says what is wrong and what to do, so the entry
+    points print it and exit 2 (a traceback would bury it). Imported when something is raised: the modules that
+    define them import transformers and the trainer (~10 s), which a rejected override need not wait for."""
+    from s2lpo.analysis.cells import MixedCellError
+    from s2lpo.data.prepare import DataError
+    from s2lpo.eval.benchmarks import EvalError
+    from s2lpo.models.checkpoint import CheckpointError
+    from s2lpo.rollout.explorer_cache import ExplorerCacheError
+    from s2lpo.tracking.lifecycle import RunDirError
+    from s2lpo.tracking.restore import JournalGapError
+    from s2lpo.tracking.run import ManifestError
+
+    return (ConfigError, EvalError, DataError, CheckpointError, ExplorerCacheError, RunDirError, JournalGapError,
+            ManifestError, MixedCellError)
+
+
+def train(cfg: DictConfig, **kw):
+    from s2lpo.trainer.dispatch import train as dispatch
+
+    return dispatch(cfg, **kw)
+
 
 _probe = Console(stderr=True)
 # logs and CI are no terminal: give tables and paths room instead of rich's 80-column default
@@ -96,7 +106,9 @@ def exit_on_config_error(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except USER_ERRORS as e:
+        except Exception as e:
+            if not isinstance(e, ConfigError) and not isinstance(e, user_errors()):  # the common one first: cheap
+                raise
             console.print(str(e), style="red", markup=False, highlight=False)
             sys.exit(2)
 
