@@ -156,10 +156,16 @@ def test_bad_config_exits_before_loading_models(tmp_path):
 
     from s2lpo_testing import ROOT
 
-    r = subprocess.run([sys.executable, str(ROOT / "experiments/train.py"), f"paths.root_dir={tmp_path}",
+    # the entry point as `python experiments/train.py ...` runs it, then which heavy packages it imported: a
+    # rejection waits for neither verl nor transformers (~10 s of imports)
+    probe = ("import runpy, sys\nsys.argv = sys.argv[1:]\n"
+             "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+             "finally:\n    print('imported:', sorted(m for m in ('verl', 'transformers') if m in sys.modules))\n")
+    r = subprocess.run([sys.executable, "-c", probe, str(ROOT / "experiments/train.py"), f"paths.root_dir={tmp_path}",
                         f"paths.cache_dir={tmp_path}/cache", "algorithm.t_mix=1", "trainer.lr=-1",
                         "trainer.total_steps=abc"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr  # validated before the progress bar is drawn
+    assert "imported: []" in r.stdout, r.stdout
     assert "algorithm.t_mix=1" in r.stderr and "trainer.lr=-1" in r.stderr
     assert "trainer.total_steps='abc' must be an integer" in r.stderr
     assert not (tmp_path / "cache").exists()
