@@ -62,6 +62,21 @@ VARIANTS = {"ours": (True, True, True, True, True, True),
             "ours, neither": (False, False, True, True, True, True), "TRL (no grad. checkpointing)": None}
 
 
+def setup_args(ap: argparse.ArgumentParser, steps: int, precisions: list[str]) -> None:
+    """The run's setup on the command line, as :func:`compose_cfg` reads it (this benchmark's and
+    ``step_profile.py``'s)."""
+    ap.add_argument("--family", default="toy")
+    ap.add_argument("--size", default="l")
+    ap.add_argument("--steps", type=int, default=steps)
+    ap.add_argument("--prompts", type=int, default=8)
+    ap.add_argument("--group", type=int, default=8)
+    ap.add_argument("--max-new-tokens", type=int, default=48)
+    ap.add_argument("--lr", type=float, default=5e-5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--precision", choices=precisions, default="fp32", help="the same on both sides")
+    ap.add_argument("--cache", default=str(ROOT / ".cache"))
+
+
 def compose_cfg(root: Path, cache: Path, args) -> object:
     from hydra import compose, initialize_config_dir
 
@@ -185,17 +200,8 @@ def measure(variant: str, args) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--family", default="toy")
-    ap.add_argument("--size", default="l")
-    ap.add_argument("--steps", type=int, default=12)
+    setup_args(ap, steps=12, precisions=["fp32", "bf16"])
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--prompts", type=int, default=8)
-    ap.add_argument("--group", type=int, default=8)
-    ap.add_argument("--max-new-tokens", type=int, default=48)
-    ap.add_argument("--lr", type=float, default=5e-5)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="the same on both sides")
-    ap.add_argument("--cache", default=str(ROOT / ".cache"))
     ap.add_argument("--save", help="write every round's measurements and rates here (JSON)")
     ap.add_argument("--report", help="print the table of a run saved with --save instead of measuring")
     ap.add_argument("--worker", choices=list(VARIANTS), help=argparse.SUPPRESS)

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_trainer_vs_trl import ROOT, compose_cfg  # noqa: E402
+from bench_trainer_vs_trl import compose_cfg, setup_args  # noqa: E402
 
 MATMULS = ("aten::mm", "aten::addmm")
 # our compiled ops (train_kernel) by what they are; anything else is "other ops"
@@ -130,18 +130,9 @@ def profile_sampling(learner, sets, reps: int, max_new_tokens: int) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--family", default="toy")
-    ap.add_argument("--size", default="l")
-    ap.add_argument("--steps", type=int, default=8)
+    setup_args(ap, steps=8, precisions=["fp32"])
     ap.add_argument("--reps", type=int, default=3, help="timed passes over the steps (the profiled one is extra)")
-    ap.add_argument("--prompts", type=int, default=8)
-    ap.add_argument("--group", type=int, default=8)
-    ap.add_argument("--max-new-tokens", type=int, default=48)
-    ap.add_argument("--lr", type=float, default=5e-5)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--precision", choices=["fp32"], default="fp32")
     ap.add_argument("--ops", type=int, default=0, help="also list the N costliest of the training pass's other ops")
-    ap.add_argument("--cache", default=str(ROOT / ".cache"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     call, sets = capture(args)
