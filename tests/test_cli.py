@@ -25,6 +25,15 @@ def test_a_bad_override_of_a_sweep_is_one_line(tmp_path, capsys):
            "+trainer.lrr=1" in " ".join(err.split()), err
 
 
+def test_a_sweep_file_that_is_not_yaml_is_one_line_and_exit_2(tmp_path, capsys):
+    """Not a traceback: the file, the line and column where YAML stops, and the fix; brackets of the file's text are
+    printed as they are (no console markup)."""
+    (tmp_path / "[red]s.yaml").write_text("name: bad\naxes:\n  seed: [0, 1\n")
+    assert main(["sweep", "submit", str(tmp_path / "[red]s.yaml"), "--dry-run", "--root", str(tmp_path)]) == 2
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"{tmp_path}/[red]s.yaml is not valid YAML at line 4, column 1" in out and "Traceback" not in out, out
+
+
 def test_sweep_submission_reports_its_progress(tmp_path):
     from s2lpo.sweep.grid import load_sweep
     from s2lpo.sweep.submit import submit_sweep

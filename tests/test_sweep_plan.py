@@ -38,6 +38,25 @@ def test_bad_sweep_files_are_named(tmp_path, spec, msg):
         load_sweep(tmp_path / "nope.yaml")
 
 
+@pytest.mark.parametrize(("text", "msg"), [
+    ("name: bad\naxes:\n  seed: [0, 1\n", r"s.yaml is not valid YAML at line 4, column 1: expected ',' or ']'.*"
+                                           r"\(while parsing a flow sequence at line 3, column 9\); fix the file"),
+    ("# S2L-PO\nthe paper: *i* a frozen: model\n", r"not valid YAML at line 2, column \d+"),
+    ("- a\n- b\n", r"s.yaml: the file must be a mapping \(key: value lines\), not list"),
+    ("just text\n", r"the file must be a mapping \(key: value lines\), not str 'just text'"),
+    ("name: x\naxes: [seed]\n", r"axes must be a mapping \(key: value lines\), not list"),
+    ("name: x\naxes: {seed: 0}\n", r"axes.seed must be a non-empty list of values, not 0"),
+    ("name: x\naxes: {seed: [0]}\ncommon: family=toy\n", r"common must be a list of overrides .* not 'family=toy'"),
+    ("name: x\naxes: {seed: [0]}\nonly_for: [seed]\n", r"only_for must be a mapping"),
+    ("name: x\naxes: {explorer: [a]}\nonly_for: {explorer: s2lpo}\n", r"only_for.explorer must be a list"),
+])
+def test_malformed_sweep_files_get_one_clear_error(tmp_path, text, msg):
+    """A sweep file that is not YAML, or not the grid's shape, is named with where it breaks, not a traceback."""
+    (tmp_path / "s.yaml").write_text(text)
+    with pytest.raises(SweepError, match=msg):
+        load_sweep(tmp_path / "s.yaml")
+
+
 def test_compose_many_equals_hydra_compose_run_by_run():
     runs = [["launcher=slurm", *r] for r in load_sweep(ROOT / "sweeps/toy.yaml").runs]
     runs += [["algorithm=grpo", "explorer=none", "trainer.lr=2e-5", "+launcher.additional_parameters.hold=true",

@@ -62,7 +62,7 @@ def _sweep_submit(args: argparse.Namespace) -> int:
         with progress_bar(console, transient=True) as bar:  # gone once the summary (or the error) prints
             rep = submit_sweep(sweep, _root(args), dry_run=args.dry_run, progress=lazy_bars(bar))
     except SweepError as e:
-        console.print(f"[red]{e}[/red]")
+        console.print(str(e), style="red", markup=False)  # the file's own text may hold brackets
         return 2
     if args.json:
         from s2lpo.cli.plan_view import plan_json_lines
