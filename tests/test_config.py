@@ -55,6 +55,8 @@ REJECTIONS = [
     (["algorithm=g2rpo_a", "explorer=none", "algorithm.guidance.k=9"], "algorithm.guidance.k=9"),
     (["data.train_file=/no/such/file.parquet"], "data.train_file=/no/such/file.parquet does not exist"),
     (["trainer.lr=-0.001"], "trainer.lr=-0.001"),
+    (["trainer.lr=abc"], "trainer.lr='abc' must be a number > 0"),
+    (["algorithm.clip_ratio=wide"], "algorithm.clip_ratio='wide' must be a number > 0"),
     (["algorithm.temperature_mode=hot"], "algorithm.temperature_mode='hot'"),
     (["algorithm.offpolicy_correction=magic"], "algorithm.offpolicy_correction='magic'"),
     (["explorer=none"], "needs an explorer but explorer=none"),

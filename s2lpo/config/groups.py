@@ -39,7 +39,7 @@ def check_algorithm(cfg: DictConfig, this_machine: bool = True) -> list[str]:
     if a.name == "s2lpo" and a.t_mix == 0:
         errs.append("algorithm=s2lpo with algorithm.t_mix=0 is plain GRPO; set t_mix>=2 or use algorithm=grpo")
     if not _num(a.temperature) or a.temperature <= 0:
-        errs.append(f"algorithm.temperature={a.temperature!r} must be > 0")
+        errs.append(f"algorithm.temperature={a.temperature!r} must be a number > 0")
     if a.temperature_mode not in TEMPERATURE_MODES:
         errs.append(f"algorithm.temperature_mode={a.temperature_mode!r} is unknown; use tempered or sample_only")
     if not _num(a.top_p) or not 0 < a.top_p <= 1:
@@ -62,9 +62,9 @@ def check_algorithm(cfg: DictConfig, this_machine: bool = True) -> list[str]:
     if a.loss_agg_mode not in LOSS_AGG_MODES:
         errs.append(f"algorithm.loss_agg_mode={a.loss_agg_mode!r} is unknown; choose one of {', '.join(LOSS_AGG_MODES)}")
     if not _num(a.clip_ratio) or a.clip_ratio <= 0:
-        errs.append(f"algorithm.clip_ratio={a.clip_ratio!r} must be > 0")
+        errs.append(f"algorithm.clip_ratio={a.clip_ratio!r} must be a number > 0")
     if not _num(a.kl_coef) or a.kl_coef < 0:
-        errs.append(f"algorithm.kl_coef={a.kl_coef!r} must be >= 0")
+        errs.append(f"algorithm.kl_coef={a.kl_coef!r} must be a number >= 0")
     return errs
 
 
@@ -72,7 +72,7 @@ def check_trainer(cfg: DictConfig, this_machine: bool = True) -> list[str]:
     errs: list[str] = []
     t, d = cfg.trainer, cfg.data
     if not _num(t.lr) or t.lr <= 0:
-        errs.append(f"trainer.lr={t.lr!r} must be > 0")
+        errs.append(f"trainer.lr={t.lr!r} must be a number > 0")
     if not isinstance(t.total_steps, int) or t.total_steps < 1:
         errs.append(f"trainer.total_steps={t.total_steps!r} must be an integer >= 1")
     for key in ("eval_every", "checkpoint_every", "eval_samples", "final_eval_samples", "ppo_epochs", "mini_batches",
@@ -159,7 +159,7 @@ def _check_explorer_sampling(cfg: DictConfig) -> list[str]:
         errs.append(f"explorer.sampling.samples_per_prompt={n!r} must be an integer >= algorithm.group_size={G}: "
                     "step 1 draws the whole group from the explorer's cached samples")
     if not _num(s.temperature) or s.temperature <= 0:
-        errs.append(f"explorer.sampling.temperature={s.temperature!r} must be > 0")
+        errs.append(f"explorer.sampling.temperature={s.temperature!r} must be a number > 0")
     if not _num(s.top_p) or not 0 < s.top_p <= 1:
         errs.append(f"explorer.sampling.top_p={s.top_p!r} must be in (0, 1]")
     if not isinstance(s.max_new_tokens, int) or s.max_new_tokens < 1:
