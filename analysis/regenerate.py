@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
             rep = regenerate(args.source or ["journal:runs"], args.specs, args.out, args.cache, flt or None, progress,
                              warn=console.print)
         except (SpecError, LookupError, ValueError) as e:
-            console.print(f"[red]error: {e}[/red]")
+            console.print(f"error: {e}", style="red", markup=False)  # a spec's own text may hold brackets
             return 2
     console.print(f"{rep.runs} run(s): {rep.fetched} fetched, {rep.cached} from the cache"
                   + (" (source unreachable: cache only)" if rep.offline else ""))

@@ -244,6 +244,9 @@ def test_only_changed_runs_are_fetched_and_the_cache_serves_offline(world, tmp_p
     ("kind: chart\nname: x\n", "kind='chart'"),
     ("kind: table\nname: x\nrows: [method]\n", r"missing \['columns'\]"),
     ("kind: figure\nname: x\npanels: []\nseries: method\ncolour: red\n", r"unknown key\(s\) \['colour'\]"),
+    ("kind: table\nrows: [method\n", r"s.yaml is not valid YAML at line 3, column 1: .*\(while parsing a flow sequence at "
+                                      r"line 2, column 7\); fix the file \(a spec is a mapping with kind: table"),
+    ("- kind: table\n", r"s.yaml: the file must be a mapping \(key: value lines\), not list"),
 ])
 def test_bad_specs_are_named_before_anything_is_fetched(tmp_path, text, msg):
     (tmp_path / "s.yaml").write_text(text)

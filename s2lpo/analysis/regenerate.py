@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from s2lpo.analysis import figures, tables
 from s2lpo.analysis.cache import RunCache, tidy
+from s2lpo.config.yaml_file import load_mapping
 from s2lpo.tracking.readers import make_reader
 
 TABLE_KEYS = {"kind", "name", "title", "filter", "group", "rows", "row_label", "columns", "at", "scale", "digits",
@@ -48,7 +48,8 @@ def load_specs(spec_dir: str | Path) -> list[dict]:
         raise SpecError(f"no spec files (*.yaml) in {spec_dir}")
     specs = []
     for f in files:
-        spec = yaml.safe_load(f.read_text()) or {}
+        spec = load_mapping(f, SpecError, "a spec is a mapping with kind: table or kind: figure; see "
+                            "analysis/specs/toy")
         kind = spec.get("kind")
         allowed, required = {"table": (TABLE_KEYS, ("name", "rows", "columns")),
                              "figure": (FIGURE_KEYS, ("name", "panels", "series"))}.get(kind, (None, ()))

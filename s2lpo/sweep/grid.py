@@ -18,11 +18,14 @@ import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
+from s2lpo.config.yaml_file import load_mapping, not_a_mapping
 
 
 class SweepError(ValueError):
     pass
+
+
+SHAPE = "a sweep is a mapping of name, axes and optionally common, only_for; see sweeps/toy.yaml"
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,7 @@ def load_sweep(path: str | Path, extra: list[str] | tuple[str, ...] = ()) -> Swe
     path = Path(path)
     if not path.exists():
         raise SweepError(f"sweep file {path} does not exist; sweeps live in sweeps/<name>.yaml")
-    spec = _read(path)
+    spec = load_mapping(path, SweepError, SHAPE)
     for key in ("name", "axes"):
         if key not in spec:
             raise SweepError(f"{path}: missing '{key}' (a sweep needs name, axes and optionally common, only_for)")
@@ -76,25 +79,7 @@ def load_sweep(path: str | Path, extra: list[str] | tuple[str, ...] = ()) -> Swe
     return Sweep(str(spec["name"]), path, tuple(runs))
 
 
-def _read(path: Path) -> dict:
-    """The file's YAML as a mapping, or a SweepError that names the file, where it stops parsing and the fix."""
-    try:
-        spec = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        if (ctx := getattr(e, "context", None)) and (cm := getattr(e, "context_mark", None)) is not None:
-            problem += f" ({ctx} at line {cm.line + 1}, column {cm.column + 1})"
-        raise SweepError(f"{path} is not valid YAML{where}: {problem}; fix the file (a sweep is a mapping of name, "
-                         "axes and optionally common, only_for; see sweeps/toy.yaml)") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise SweepError(f"{path} cannot be read as a sweep file: {e}") from None
-    return _mapping(path, "the file", spec)
-
-
 def _mapping(path: Path, what: str, value) -> dict:
-    if not isinstance(value, dict):
-        raise SweepError(f"{path}: {what} must be a mapping (key: value lines), not {type(value).__name__} "
-                         f"{str(value)[:60]!r}; see sweeps/toy.yaml")
+    if (msg := not_a_mapping(path, what, value, SHAPE)) is not None:
+        raise SweepError(msg)
     return value
