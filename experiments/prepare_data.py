@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         path, read, written = prepare(args.dataset, args.input, args.out, args.split, args.solutions)
     except DataError as e:
-        console.print(f"[red]error: {e}[/red]")
+        console.print(f"error: {e}", style="red", markup=False)  # the file's own text may hold brackets
         return 2
     console.print(f"{args.dataset}: {read} rows read, {written} written -> {path}"
                   + (f" ({read - written} {'duplicate or unsolved' if args.solutions else 'duplicate'} questions "

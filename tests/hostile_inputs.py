@@ -218,6 +218,15 @@ OTHER = [
          "nope.yaml"),
     Case("sweep: status of an unknown sweep", ["-m", "s2lpo.cli", "sweep", "status", "nope", "--root", "{root}"],
          "reject", "nope"),
+    Case("sweep: file not YAML", ["-m", "s2lpo.cli", "sweep", "submit", "{root}/s.yaml", "--dry-run"], "reject",
+         "not valid YAML at line 4, column 1", lambda root: (root / "s.yaml").write_text("name: x\naxes:\n  seed: [0\n")),
+    Case("sweep: file a list", ["-m", "s2lpo.cli", "sweep", "submit", "{root}/s.yaml", "--dry-run"], "reject",
+         "the file must be a mapping", lambda root: (root / "s.yaml").write_text("- seed\n")),
+    Case("analysis: spec not YAML", ["analysis/regenerate.py", "--specs", "{root}/s.yaml", "--out", "{root}/out"],
+         "reject", "not valid YAML at line 3, column 1", lambda root: (root / "s.yaml").write_text("kind: table\nrows: [a\n")),
+    Case("prepare: a path holding console markup", ["experiments/prepare_data.py", "aime25", "{root}/d[/x]/in.json",
+                                                    "--out", "{root}/out"], "reject", "d[/x]/in.json: not JSON",
+         lambda root: (root / "d[/x]").mkdir(parents=True) or (root / "d[/x]/in.json").write_text("{")),
 ]
 
 CASES = CONFIG + DATA + RUNS + OTHER

@@ -92,6 +92,11 @@ def test_the_command_line(fixtures, tmp_path):
     assert "4 rows read, 3 written" in done.stderr and "(1 duplicate questions dropped)" in done.stderr
     bad = subprocess.run([*cmd[:3], str(tmp_path / "missing.parquet")], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "missing.parquet: no such file" in bad.stderr
+    # a path is printed as it is: console markup in it ("[/x]") once raised rich's MarkupError, a traceback
+    (tmp_path / "d[/x]").mkdir(parents=True)
+    (tmp_path / "d[/x]" / "in.json").write_text("{")
+    odd = subprocess.run([*cmd[:3], str(tmp_path / "d[/x]" / "in.json")], capture_output=True, text=True, timeout=120)
+    assert odd.returncode == 2 and "d[/x]/in.json: not JSON" in odd.stderr and "Traceback" not in odd.stderr, odd.stderr
 
 
 def test_guided_runs_need_solutions_and_prepare_joins_them(fixtures, tmp_path):

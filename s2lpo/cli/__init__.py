@@ -104,7 +104,7 @@ def _sweep_status(args: argparse.Namespace) -> int:
     try:
         rows = sweep_status(_root(args), name)
     except (FileNotFoundError, RuntimeError) as e:
-        console.print(f"[red]{e}[/red]")
+        console.print(str(e), style="red", markup=False)
         return 2
     if args.json:
         import dataclasses
