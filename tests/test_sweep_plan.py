@@ -49,6 +49,9 @@ def test_bad_sweep_files_are_named(tmp_path, spec, msg):
     ("name: x\naxes: {seed: [0]}\ncommon: family=toy\n", r"common must be a list of overrides .* not 'family=toy'"),
     ("name: x\naxes: {seed: [0]}\nonly_for: [seed]\n", r"only_for must be a mapping"),
     ("name: x\naxes: {explorer: [a]}\nonly_for: {explorer: s2lpo}\n", r"only_for.explorer must be a list"),
+    ("name: ../../elsewhere\naxes: {seed: [0]}\n", r"name='../../elsewhere' must be letters, digits"),
+    ("name: my sweep\naxes: {seed: [0]}\n", r"name='my sweep' must be letters, digits, '_', '-' or '.'"),
+    ("name: [a]\naxes: {seed: [0]}\n", r"name=\['a'\] must be"),
 ])
 def test_malformed_sweep_files_get_one_clear_error(tmp_path, text, msg):
     """A sweep file that is not YAML, or not the grid's shape, is named with where it breaks, not a traceback."""

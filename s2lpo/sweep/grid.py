@@ -15,6 +15,7 @@ A run gets ``sweep=<name>`` too, which links it to the sweep's parent run in MLf
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ class SweepError(ValueError):
     pass
 
 
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 SHAPE = "a sweep is a mapping of name, axes and optionally common, only_for; see sweeps/toy.yaml"
 
 
@@ -43,6 +45,9 @@ def load_sweep(path: str | Path, extra: list[str] | tuple[str, ...] = ()) -> Swe
     for key in ("name", "axes"):
         if key not in spec:
             raise SweepError(f"{path}: missing '{key}' (a sweep needs name, axes and optionally common, only_for)")
+    if not isinstance(spec["name"], str | int) or not NAME.fullmatch(str(spec["name"])):
+        raise SweepError(f"{path}: name={spec['name']!r} must be letters, digits, '_', '-' or '.' (it names the "
+                         "sweep's folder sweeps/<name>/ and every run's sweep tag), e.g. name: paper_rerun")
     unknown = set(spec) - {"name", "common", "axes", "only_for"}
     if unknown:
         raise SweepError(f"{path}: unknown key(s) {sorted(unknown)}; allowed: name, common, axes, only_for")
