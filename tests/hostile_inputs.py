@@ -70,7 +70,7 @@ CONFIG = [
     train("logger.delivery.interval_s=-1"), train("algorithm=s2lpo", "algorithm.t_mix=2", needle="explorer"),
     train("algorithm=s2lpo", "algorithm.t_mix=2", "explorer=qwen3_4b", needle="explorer.family"),
     train("learner=qwen3_8b", needle="learner"), train("trainer.mini_batches=3"), train("trainer.ppo_epochs=0"),
-    train("+trainer.foo=1"), train("+data.bar=2"), train("paths.runs_dir=/sys/s2lpo-runs", needle="paths.runs_dir"),  # Hydra's own output dir is made there first
+    train("+trainer.foo=1"), train("+data.bar=2"), train("paths.runs_dir=/sys/s2lpo-runs", needle="paths.runs_dir"),  # Hydra's output dir: console.hydra_dir
     train("algorithm=s2lpo", "explorer=toy_s", "algorithm.t_mix=2", "paths.explorer_cache_dir=/sys/s2lpo-xc",
           needle="paths.explorer_cache_dir"),
     train("family.n_eval=0"), train("algorithm=s2lpo", "explorer=toy_s", "algorithm.t_mix=2",

@@ -1,5 +1,7 @@
 """Config composition (every option of every group) and validation (one clear error per bad field)."""
 
+from pathlib import Path
+
 import pytest
 from omegaconf import OmegaConf
 
@@ -170,6 +172,33 @@ def test_bad_config_exits_before_loading_models(tmp_path):
     assert "imported: []" in r.stdout, r.stdout
     assert "algorithm.t_mix=1" in r.stderr and "trainer.lr=-1" in r.stderr
     assert "trainer.total_steps='abc' must be an integer" in r.stderr
+    assert not (tmp_path / "cache").exists()
+
+
+def _sys_refuses_folders() -> bool:
+    """Whether /sys refuses a new folder (it does on Linux, even to root): an unwritable path for any user."""
+    try:
+        Path("/sys/s2lpo-probe").mkdir()
+    except OSError:
+        return True
+    Path("/sys/s2lpo-probe").rmdir()
+    return False
+
+
+@pytest.mark.skipif(not _sys_refuses_folders(), reason="needs /sys, where not even root can make a folder")
+def test_an_unwritable_runs_dir_is_named_not_hydras_traceback(tmp_path):
+    """Hydra makes its output folder (hydra.run.dir, under paths.runs_dir) before the entry point runs: where
+    paths.runs_dir cannot be written, that folder goes to a temporary one and the validation names the field."""
+    import subprocess
+    import sys
+
+    from s2lpo_testing import ROOT
+
+    r = subprocess.run([sys.executable, str(ROOT / "experiments/train.py"), f"paths.root_dir={tmp_path}",
+                        f"paths.cache_dir={tmp_path}/cache", "paths.runs_dir=/sys/s2lpo-runs"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "paths.runs_dir=/sys/s2lpo-runs is not writable" in " ".join(r.stderr.split()), r.stderr
     assert not (tmp_path / "cache").exists()
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import functools
 import sys
+import tempfile
+from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -17,8 +19,22 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from s2lpo.config.validate import ConfigError, validate
+from s2lpo.config.validate import ConfigError, validate, writable_problem
 from s2lpo.tracking.where import dashboard_lines
+
+
+def hydra_dir(runs_dir: str) -> str:
+    """The root of Hydra's own output folder (``hydra.run.dir`` in conf/run.yaml and conf/study.yaml):
+    ``paths.runs_dir`` where it can be written, else a temporary folder. Hydra makes that folder before the entry
+    point runs, so an unwritable ``paths.runs_dir`` was Hydra's traceback; now the run's validation names it, with
+    every other problem, and exits 2."""
+    if writable_problem("paths.runs_dir", runs_dir) is None:
+        return runs_dir
+    return str(Path(tempfile.gettempdir()) / "s2lpo-hydra")
+
+
+# registered by every entry point's import of this module, before @hydra.main composes its config
+OmegaConf.register_new_resolver("s2lpo.hydra_dir", hydra_dir, replace=True)
 
 
 def user_errors() -> tuple[type[Exception], ...]:
