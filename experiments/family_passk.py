@@ -13,7 +13,7 @@ from s2lpo.cli.console import family_passk_printed
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> None:
-    family_passk_printed(cfg, int(cfg.get("n", 64)))
+    family_passk_printed(cfg, cfg.get("n", 64))
 
 
 if __name__ == "__main__":

@@ -202,6 +202,24 @@ def test_an_unwritable_runs_dir_is_named_not_hydras_traceback(tmp_path):
     assert not (tmp_path / "cache").exists()
 
 
+@pytest.mark.parametrize(("override", "message"), [
+    ("study.seeds=abc", "study.seeds='abc' must be a non-empty list of integers"),  # was seeds 'a', 'b', 'c'
+    ("study.seeds=[0,x]", "study.seeds=[0, 'x'] must be"), ("study.seeds=[]", "study.seeds=[] must be"),
+    ("study.runs.GRPO=grpo", "study.runs.GRPO must be a list of overrides"),
+])
+def test_a_studys_seeds_and_runs_are_checked_before_any_run_is_composed(tmp_path, override, message):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from s2lpo.study.run import study_configs
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        with pytest.raises(ConfigError) as e:
+            study_configs(compose("study", overrides=[f"paths.root_dir={tmp_path}", override]))
+    assert e.value.problems == [next(p for p in e.value.problems if p.startswith(message))], e.value.problems
+
+
 def test_the_studys_labels_are_the_tables_and_the_dashboards(tmp_path):
     """conf/study/toy.yaml labels its runs as the tables and figures do (s2lpo.algo.labels), and a run is named
     on the dashboard by that label and its seed."""

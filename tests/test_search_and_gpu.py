@@ -67,3 +67,20 @@ def test_family_passk_tables(tmp_path):
     md = (tmp_path / "results" / "family_passk.md").read_text().splitlines()
     assert md[0] == "| model | params | pass@1 | pass@2 | pass@4 | pass@8 |"
     assert (tmp_path / "results" / "family_passk.csv").read_text().count("\n") == 9
+
+
+@pytest.mark.parametrize(("n", "message"), [("abc", "n='abc' must be an integer >= 1"), ("0", "n=0 must be an integer"),
+                                            ("8 trainer.eval_temperature=0", "trainer.eval_temperature=0 must be")])
+def test_family_passk_checks_n_and_its_config_before_building_the_family(tmp_path, n, message):
+    """``+n=abc`` was int()'s traceback and ``+n=0`` built the family first; both exit 2 now, as a bad config does."""
+    import subprocess
+    import sys
+
+    from s2lpo_testing import ROOT
+
+    first, *more = n.split()
+    r = subprocess.run([sys.executable, str(ROOT / "experiments/family_passk.py"), f"paths.root_dir={tmp_path}",
+                        f"paths.cache_dir={tmp_path}/cache", f"+n={first}", *more], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and message in r.stderr, r.stderr[-2000:]
+    assert not (tmp_path / "cache").exists()

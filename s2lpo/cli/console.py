@@ -187,13 +187,18 @@ def run_search_printed(cfg: DictConfig, overrides: list[str]) -> None:
 
 
 @exit_on_config_error
-def family_passk_printed(cfg: DictConfig, n: int) -> None:
-    """experiments/family_passk.py: the family's pass@k table, printed and written."""
+def family_passk_printed(cfg: DictConfig, n) -> None:
+    """experiments/family_passk.py: the family's pass@k table, printed and written; ``n`` (``+n=``) and the config
+    are checked before the family is built."""
     from rich.table import Table
 
     from s2lpo.eval.runner import power_of_two_ks
     from s2lpo.study.family_passk import family_passk
 
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ConfigError([f"n={n!r} must be an integer >= 1 (samples per problem: +n=64 gives pass@k for k = 1, 2, "
+                           "4, …, 64)"])
+    validate(cfg)
     res = family_passk(cfg, n, log=console.print)
     ks = power_of_two_ks(n)
     table = Table(title=f"pass@k (%) on {res.n_problems} held-out problems, n={n} samples each")

@@ -33,7 +33,24 @@ class StudyResult:
     out: Path
 
 
+def study_shape(st: DictConfig) -> None:
+    """Raise :class:`ConfigError` unless ``study.seeds`` is a non-empty list of integers and ``study.runs`` a
+    mapping of labels to override lists (a string of seeds was iterated letter by letter)."""
+    problems = []
+    seeds = OmegaConf.to_object(st.seeds) if OmegaConf.is_config(st.seeds) else st.seeds
+    if not isinstance(seeds, list) or not seeds or not all(type(x) is int for x in seeds):
+        problems.append(f"study.seeds={seeds!r} must be a non-empty list of integers, e.g. study.seeds=[0,1,2]")
+    if not OmegaConf.is_dict(st.runs) or not st.runs:
+        problems.append("study.runs must be a mapping of labels to override lists (see conf/study/toy.yaml)")
+    else:
+        problems += [f"study.runs.{label} must be a list of overrides, e.g. [algorithm=grpo]"
+                     for label, ov in st.runs.items() if not OmegaConf.is_list(ov)]
+    if problems:
+        raise ConfigError(problems)
+
+
 def study_configs(cfg: DictConfig) -> list[tuple[str, int, DictConfig]]:
+    study_shape(cfg.study)
     out = []
     for label, overrides in cfg.study.runs.items():
         for seed in cfg.study.seeds:
