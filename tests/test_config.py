@@ -217,7 +217,7 @@ def test_a_studys_seeds_and_runs_are_checked_before_any_run_is_composed(tmp_path
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
         with pytest.raises(ConfigError) as e:
             study_configs(compose("study", overrides=[f"paths.root_dir={tmp_path}", override]))
-    assert e.value.problems == [next(p for p in e.value.problems if p.startswith(message))], e.value.problems
+    assert len(e.value.problems) == 1 and e.value.problems[0].startswith(message), e.value.problems
 
 
 def test_the_studys_labels_are_the_tables_and_the_dashboards(tmp_path):

@@ -19,6 +19,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from s2lpo.config.domains import _int
 from s2lpo.config.validate import ConfigError, validate, writable_problem
 from s2lpo.tracking.where import dashboard_lines
 
@@ -195,7 +196,7 @@ def family_passk_printed(cfg: DictConfig, n) -> None:
     from s2lpo.eval.runner import power_of_two_ks
     from s2lpo.study.family_passk import family_passk
 
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+    if not _int(n) or n < 1:
         raise ConfigError([f"n={n!r} must be an integer >= 1 (samples per problem: +n=64 gives pass@k for k = 1, 2, "
                            "4, …, 64)"])
     validate(cfg)

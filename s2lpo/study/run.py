@@ -11,6 +11,7 @@ from hydra import compose
 from omegaconf import DictConfig, OmegaConf
 
 from s2lpo.analysis.regenerate import regenerate
+from s2lpo.config.domains import _int
 from s2lpo.config.paths import abspath
 from s2lpo.config.validate import ConfigError, validate
 from s2lpo.models.family import built_sizes
@@ -38,7 +39,7 @@ def study_shape(st: DictConfig) -> None:
     mapping of labels to override lists (a string of seeds was iterated letter by letter)."""
     problems = []
     seeds = OmegaConf.to_object(st.seeds) if OmegaConf.is_config(st.seeds) else st.seeds
-    if not isinstance(seeds, list) or not seeds or not all(type(x) is int for x in seeds):
+    if not isinstance(seeds, list) or not seeds or not all(_int(x) for x in seeds):
         problems.append(f"study.seeds={seeds!r} must be a non-empty list of integers, e.g. study.seeds=[0,1,2]")
     if not OmegaConf.is_dict(st.runs) or not st.runs:
         problems.append("study.runs must be a mapping of labels to override lists (see conf/study/toy.yaml)")
